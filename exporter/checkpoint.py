@@ -1,0 +1,191 @@
+"""Load a ``.ckpt`` safely and fit its weights into a built model.
+
+A checkpoint is data, never code: every load goes through ``torch.load(weights_only=True)``,
+which refuses pickled globals outside PyTorch's allow-list instead of executing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter.errors import CheckpointError, StateDictMismatchError
+
+if TYPE_CHECKING:
+    import torch
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+MAX_REPORTED_KEYS = 6
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """What a checkpoint file holds, in the form the exporter needs."""
+
+    path: Path
+    sha256: str
+    state_dict: dict[str, torch.Tensor]
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    global_step: int | None = None
+    layout: str = "lightning"  # lightning | state_dict | nested
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (files may be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Load a checkpoint without executing any code it may carry.
+
+    Args:
+        path: a Lightning checkpoint, a ``{"state_dict"|"model": ...}`` dict, or a bare state dict.
+
+    Returns:
+        The state dict (tensors only), hyper-parameters, epoch and the file's sha256.
+
+    Raises:
+        CheckpointError: the file is missing, empty, truncated, not a checkpoint, or holds
+            pickled objects outside PyTorch's safe allow-list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {path} does not exist.", stage="load")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path.name} is empty (0 bytes); re-save it.", stage="load")
+    raw = _safe_torch_load(path)
+    state_dict, layout = _find_state_dict(raw, path)
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    return LoadedCheckpoint(
+        path=path,
+        sha256=file_sha256(path),
+        state_dict=state_dict,
+        hyper_parameters=dict(hparams) if isinstance(hparams, dict) else {},
+        epoch=_int_or_none(raw.get("epoch")) if layout != "state_dict" else None,
+        global_step=_int_or_none(raw.get("global_step")) if layout != "state_dict" else None,
+        layout=layout,
+    )
+
+
+def _safe_torch_load(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        # mmap keeps peak memory near one copy of the weights for zip-format files.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(_unsafe_reason(path, exc), stage="load") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        text = str(exc)
+        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+            reason = "is truncated or corrupt (its zip archive cannot be read)"
+        elif not is_zip:
+            reason = "is not a PyTorch checkpoint (neither torch.save zip nor pickle data)"
+        else:
+            reason = f"could not be read ({text.splitlines()[0][:200]})"
+        raise CheckpointError(f"Checkpoint {path.name} {reason}; re-save it with torch.save.",
+                              stage="load") from None
+
+
+def _unsafe_reason(path: Path, exc: Exception) -> str:
+    detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+    if not detail:
+        detail = "it is not PyTorch checkpoint data"
+    return (f"Refused to load {path.name}: {detail}. Checkpoints are loaded as data only "
+            "(weights_only); re-save it with plain tensors and built-in types "
+            "(e.g. torch.save({'state_dict': model.state_dict()}, path)).")
+
+
+def _find_state_dict(raw: Any, path: Path) -> tuple[dict[str, Any], str]:
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(
+            f"Checkpoint {path.name} holds a {type(raw).__name__}, not a dict with a state dict.",
+            stage="load")
+    if _is_tensor_dict(raw):
+        return dict(raw), "state_dict"
+    for key in STATE_DICT_KEYS:
+        value = raw.get(key)
+        if isinstance(value, dict) and value and _is_tensor_dict(value):
+            return dict(value), "lightning" if key == "state_dict" else "nested"
+    raise CheckpointError(
+        f"Checkpoint {path.name} has no state dict: expected a 'state_dict' or 'model' entry "
+        f"of tensors, found keys {sorted(map(str, raw))[:8]}.", stage="load")
+
+
+def _is_tensor_dict(value: dict[Any, Any]) -> bool:
+    import torch
+
+    return all(isinstance(k, str) for k in value) and all(
+        isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def strip_prefix(state_dict: dict[str, Any], expected: set[str]) -> tuple[dict[str, Any], str]:
+    """Remove the wrapper prefix (``model.``, ``net.``, ``module.``...) that best matches.
+
+    Tries no prefix and every one- and two-level dotted prefix present in the keys, and keeps
+    the one whose stripped keys overlap the model's keys most.
+
+    Returns:
+        The stripped state dict (only keys under the prefix) and the prefix used.
+    """
+    candidates = {""}
+    for key in state_dict:
+        parts = key.split(".")
+        candidates.update(".".join(parts[:i]) + "." for i in (1, 2) if len(parts) > i)
+
+    def overlap(prefix: str) -> int:
+        return sum(1 for k in state_dict if k.startswith(prefix) and k[len(prefix):] in expected)
+
+    best = max(sorted(candidates, key=len), key=overlap)
+    return {k[len(best):]: v for k, v in state_dict.items() if k.startswith(best)}, best
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> str:
+    """Load a checkpoint's weights into ``model``, stripping a wrapper prefix if needed.
+
+    Returns:
+        The prefix that was stripped (``""`` when none).
+
+    Raises:
+        StateDictMismatchError: naming missing keys, unexpected keys and shape clashes.
+    """
+    expected = model.state_dict()
+    stripped, prefix = strip_prefix(state_dict, set(expected))
+    missing = sorted(set(expected) - set(stripped))
+    unexpected = sorted(set(stripped) - set(expected))
+    clashes = [
+        f"{k}: checkpoint {list(stripped[k].shape)} vs model {list(v.shape)}"
+        for k, v in expected.items() if k in stripped and stripped[k].shape != v.shape
+    ]
+    if missing or unexpected or clashes:
+        raise StateDictMismatchError(_mismatch_message(missing, unexpected, clashes), stage="build")
+    model.load_state_dict(stripped, strict=True)
+    return prefix
+
+
+def _mismatch_message(missing: list[str], unexpected: list[str], clashes: list[str]) -> str:
+    def listing(label: str, items: list[str]) -> str:
+        more = f" (+{len(items) - MAX_REPORTED_KEYS} more)" if len(items) > MAX_REPORTED_KEYS else ""
+        return f"{label} ({len(items)}): {', '.join(items[:MAX_REPORTED_KEYS])}{more}"
+
+    parts = [listing(lbl, items) for lbl, items in
+             (("shape clashes", clashes), ("missing keys", missing), ("unexpected keys", unexpected))
+             if items]
+    hint = ("check num_classes / num_outputs and input_size" if clashes
+            else "check the architecture name")
+    return f"Checkpoint weights do not fit the model — {'; '.join(parts)}. Hint: {hint}."

@@ -1,0 +1,197 @@
+"""``python -m exporter``: formats, demo, list, export (DESIGN.md §6).
+
+Exit codes: 0 success; 1 the export failed or its validation did not pass; 2 bad arguments.
+Errors print one line on stderr; ``--json`` keeps stdout pure JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from exporter.errors import ExportError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line on stderr, exit 2
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so ``--help`` imports nothing heavy)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", help="workspace root (default: $AISTUDIO_WORKSPACE or ./workspace)")
+    common.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser = _Parser(prog="python -m exporter", description="AI Studio Export: checkpoints → validated deployable files.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("formats", parents=[common], help="list export formats and their availability")
+    demo = sub.add_parser("demo", parents=[common], help="build the demo workspace (trains small models)")
+    demo.add_argument("--force", action="store_true", help="rebuild projects that already exist")
+    listing = sub.add_parser("list", parents=[common], help="list projects, experiments or exports")
+    listing.add_argument("what", choices=("projects", "experiments", "exports"))
+    listing.add_argument("--project", help="only this project")
+    export = sub.add_parser("export", parents=[common], help="export a checkpoint and validate it")
+    export.add_argument("--project", required=True)
+    export.add_argument("--experiment", required=True)
+    export.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    export.add_argument("--format", default="onnx")
+    export.add_argument("--opset", dest="opset_version", help="ONNX opset (default 17)")
+    export.add_argument("--input-shape", help="N,C,H,W (default: 1 and the checkpoint's input_size)")
+    export.add_argument("--no-dynamic-batch", action="store_true", help="fix the batch axis")
+    export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    export.add_argument("--tolerance", help="allowed diff, scaled by max(1, |output|) (default 1e-4)")
+    export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any format/task option, e.g. exporter=dynamo (repeatable)")
+    worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
+    worker.add_argument("--project", required=True)
+    worker.add_argument("--export-id", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ExportError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _workspace(args: argparse.Namespace):
+    from exporter.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print("\n".join(lines) if lines else "(none)")
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    from exporter.formats import get_available_formats
+
+    rows = get_available_formats()
+    _emit(args, rows, [f"{r['name']:<12} {r['display_name']:<13} "
+                       f"{'available' if r['available'] else 'unavailable: ' + r['reason']}" for r in rows])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import build_demo
+
+    ws = _workspace(args)
+    built = build_demo(ws.root, force=args.force,
+                       progress=lambda msg, frac: print(f"[{frac:4.0%}] {msg}", file=sys.stderr))
+    _emit(args, {"workspace": str(ws.root), "built": built},
+          [f"Demo workspace at {ws.root}: built {', '.join(built) or 'nothing (already there; use --force)'}"])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from exporter.store import all_exports
+
+    ws = _workspace(args)
+    projects = [ws.project(args.project)] if args.project else ws.projects()
+    if args.what == "projects":
+        rows = [{**p.meta, "id": p.id, "experiments": [e.id for e in p.experiments()]} for p in projects]
+        lines = [f"{r['id']:<28} {str(r.get('task')):<20} {len(r['experiments'])} experiment(s)  {r.get('name', '')}"
+                 for r in rows]
+    elif args.what == "experiments":
+        rows = [_experiment_row(e) for p in projects for e in p.experiments()]
+        lines = [f"{r['project_id']:<24} {r['id']:<26} {str(r['architecture']):<18} "
+                 f"checkpoints: {', '.join(r['checkpoints'])}  metrics: {r['metrics']}" for r in rows]
+    else:
+        rows = all_exports(ws, args.project)
+        lines = [f"{r['id']}  {r['created_at']}  {r['project_id']}/{r['experiment_id']}:{r['checkpoint']}  "
+                 f"{r['format']}  {r['status']}  validation={r['validation'].get('verdict')}" for r in rows]
+    _emit(args, rows, lines)
+    return 0
+
+
+def _experiment_row(experiment: Any) -> dict[str, Any]:
+    return {"project_id": experiment.project_id, "id": experiment.id, "name": experiment.name,
+            "task": experiment.task, "architecture": experiment.model.get("architecture"),
+            "metrics": experiment.metrics,
+            "checkpoints": {c.name: {"epoch": c.epoch, "metric": c.metric, "size_bytes": c.size_bytes}
+                            for c in experiment.checkpoints()}}
+
+
+def export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``options`` dict from the export flags plus ``--option KEY=VALUE`` pairs."""
+    from exporter.options import parse_key_values
+
+    options: dict[str, Any] = parse_key_values(args.option)
+    flags = {"opset_version": args.opset_version, "input_shape": args.input_shape,
+             "tolerance": args.tolerance,
+             "dynamic_batch": False if args.no_dynamic_batch else None,
+             "simplify": False if args.no_simplify else None}
+    for key, value in flags.items():
+        if value is not None:
+            if key in options:
+                raise UsageError(f"{key} is given both as a flag and as --option.")
+            options[key] = value
+    return options
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from exporter.service import ExportRequest, export_checkpoint
+
+    request = ExportRequest(args.project, args.experiment, args.checkpoint, args.format, export_options(args))
+    record = export_checkpoint(_workspace(args), request)
+    ok = record["status"] == "completed" and (record.get("validation") or {}).get("passed")
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
+    else:
+        print(summary_line(record))
+    if not ok:
+        print(f"error: {failure_reason(record)}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One human line for a finished export (✅ / ❌ / ⚠️)."""
+    seconds = sum((record.get("timings_s") or {}).values())
+    if record["status"] != "completed":
+        return f"❌ {record['id']} failed after {seconds:.1f}s: {failure_reason(record)}"
+    v = record.get("validation") or {}
+    mark = {"passed": "✅", "failed": "❌"}.get(v.get("verdict"), "⚠️")
+    return (f"{mark} {record['id']} exported in {seconds:.1f}s: {record['output_file']} "
+            f"({record['output_size_mb']:.1f} MB); validation {v.get('verdict')} "
+            f"(max diff {v.get('max_diff'):.2e} at batch sizes {v.get('batch_sizes')})")
+
+
+def failure_reason(record: dict[str, Any]) -> str:
+    """Why an export did not succeed, in one line."""
+    if record.get("error"):
+        err = record["error"]
+        return f"{err['type']} at {err.get('stage')}: {err['message']}"
+    v = record.get("validation") or {}
+    bad = [f"{o['name']}: {_output_problem(o)}" for o in v.get("outputs", [])
+           if not o["passed"] or o.get("problem")]
+    return f"validation {v.get('verdict')}: " + "; ".join(bad + v.get("messages", []))
+
+
+def _output_problem(output: dict[str, Any]) -> str:
+    if output.get("problem"):
+        return output["problem"]
+    return f"max diff {output['max_abs_diff']:.2e} > allowed {output['allowed_abs_diff']:.2e}"
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from exporter.service import run_export
+
+    record = run_export(_workspace(args), args.project, args.export_id)
+    return 0 if record["status"] == "completed" else 1
+
+
+COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export,
+            "worker": cmd_worker}

@@ -1,0 +1,293 @@
+"""Build the demo workspace: real, briefly trained small models on synthetic images.
+
+Random-init nets can output ~constants, which makes validation vacuous (FINDINGS.md), so
+every demo model is trained (or fitted) for a few seconds on generated scenes, and each
+project ships sample images that validation uses as realistic inputs.
+
+Projects (one per task this release covers):
+- ``demo-classification``: resnet18 telling circles, squares and triangles apart.
+- ``demo-regression``: resnet18 regressing the centre (x, y) of one shape.
+- ``demo-anomaly``: PaDiM-style resnet18 and a conv autoencoder on striped textures, where
+  anomalies are bright blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from exporter.models.spec import IMAGENET_NORMALIZATION
+from exporter.store import utc_now
+
+SIZE = 64
+SHAPES = ("circle", "square", "triangle")
+Progress = Callable[[str, float], None]
+
+
+# ---------------------------------------------------------------- synthetic scenes
+def _grid(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    return np.mgrid[0:size, 0:size].astype(np.float32)
+
+
+def draw_shapes(n: int, rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` images ``[n, 3, size, size]`` in [0, 1] with one shape each, its class and centre."""
+    yy, xx = _grid(size)
+    images = rng.uniform(0.0, 0.25, (n, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, len(SHAPES), n)
+    centres = rng.uniform(0.3, 0.7, (n, 2)).astype(np.float32)
+    for i in range(n):
+        cy, cx = centres[i] * size
+        r = rng.uniform(0.12, 0.22) * size
+        dy, dx = yy - cy, xx - cx
+        if labels[i] == 0:
+            mask = dy**2 + dx**2 <= r**2
+        elif labels[i] == 1:
+            mask = (np.abs(dy) <= r * 0.85) & (np.abs(dx) <= r * 0.85)
+        else:
+            mask = (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+        colour = rng.uniform(0.5, 1.0, 3).astype(np.float32)
+        images[i][:, mask] = colour[:, None]
+    return images, labels, centres
+
+
+def draw_textures(n: int, rng: np.random.Generator, anomalous: bool, size: int = SIZE) -> np.ndarray:
+    """Striped textures; anomalous ones carry a bright blob somewhere."""
+    yy, xx = _grid(size)
+    phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+    stripes = 0.5 + 0.25 * np.sin(xx[None] * 0.6 + phase[:, None, None])
+    images = np.repeat(stripes[:, None], 3, axis=1) * np.array([0.9, 0.6, 0.3], np.float32)[None, :, None, None]
+    images = images + rng.normal(0, 0.03, images.shape).astype(np.float32)
+    if anomalous:
+        for i in range(n):
+            cy, cx = rng.uniform(0.2, 0.8, 2) * size
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size * 0.06) ** 2))
+            images[i] += blob[None] * np.array([0.1, 0.8, 0.9], np.float32)[:, None, None]
+    return np.clip(images, 0, 1).astype(np.float32)
+
+
+def _normalize(images: np.ndarray):
+    import torch
+
+    from exporter.validation import normalize
+
+    return normalize(torch.from_numpy(images), IMAGENET_NORMALIZATION)
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray((image.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class TrainedExperiment:
+    """One experiment's checkpoints (state dicts per epoch) and metrics."""
+
+    id: str
+    name: str
+    model_meta: dict[str, Any]
+    best: tuple[int, float, dict]
+    last: tuple[int, float, dict]
+    metric_name: str
+    metrics: dict[str, float]
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _train_supervised(model, x_train, y_train, x_val, score: Callable, epochs: int, loss_fn,
+                      higher_is_better: bool, lr: float = 2e-3):
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    best, last = None, None
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_train))
+        for idx in order.split(32):
+            opt.zero_grad()
+            loss_fn(model(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            metric = float(score(model(x_val)))
+        last = (epoch, metric, _snapshot(model))
+        if best is None or (metric > best[1] if higher_is_better else metric < best[1]):
+            best = last
+    return best, last
+
+
+def _auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
+    """Probability that an anomalous score ranks above a normal one."""
+    return float((anomalous[:, None] > normal[None, :]).mean()
+                 + 0.5 * (anomalous[:, None] == normal[None, :]).mean())
+
+
+def train_classifier(rng: np.random.Generator) -> TrainedExperiment:
+    import torch
+    import torchvision
+
+    x, y, _ = draw_shapes(640, rng)
+    xv, yv, _ = draw_shapes(96, rng)
+    model = torchvision.models.resnet18(weights=None, num_classes=len(SHAPES))
+    labels = torch.from_numpy(yv)
+    best, last = _train_supervised(
+        model, _normalize(x), torch.from_numpy(y), _normalize(xv),
+        lambda out: (out.argmax(1) == labels).float().mean(), epochs=6,
+        loss_fn=torch.nn.functional.cross_entropy, higher_is_better=True)
+    meta = {"architecture": "resnet18", "num_classes": len(SHAPES), "class_names": list(SHAPES)}
+    return TrainedExperiment("exp-resnet18-shapes", "resnet18 shapes", meta, best, last,
+                             "val_accuracy", {"val_accuracy": best[1]})
+
+
+def train_regressor(rng: np.random.Generator) -> TrainedExperiment:
+    import torch
+    import torchvision
+
+    x, _, c = draw_shapes(480, rng)
+    xv, _, cv = draw_shapes(96, rng)
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    target = torch.from_numpy(cv)
+    best, last = _train_supervised(
+        model, _normalize(x), torch.from_numpy(c), _normalize(xv),
+        lambda out: (out - target).abs().mean(), epochs=4,
+        loss_fn=torch.nn.functional.mse_loss, higher_is_better=False)
+    meta = {"architecture": "resnet18", "num_outputs": 2, "output_names": ["center_y", "center_x"]}
+    return TrainedExperiment("exp-resnet18-center", "resnet18 shape centre", meta, best, last,
+                             "val_mae", {"val_mae": best[1]})
+
+
+def train_padim(rng: np.random.Generator) -> TrainedExperiment:
+    import torch
+
+    from exporter.models.anomaly import PadimModel
+
+    normal_val = _normalize(draw_textures(24, rng, False))
+    anomalous_val = _normalize(draw_textures(24, rng, True))
+    model = PadimModel((3, SIZE, SIZE)).eval()
+    snapshots = []
+    for epoch, count in enumerate((32, 96)):
+        model.fit(_normalize(draw_textures(count, rng, False)))
+        with torch.no_grad():
+            auroc = _auroc(model(normal_val)[1].numpy(), model(anomalous_val)[1].numpy())
+        snapshots.append((epoch, auroc, _snapshot(model)))
+    best = max(snapshots, key=lambda s: s[1])
+    meta = {"architecture": "padim_resnet18", "n_features": 100}
+    return TrainedExperiment("exp-padim-resnet18", "PaDiM resnet18 stripes", meta, best,
+                             snapshots[-1], "val_auroc", {"val_auroc": best[1]})
+
+
+def train_autoencoder(rng: np.random.Generator) -> TrainedExperiment:
+    import torch
+
+    from exporter.models.anomaly import ConvAutoencoder
+
+    x = _normalize(draw_textures(256, rng, False))
+    normal_val = _normalize(draw_textures(24, rng, False))
+    anomalous_val = _normalize(draw_textures(24, rng, True))
+    model = ConvAutoencoder((3, SIZE, SIZE))
+
+    def score(_: Any) -> float:
+        return _auroc(model(normal_val)[1].numpy(), model(anomalous_val)[1].numpy())
+
+    best, last = _train_supervised(
+        model, x, x, x[:1], score, epochs=6, higher_is_better=True, lr=3e-3,
+        loss_fn=lambda out, target: out[0].mean())
+    meta = {"architecture": "autoencoder"}
+    return TrainedExperiment("exp-autoencoder", "conv autoencoder stripes", meta, best, last,
+                             "val_auroc", {"val_auroc": best[1]})
+
+
+# ---------------------------------------------------------------- writing
+DEMO_PROJECTS: dict[str, dict[str, Any]] = {
+    "demo-classification": {"name": "Demo · shape classification", "task": "classification",
+                            "class_names": list(SHAPES), "train": (train_classifier,),
+                            "samples": lambda rng: draw_shapes(4, rng)[0]},
+    "demo-regression": {"name": "Demo · shape centre regression", "task": "regression",
+                        "train": (train_regressor,), "samples": lambda rng: draw_shapes(4, rng)[0]},
+    "demo-anomaly": {"name": "Demo · texture anomaly detection", "task": "anomaly_detection",
+                     "train": (train_padim, train_autoencoder),
+                     "samples": lambda rng: np.concatenate([draw_textures(2, rng, False),
+                                                            draw_textures(2, rng, True)])},
+}
+
+
+def _write_checkpoint(path: Path, entry: tuple[int, float, dict], hparams: dict[str, Any]) -> None:
+    import torch
+
+    epoch, _, state = entry
+    # The layout PyTorch Lightning's Trainer writes for a module holding ``self.model``.
+    torch.save({"epoch": epoch, "global_step": (epoch + 1) * 15,
+                "state_dict": {f"model.{k}": v for k, v in state.items()},
+                "hyper_parameters": hparams}, path)
+
+
+def _write_experiment(folder: Path, project_id: str, task: str, trained: TrainedExperiment) -> None:
+    ckpt_dir = folder / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    model = {"task": task, "input_size": [3, SIZE, SIZE], "normalization": IMAGENET_NORMALIZATION,
+             **trained.model_meta}
+    checkpoints = {}
+    for name, entry in (("best", trained.best), ("last", trained.last)):
+        _write_checkpoint(ckpt_dir / f"{name}.ckpt", entry, model)
+        checkpoints[name] = {"path": f"checkpoints/{name}.ckpt", "epoch": entry[0],
+                             "metric": round(entry[1], 6), "metric_name": trained.metric_name}
+    meta = {"id": trained.id, "name": trained.name, "project_id": project_id, "task": task,
+            "model": model, "metrics": {k: round(v, 6) for k, v in trained.metrics.items()},
+            "status": "completed", "created_at": utc_now(), "checkpoints": checkpoints}
+    (folder / "experiment.json").write_text(json.dumps(meta, indent=2))
+
+
+def build_project(root: Path, project_id: str, seed: int = 0) -> Path:
+    """Train and write one demo project atomically (built aside, then renamed into place)."""
+    spec = DEMO_PROJECTS[project_id]
+    rng = np.random.default_rng(seed)
+    final = root / "projects" / project_id
+    tmp = root / "projects" / f".building-{project_id}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data" / "samples").mkdir(parents=True)
+    meta = {"id": project_id, "name": spec["name"], "task": spec["task"], "created_at": utc_now()}
+    if "class_names" in spec:
+        meta["class_names"] = spec["class_names"]
+    (tmp / "project.json").write_text(json.dumps(meta, indent=2))
+    for i, image in enumerate(spec["samples"](rng)):
+        _save_png(image, tmp / "data" / "samples" / f"sample_{i}.png")
+    for train in spec["train"]:
+        trained = train(rng)
+        _write_experiment(tmp / "experiments" / trained.id, project_id, spec["task"], trained)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def build_demo(root: str | os.PathLike[str], *, force: bool = False,
+               progress: Progress | None = None) -> list[str]:
+    """Build every demo project that is missing (all of them with ``force``).
+
+    Returns:
+        Ids of the projects that were built.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    root = Path(root)
+    built = []
+    todo = [p for p in DEMO_PROJECTS if force or not (root / "projects" / p / "project.json").is_file()]
+    for i, project_id in enumerate(todo):
+        if progress:
+            progress(f"Training {project_id}", i / max(len(todo), 1))
+        start = time.perf_counter()
+        build_project(root, project_id, seed=i)
+        built.append(project_id)
+        if progress:
+            progress(f"Built {project_id} in {time.perf_counter() - start:.0f}s", (i + 1) / len(todo))
+    return built

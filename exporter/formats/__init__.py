@@ -1,0 +1,9 @@
+"""Export formats behind one registry (see ``registry.py``)."""
+
+from exporter.formats.registry import (
+    ExportArtifact, ExportFormat, ExportJob, format_names, get_available_formats, get_format,
+    register_format,
+)
+
+__all__ = ["ExportArtifact", "ExportFormat", "ExportJob", "format_names", "get_available_formats",
+           "get_format", "register_format"]

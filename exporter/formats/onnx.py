@@ -1,0 +1,224 @@
+"""ONNX export with torch.onnx, checked, simplified and verified by running it in ONNX Runtime.
+
+Exporter choice (FINDINGS.md): the legacy TorchScript-based exporter is 3–29× faster and
+handles detectors; dynamo handles some models legacy cannot. ``exporter=auto`` tries legacy
+first, and every attempt must survive ``onnx.checker``, an opset read-back and a smoke run
+at batch 2 (when the batch is dynamic) before it is accepted; otherwise the next is tried.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.errors import ExporterError, InvalidOptionError, one_line
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.options import OptionSpec
+
+LEGACY_OPSETS = (7, 20)
+DYNAMO_OPSETS = (18, 23)
+DEFAULT_OPSET = 17
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+
+
+class OrtRunner:
+    """An ONNX Runtime CPU session over an exported file."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the graph; returns outputs in graph order."""
+        return self.session.run(None, inputs)
+
+
+@register_format("onnx", display_name="ONNX", suffix=".onnx")
+class OnnxFormat(ExportFormat):
+    """ONNX via torch.onnx (legacy or dynamo), simplified with onnxsim, run with ONNX Runtime."""
+
+    format_options = (
+        OptionSpec("opset_version", "int", DEFAULT_OPSET,
+                   "ONNX opset; legacy exporter 7–20, dynamo 18–23.",
+                   minimum=LEGACY_OPSETS[0], maximum=DYNAMO_OPSETS[1]),
+        OptionSpec("simplify", "bool", True, "Simplify the graph with onnxsim (kept unsimplified if it fails)."),
+        OptionSpec("exporter", "choice", "auto", "torch.onnx path: auto tries legacy, then dynamo.",
+                   choices=("auto", "legacy", "dynamo")),
+        OptionSpec("external_data", "choice", "auto",
+                   "Store weights in model.onnx.data: auto (only past 2 GB), always, never.",
+                   choices=("auto", "always", "never")),
+    )
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        return (False, f"install {', '.join(missing)}") if missing else (True, "")
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        exporter_order(options["exporter"], options["opset_version"])
+
+    def load(self, path: Path) -> OrtRunner:
+        return OrtRunner(path)
+
+    def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
+        """Export, simplify, annotate, save and smoke-run; see the module docstring."""
+        opset = job.options["opset_version"]
+        failures: list[str] = []
+        for exporter in exporter_order(job.options["exporter"], opset):
+            try:
+                return self._attempt(exporter, job, workdir, progress, failures)
+            except ExporterError as exc:
+                failures.append(f"{exporter}: {exc.message}")
+                _clear(workdir)
+        raise ExporterError(
+            f"torch.onnx could not export {job.spec.architecture} at opset {opset} — "
+            + " | ".join(failures), stage="export")
+
+    def _attempt(self, exporter: str, job: ExportJob, workdir: Path, progress: Progress,
+                 earlier: list[str]) -> ExportArtifact:
+        warn = [f"exporter {e}" for e in earlier]
+        progress("export")
+        model = _torch_export(exporter, job, workdir / "raw")
+        _check_opset(model, job.options["opset_version"], exporter)
+        if job.options["simplify"]:
+            progress("simplify")
+            model = _simplify(model, warn)
+        import onnx
+
+        onnx.helper.set_model_props(model, {**job.metadata, "onnx_exporter": exporter})
+        files = _save(model, workdir, job.options["external_data"])
+        shutil.rmtree(workdir / "raw", ignore_errors=True)
+        progress("validate")
+        runner = _checked_runner(files[0], job)
+        return ExportArtifact(files=files, runner=runner, info=describe_model(model, exporter),
+                              warnings=warn)
+
+
+def exporter_order(choice: str, opset: int) -> list[str]:
+    """Which exporters to try, in order, for ``choice`` at ``opset``.
+
+    Raises:
+        InvalidOptionError: no exporter can write that opset.
+    """
+    fits = {"legacy": LEGACY_OPSETS[0] <= opset <= LEGACY_OPSETS[1],
+            "dynamo": DYNAMO_OPSETS[0] <= opset <= DYNAMO_OPSETS[1]}
+    order = ["legacy", "dynamo"] if choice == "auto" else [choice]
+    usable = [name for name in order if fits[name]]
+    if not usable:
+        ranges = f"legacy {LEGACY_OPSETS[0]}–{LEGACY_OPSETS[1]}, dynamo {DYNAMO_OPSETS[0]}–{DYNAMO_OPSETS[1]}"
+        raise InvalidOptionError(f"Opset {opset} cannot be produced by exporter={choice} ({ranges}).")
+    return usable
+
+
+def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
+    import onnx
+    import torch
+
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    path = raw_dir / MODEL_FILE
+    n, c, h, w = job.input_shape
+    # Dynamo bakes a batch-1 example into reshapes (FINDINGS.md): give it batch 2.
+    batch = max(n, 2) if exporter == "dynamo" and job.dynamic_batch else n
+    example = torch.rand(batch, c, h, w)
+    axes = None
+    if job.dynamic_batch:
+        axes = {name: {0: "batch"} for name in (*job.input_names, *job.output_names)}
+    kwargs: dict[str, Any] = {"dynamo": exporter == "dynamo", "opset_version": job.options["opset_version"],
+                              "input_names": list(job.input_names),
+                              "output_names": list(job.output_names), "dynamic_axes": axes}
+    if exporter == "dynamo":
+        kwargs.update(report=False, verbose=False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(job.module, (example,), str(path), **kwargs)
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
+        raise ExporterError(one_line(exc), stage="export") from None
+
+
+def _check_opset(model: Any, opset: int, exporter: str) -> None:
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExporterError(f"asked for opset {opset} but the {exporter} exporter wrote {written}",
+                            stage="export")
+
+
+def _simplify(model: Any, warn: list[str]) -> Any:
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # noqa: BLE001 - never fail an export for simplification
+        warn.append(f"onnxsim failed, kept the unsimplified graph: {one_line(exc, 200)}")
+        return model
+    if not ok:
+        warn.append("onnxsim could not verify the simplified graph; kept the unsimplified one")
+        return model
+    # onnxsim adds ~20 bookkeeping props; keep the file's metadata ours.
+    del simplified.metadata_props[:]
+    return simplified
+
+
+def _save(model: Any, workdir: Path, external_data: str) -> list[Path]:
+    import onnx
+
+    path = workdir / MODEL_FILE
+    size = model.ByteSize() if external_data == "auto" else 0
+    external = external_data == "always" or (external_data == "auto" and size > EXTERNAL_DATA_THRESHOLD)
+    if external and external_data != "never":
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=DATA_FILE, size_threshold=1024)
+        return [path, workdir / DATA_FILE]
+    onnx.save_model(model, str(path))
+    return [path]
+
+
+def _checked_runner(path: Path, job: ExportJob) -> OrtRunner:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+        runner = OrtRunner(path)
+        if job.dynamic_batch:  # a declared dynamic batch proves nothing until it runs
+            n, c, h, w = job.input_shape
+            runner.run({job.input_names[0]: np.random.rand(2, c, h, w).astype(np.float32)})
+    except Exception as exc:  # noqa: BLE001
+        raise ExporterError(f"the written file does not run: {one_line(exc)}", stage="export") from None
+    return runner
+
+
+def describe_model(model: Any, exporter: str) -> dict[str, Any]:
+    """Inputs, outputs, opset, IR version, node count and op-type counts of a ModelProto."""
+    import onnx
+
+    def tensor_info(value: Any) -> dict[str, Any]:
+        ttype = value.type.tensor_type
+        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in ttype.shape.dim]
+        return {"name": value.name, "shape": shape,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name}
+
+    ops = collections.Counter(node.op_type for node in model.graph.node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"inputs": [tensor_info(v) for v in model.graph.input],
+            "outputs": [tensor_info(v) for v in model.graph.output],
+            "opset": opset, "ir_version": model.ir_version, "node_count": len(model.graph.node),
+            "op_types": dict(ops.most_common()), "exporter": exporter}
+
+
+def _clear(workdir: Path) -> None:
+    for child in workdir.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -1,0 +1,135 @@
+"""The format registry: one class per format, registered by decorator.
+
+    @register_format("onnx", display_name="ONNX", suffix=".onnx")
+    class OnnxFormat(ExportFormat): ...
+
+Availability is detected at call time (packages, GPU), never hard-coded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+
+from exporter.errors import FormatUnavailableError, UnknownFormatError
+from exporter.options import COMMON_OPTIONS, OptionSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from exporter.models.spec import ModelSpec
+
+_FORMATS: dict[str, type[ExportFormat]] = {}
+Progress = Callable[[str], None]
+
+
+class Runner(Protocol):
+    """A loaded exported file that can be run on numpy inputs."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything a format needs to write one file."""
+
+    module: nn.Module
+    spec: ModelSpec
+    input_shape: tuple[int, int, int, int]
+    dynamic_batch: bool
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    options: dict[str, Any]
+    metadata: dict[str, str]
+
+
+@dataclass
+class ExportArtifact:
+    """What ``export`` produced in its work folder: files (primary first) and a live runner."""
+
+    files: list[Path]
+    runner: Runner
+    info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class ExportFormat:
+    """Base of every format: the same small interface (see CONVENTIONS.md)."""
+
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    suffix: ClassVar[str] = ""
+    format_options: ClassVar[tuple[OptionSpec, ...]] = ()
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        """``(True, "")`` when this format can run here, else ``(False, reason)``."""
+        return False, "Coming Soon"
+
+    @classmethod
+    def options(cls) -> tuple[OptionSpec, ...]:
+        """Every option this format accepts, common ones first."""
+        return COMMON_OPTIONS + cls.format_options
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Reject option combinations that cannot work, before anything is started."""
+
+    def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
+        """Write the file(s) into ``workdir`` and return them with a runner."""
+        raise NotImplementedError
+
+    def load(self, path: Path) -> Runner:
+        """Open an exported file for inference."""
+        raise NotImplementedError
+
+
+def register_format(name: str, *, display_name: str, suffix: str):
+    """Class decorator adding an ``ExportFormat`` to the registry."""
+
+    def decorate(cls: type[ExportFormat]) -> type[ExportFormat]:
+        cls.name, cls.display_name, cls.suffix = name, display_name, suffix
+        _FORMATS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtin_formats() -> None:
+    from exporter.formats import onnx, planned  # noqa: F401
+
+
+def format_names() -> list[str]:
+    """Registered format keys, in registration order."""
+    _load_builtin_formats()
+    return list(_FORMATS)
+
+
+def get_format(name: str, *, require_available: bool = True) -> ExportFormat:
+    """The format registered as ``name``.
+
+    Raises:
+        UnknownFormatError: no such format (lists the registered ones).
+        FormatUnavailableError: registered but not usable here (says why).
+    """
+    _load_builtin_formats()
+    cls = _FORMATS.get(str(name).lower())
+    if cls is None:
+        raise UnknownFormatError(f"Unknown format {name!r}; known formats: {', '.join(_FORMATS)}.")
+    available, reason = cls.is_available()
+    if require_available and not available:
+        raise FormatUnavailableError(f"Format {cls.name!r} is unavailable: {reason}.")
+    return cls()
+
+
+def get_available_formats() -> list[dict[str, Any]]:
+    """Every registered format with its availability and options (``GET /api/formats``)."""
+    _load_builtin_formats()
+    rows = []
+    for cls in _FORMATS.values():
+        available, reason = cls.is_available()
+        rows.append({"name": cls.name, "display_name": cls.display_name, "suffix": cls.suffix,
+                     "available": available, "reason": reason,
+                     "options": [spec.describe() for spec in cls.options()]})
+    return rows

@@ -1,0 +1,76 @@
+"""Classification and regression on torchvision backbones."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from exporter.errors import ArchitectureError
+from exporter.models.registry import TaskAdapter, register_task
+from exporter.models.spec import ModelSpec
+
+
+@functools.cache
+def torchvision_classifiers() -> tuple[str, ...]:
+    """Every torchvision classification builder name (resnet18, vit_b_16, ...)."""
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_torchvision_classifier(architecture: str, num_classes: int, input_size: tuple) -> nn.Module:
+    """A torchvision classifier with ``num_classes`` outputs and random weights."""
+    import torchvision
+
+    kwargs: dict = {"weights": None, "num_classes": num_classes}
+    if architecture.startswith("vit_"):
+        kwargs["image_size"] = input_size[1]  # ViT's position embedding is sized by the image.
+    if architecture in ("googlenet", "inception_v3"):
+        kwargs["init_weights"] = False  # skips scipy-based init; weights come from the ckpt
+    return torchvision.models.get_model(architecture, **kwargs)
+
+
+class _FirstOutput(nn.Module):
+    """Eval wrapper: one image batch in, the primary tensor out (drops aux heads)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor]:  # noqa: A002 - ONNX input name
+        out = self.model(input)
+        if isinstance(out, tuple):  # GoogLeNet / Inception namedtuples
+            out = out[0]
+        return (out,)
+
+
+@register_task("classification")
+class ClassificationTask(TaskAdapter):
+    """Image → class logits ``[N, num_classes]``."""
+
+    output_names = ("logits",)
+    size_key = "num_classes"
+
+    def architectures(self) -> list[str]:
+        return list(torchvision_classifiers())
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        self.check_architecture(spec.architecture)
+        if not spec.num_classes or spec.num_classes <= 0:
+            raise ArchitectureError(
+                f"{self.task} needs a positive {self.size_key} in the checkpoint's "
+                "hyper_parameters or experiment.json.", stage="build")
+        return build_torchvision_classifier(spec.architecture, spec.num_classes, spec.input_size)
+
+    def wrap(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+        return _FirstOutput(model).eval()
+
+
+@register_task("regression")
+class RegressionTask(ClassificationTask):
+    """Image → ``[N, num_outputs]`` real values (a torchvision backbone with a linear head)."""
+
+    output_names = ("predictions",)
+    size_key = "num_outputs"

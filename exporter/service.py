@@ -1,0 +1,251 @@
+"""``export_checkpoint``: the one export path that the CLI, the API and the pages call.
+
+An export is two steps so that a background worker can run the second:
+``prepare_export`` checks everything cheap (ids, format, options) and writes a ``pending``
+record; ``run_export`` loads, builds, exports, validates and stores, updating the record's
+progress, and always ends it ``completed`` or ``failed`` with a typed error.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from exporter import __version__
+from exporter.errors import ExportError, InvalidOptionError, one_line
+from exporter.store import PARTIAL_DIR, ExportStore, utc_now
+from exporter.workspace import Workspace
+
+STAGES = {"load": 0.05, "build": 0.15, "export": 0.3, "simplify": 0.55, "validate": 0.7, "store": 0.9}
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What a user asks for: which checkpoint, which format, which options."""
+
+    project_id: str
+    experiment_id: str
+    checkpoint: str = "best"
+    format: str = "onnx"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_export(workspace: Workspace, request: ExportRequest) -> dict[str, Any]:
+    """Check a request and write its ``pending`` record.
+
+    Raises:
+        NotFoundError: unknown project, experiment or checkpoint.
+        UsageError: unknown/unavailable format or a bad option (nothing is written).
+    """
+    from exporter.formats import get_format
+    from exporter.options import parse_options
+
+    project = workspace.project(request.project_id)
+    experiment = project.experiment(request.experiment_id)
+    ref = experiment.checkpoint(request.checkpoint)
+    fmt = get_format(request.format)
+    options = parse_options(fmt.options(), request.options)
+    fmt.check_options(options)
+    record = {
+        "id": None, "project_id": project.id, "experiment_id": experiment.id,
+        "checkpoint": ref.name, "format": fmt.name, "options": options,
+        "status": "pending", "progress": {"stage": "load", "fraction": 0.0},
+        "created_at": utc_now(), "started_at": None, "finished_at": None,
+        "output_file": None, "files": [], "output_size_mb": None,
+        "model": {"task": experiment.task, "architecture": experiment.model.get("architecture")},
+        "validation": None, "timings_s": {}, "warnings": [], "error": None,
+        "checkpoint_path": str(ref.path), "checkpoint_sha256": None,
+        "worker": {"pid": os.getpid()},
+    }
+    return ExportStore(project).create(record)
+
+
+def export_checkpoint(workspace: Workspace, request: ExportRequest) -> dict[str, Any]:
+    """Prepare and run an export in this process; returns the final record.
+
+    Raises:
+        UsageError / NotFoundError: the request is invalid (no record is written).
+    """
+    record = prepare_export(workspace, request)
+    return run_export(workspace, record["project_id"], record["id"])
+
+
+def run_export(workspace: Workspace, project_id: str, export_id: str,
+               on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run a prepared export to the end and return its final record (never raises ExportError)."""
+    store = ExportStore.for_project(workspace, project_id)
+    record = store.update(export_id, status="running", started_at=utc_now(),
+                          worker={"pid": os.getpid()})
+    workdir = store.export_dir(export_id) / PARTIAL_DIR
+    pipeline = _Pipeline(workspace, store, record, workdir, on_progress)
+    try:
+        return pipeline.run()
+    except ExportError as exc:
+        return pipeline.fail(exc)
+    except MemoryError:
+        return pipeline.fail(ExportError("Ran out of memory; try a smaller input_shape.",
+                                         stage=pipeline.stage))
+    except Exception as exc:  # noqa: BLE001 - a bug must still end the record, readably
+        return pipeline.fail(ExportError(f"Internal error: {one_line(exc)}", stage=pipeline.stage))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Pipeline:
+    """The stages of one export; keeps the record's progress and timings current."""
+
+    def __init__(self, workspace: Workspace, store: ExportStore, record: dict[str, Any],
+                 workdir: Path, on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+        self.workspace, self.store, self.record, self.workdir = workspace, store, record, workdir
+        self.on_progress = on_progress
+        self.stage = "load"
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def enter(self, stage: str) -> None:
+        """Close the current stage's timer and announce ``stage``."""
+        if stage == self.stage:
+            return
+        now = time.perf_counter()
+        self.timings[self.stage] = round(self.timings.get(self.stage, 0.0) + now - self._clock, 4)
+        self.stage, self._clock = stage, now
+        self._save(progress={"stage": stage, "fraction": STAGES.get(stage, 0.0)}, timings_s=self.timings)
+
+    def run(self) -> dict[str, Any]:
+        from exporter.checkpoint import load_checkpoint
+        from exporter.formats import get_format
+
+        project = self.store.project
+        experiment = project.experiment(self.record["experiment_id"])
+        ref = experiment.checkpoint(self.record["checkpoint"])
+        fmt = get_format(self.record["format"])
+        options = self.record["options"]
+        ckpt = load_checkpoint(ref.path)
+        self.enter("build")
+        spec, module, shape = _build(ckpt, experiment, project.task, options)
+        self._save(checkpoint_sha256=ckpt.sha256, model=spec.metadata())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        job = _job(module, spec, shape, options, self.record, ckpt.sha256)
+        self.enter("export")
+        artifact = fmt.export(job, self.workdir, self.enter)
+        self.enter("validate")
+        report = _validate(job, artifact.runner, project.sample_images(), options)
+        self.enter("store")
+        files = _publish(artifact.files, self.store.export_dir(self.record["id"]))
+        self.enter("done")
+        timings = {k: v for k, v in self.timings.items() if k != "done"}
+        return self._save(
+            status="completed", finished_at=utc_now(), progress={"stage": "done", "fraction": 1.0},
+            output_file=files[0]["name"], files=files,
+            output_size_mb=round(sum(f["size_bytes"] for f in files) / 1e6, 3),
+            model={**spec.metadata(), **artifact.info, "input_shape": list(shape)},
+            validation=report.to_dict(), warnings=artifact.warnings, timings_s=timings,
+            environment=environment(artifact.info), error=None)
+
+    def fail(self, exc: ExportError) -> dict[str, Any]:
+        """End the record ``failed`` with the error; no model file is left behind."""
+        error = exc.to_dict()
+        error["stage"] = error.get("stage") or self.stage
+        for name in ("model.onnx", "model.onnx.data"):
+            (self.store.export_dir(self.record["id"]) / name).unlink(missing_ok=True)
+        return self._save(status="failed", finished_at=utc_now(), error=error,
+                          progress={"stage": self.stage, "fraction": 1.0})
+
+    def _save(self, **changes: Any) -> dict[str, Any]:
+        self.record = self.store.update(self.record["id"], **changes)
+        if self.on_progress:
+            self.on_progress(self.record)
+        return self.record
+
+
+def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[str, Any]):
+    import torch
+
+    from exporter.checkpoint import load_weights
+    from exporter.models import ModelSpec, get_task
+
+    spec = ModelSpec.resolve(ckpt.hyper_parameters, experiment.model,
+                             task_hint=experiment.task or project_task)
+    adapter = get_task(spec.task)
+    model = adapter.build(spec)
+    load_weights(model, ckpt.state_dict)
+    module = adapter.wrap(model.eval(), spec)
+    shape = tuple(options.get("input_shape") or (1, *spec.input_size))
+    if shape[1] != spec.input_size[0]:
+        raise InvalidOptionError(
+            f"input_shape has {shape[1]} channels but the model takes {spec.input_size[0]}.",
+            stage="build")
+    try:
+        with torch.no_grad():
+            module(torch.zeros(*shape))
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidOptionError(f"The model cannot run at input_shape {list(shape)}: "
+                                 f"{one_line(exc, 240)}", stage="build") from None
+    return spec, module, shape
+
+
+def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: dict[str, Any],
+         sha256: str):
+    import json
+
+    from exporter.formats import ExportJob
+    from exporter.models import get_task
+
+    adapter = get_task(spec.task)
+    meta = {
+        "task": spec.task, "architecture": spec.architecture,
+        "class_names": json.dumps(list(spec.class_names)),
+        "normalization": json.dumps(spec.normalization), "input_size": json.dumps(list(spec.input_size)),
+        "num_classes": str(spec.num_classes), "checkpoint_sha256": sha256,
+        "checkpoint": record["checkpoint"], "project_id": record["project_id"],
+        "experiment_id": record["experiment_id"], "export_id": record["id"],
+        "exporter_version": f"aistudio-export {__version__}",
+    }
+    return ExportJob(module=module, spec=spec, input_shape=shape,  # type: ignore[arg-type]
+                     dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
+                     output_names=adapter.output_names, options=options, metadata=meta)
+
+
+def _validate(job: Any, runner: Any, samples: list[Path], options: dict[str, Any]):
+    from exporter.validation import input_pool, validate
+
+    pool, kind = input_pool(samples, tuple(job.input_shape[1:]), job.spec.normalization)
+    sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]
+    return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
+                    pool=pool, pool_kind=kind, batch_sizes=sizes, tolerance=options["tolerance"],
+                    task=job.spec.task)
+
+
+def _publish(files: list[Path], folder: Path) -> list[dict[str, Any]]:
+    """Move finished files into the export folder, primary file last, with their sha256."""
+    from exporter.checkpoint import file_sha256
+    from exporter.errors import OutputFileError
+
+    rows = [{"name": p.name, "size_bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files]
+    try:
+        for path in reversed(files):  # data files first: model.onnx appears only once complete
+            os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise OutputFileError(f"Could not move the exported file into place: {exc}", stage="store") from None
+    return rows
+
+
+def environment(info: dict[str, Any]) -> dict[str, Any]:
+    """Versions a user needs to know to run (or reproduce) the file."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), "platform": sys.platform,
+            "aistudio_export": __version__,
+            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim")},
+            "opset": info.get("opset"), "ir_version": info.get("ir_version")}

@@ -1,0 +1,202 @@
+"""Export records on disk: ``exports/export-<id>/export.json`` plus ``exports_index.json``.
+
+Every write is atomic (temp file in the same folder, fsync, ``os.replace``) and happens under
+one file lock per project, so readers never see half a file and concurrent writers (worker
+processes, the server, a CLI) never lose an update. The index is derived data: if it is
+missing or unreadable it is rebuilt from the records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from exporter.errors import NotFoundError, OutputFileError
+from exporter.workspace import Project, Workspace
+
+EXPORT_ID = re.compile(r"^export-[0-9a-f]{8}$")
+RECORD_FILE = "export.json"
+INDEX_FILE = "exports_index.json"
+PARTIAL_DIR = ".partial"
+LOCK_TIMEOUT_S = 60
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with a ``Z`` suffix."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so that readers see either the old or the new file, never a mix.
+
+    Raises:
+        OutputFileError: the folder is not writable or the disk is full.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputFileError(f"Could not write {path.name}: {exc}", stage="store") from None
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """The index entry for a record (DESIGN.md §2)."""
+    validation = record.get("validation") or {}
+    model = record.get("model") or {}
+    return {
+        "id": record["id"], "project_id": record.get("project_id"),
+        "experiment_id": record.get("experiment_id"), "checkpoint": record.get("checkpoint"),
+        "format": record.get("format"), "status": record.get("status"),
+        "created_at": record.get("created_at"), "finished_at": record.get("finished_at"),
+        "output_size_mb": record.get("output_size_mb"),
+        "task": model.get("task"), "architecture": model.get("architecture"),
+        "checkpoint_sha256": record.get("checkpoint_sha256"),
+        "validation": {"passed": validation.get("passed"), "verdict": validation.get("verdict")},
+    }
+
+
+class ExportStore:
+    """Records and index of one project's exports."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.root = project.exports_dir
+        self.index_path = self.root / INDEX_FILE
+
+    @classmethod
+    def for_project(cls, workspace: Workspace, project_id: str) -> ExportStore:
+        """The store of ``project_id`` (raises ``NotFoundError`` if there is no such project)."""
+        return cls(workspace.project(project_id))
+
+    def lock(self) -> FileLock:
+        """The project's write lock (re-entrant within a process)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
+
+    def export_dir(self, export_id: str) -> Path:
+        """Folder of an export; raises ``NotFoundError`` for a malformed id."""
+        if not isinstance(export_id, str) or not EXPORT_ID.match(export_id):
+            raise NotFoundError(f"Export id {export_id!r} is not valid (expected export-xxxxxxxx).")
+        return self.root / export_id
+
+    def create(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Give ``record`` a fresh unique id, write it and add it to the index."""
+        with self.lock():
+            while True:
+                export_id = f"export-{uuid.uuid4().hex[:8]}"
+                folder = self.root / export_id
+                try:
+                    folder.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise OutputFileError(f"Cannot create an export folder in {self.root}: {exc}",
+                                          stage="store") from None
+            record = {**record, "id": export_id}
+            try:
+                self._write(record)
+            except OutputFileError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        return record
+
+    def get(self, export_id: str) -> dict[str, Any]:
+        """The record of ``export_id``; raises ``NotFoundError``."""
+        path = self.export_dir(export_id) / RECORD_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise NotFoundError(f"No export {export_id!r} in project {self.project.id!r}.") from None
+
+    def update(self, export_id: str, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into the record and rewrite it and its index entry atomically."""
+        with self.lock():
+            record = {**self.get(export_id), **changes}
+            self._write(record)
+        return record
+
+    def delete(self, export_id: str) -> None:
+        """Remove the export's folder and index entry."""
+        folder = self.export_dir(export_id)
+        with self.lock():
+            if not folder.is_dir():
+                raise NotFoundError(f"No export {export_id!r} in project {self.project.id!r}.")
+            trash = self.root / f".deleted-{export_id}-{uuid.uuid4().hex[:6]}"
+            os.replace(folder, trash)  # the folder vanishes at once; removal may take longer
+            self._write_index([e for e in self._read_index() if e.get("id") != export_id])
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Index entries, newest first."""
+        entries = self._read_index()
+        return sorted(entries, key=lambda e: str(e.get("created_at") or ""), reverse=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every readable record on disk (the source of truth behind the index)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in sorted(self.root.glob("export-*")):
+            try:
+                found.append(json.loads((folder / RECORD_FILE).read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def rebuild_index(self) -> list[dict[str, Any]]:
+        """Rewrite the index from the records on disk."""
+        with self.lock():
+            entries = [summarize(r) for r in self.records() if EXPORT_ID.match(str(r.get("id")))]
+            self._write_index(entries)
+        return entries
+
+    def _write(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.export_dir(record["id"]) / RECORD_FILE, record)
+        entries = [e for e in self._read_index() if e.get("id") != record["id"]]
+        self._write_index([*entries, summarize(record)])
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        try:
+            entries = json.loads(self.index_path.read_text(encoding="utf-8"))
+            if isinstance(entries, list) and all(isinstance(e, dict) for e in entries):
+                return entries
+        except FileNotFoundError:
+            if not any(self.root.glob("export-*")):
+                return []
+        except (OSError, ValueError):
+            pass
+        return [summarize(r) for r in self.records() if EXPORT_ID.match(str(r.get("id")))]
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.index_path, entries)
+
+
+def find_export(workspace: Workspace, export_id: str) -> tuple[ExportStore, dict[str, Any]]:
+    """Locate an export by id across all projects; raises ``NotFoundError``."""
+    for project in workspace.projects():
+        store = ExportStore(project)
+        folder = store.export_dir(export_id)
+        if (folder / RECORD_FILE).is_file():
+            return store, store.get(export_id)
+    raise NotFoundError(f"No export {export_id!r} in workspace {workspace.root}.")
+
+
+def all_exports(workspace: Workspace, project_id: str | None = None) -> list[dict[str, Any]]:
+    """Index entries of one project or of every project, newest first."""
+    projects = [workspace.project(project_id)] if project_id else workspace.projects()
+    entries = [e for p in projects for e in ExportStore(p).list()]
+    return sorted(entries, key=lambda e: str(e.get("created_at") or ""), reverse=True)

@@ -1,0 +1,220 @@
+"""Run PyTorch and the exported file on the same inputs and compare every output.
+
+Pass rule per output: ``max |torch - exported| <= tolerance * max(1, max |torch|)`` — an
+absolute tolerance scaled by the output's magnitude, because element-wise relative error is
+dominated by near-zero values (FINDINGS.md) and is reported for information only.
+A reference that is constant or ~0 everywhere (an untrained net) makes the verdict
+``inconclusive``: any tolerance would pass, so it proves nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.errors import one_line
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from exporter.formats.registry import Runner
+
+MAX_SAMPLE_IMAGES = 4
+RANDOM_INPUTS = 2
+DEGENERATE_ABS = 1e-6
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """How one output of the exported file compares with PyTorch."""
+
+    name: str
+    shape: list[int]
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_rel_diff: float
+    allowed_abs_diff: float
+    reference_min: float
+    reference_max: float
+    passed: bool
+    histogram: dict[str, list[float]] = field(default_factory=dict)
+    problem: str | None = None
+    degenerate: bool = False
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The verdict of one validation: ``passed``, ``failed`` or ``inconclusive``."""
+
+    verdict: str
+    max_diff: float
+    tolerance: float
+    batch_sizes: list[int]
+    inputs: str
+    outputs: list[OutputComparison]
+    task_metrics: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``export.json["validation"]`` form."""
+        return {"passed": self.passed, **asdict(self)}
+
+
+def load_images(paths: list[Path], input_size: tuple[int, int, int],
+                normalization: dict[str, list[float]]) -> torch.Tensor:
+    """Images resized to ``input_size`` and normalised, as a float tensor ``[N, C, H, W]``."""
+    import torch
+    from PIL import Image
+
+    c, h, w = input_size
+    mode = "RGB" if c == 3 else "L"
+    arrays = []
+    for path in paths:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+        arrays.append(arr.reshape(h, w, -1).transpose(2, 0, 1))
+    batch = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, c, h, w)
+    return normalize(batch, normalization)
+
+
+def normalize(batch: torch.Tensor, normalization: dict[str, list[float]]) -> torch.Tensor:
+    """Apply per-channel mean/std when they match the channel count."""
+    import torch
+
+    mean, std = normalization.get("mean", []), normalization.get("std", [])
+    if len(mean) != batch.shape[1] or len(std) != batch.shape[1]:
+        return batch
+    return (batch - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+def input_pool(samples: list[Path], input_size: tuple[int, int, int],
+               normalization: dict[str, list[float]], seed: int = 0) -> tuple[torch.Tensor, str]:
+    """Validation images: up to 4 project samples plus seeded random images, normalised."""
+    import torch
+
+    real = load_images(samples[:MAX_SAMPLE_IMAGES], input_size, normalization)
+    generator = torch.Generator().manual_seed(seed)
+    noise = normalize(torch.rand(RANDOM_INPUTS, *input_size, generator=generator), normalization)
+    kind = "samples+random" if len(real) else "random"
+    return torch.cat([real, noise]), kind
+
+
+def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names: tuple[str, ...],
+             pool: torch.Tensor, pool_kind: str, batch_sizes: list[int], tolerance: float,
+             task: str) -> ValidationReport:
+    """Compare ``module`` and ``runner`` on every image of ``pool`` at each batch size.
+
+    Returns:
+        A report with one ``OutputComparison`` per output; never raises for a mismatch.
+    """
+    pairs, messages = _run_batches(module, runner, input_name, pool, batch_sizes)
+    outputs = [_compare(name, [(r[i], c[i]) for r, c in pairs], tolerance)
+               for i, name in enumerate(output_names)] if pairs else []
+    metrics = task_agreement(task, pairs)
+    verdict = _verdict(outputs, messages, bool(pairs))
+    max_diff = max((o.max_abs_diff for o in outputs), default=math.inf)
+    return ValidationReport(verdict=verdict, max_diff=max_diff, tolerance=tolerance,
+                            batch_sizes=list(batch_sizes), inputs=pool_kind, outputs=outputs,
+                            task_metrics=metrics, messages=messages)
+
+
+def _run_batches(module: nn.Module, runner: Runner, input_name: str, pool: torch.Tensor,
+                 batch_sizes: list[int]) -> tuple[list[tuple[list, list]], list[str]]:
+    import torch
+
+    pairs, messages = [], []
+    for size in batch_sizes:
+        for start in range(0, len(pool), size):
+            batch = pool[start:start + size]
+            if len(batch) < size:  # top up the last chunk so every run has the full batch
+                batch = torch.cat([batch, pool[: size - len(batch)]])
+            with torch.no_grad():
+                reference = [t.detach().float().numpy() for t in module(batch)]
+            try:
+                candidate = runner.run({input_name: batch.numpy()})
+            except Exception as exc:  # noqa: BLE001 - a file that fails to run fails validation
+                messages.append(f"exported file failed at batch {size}: {one_line(exc, 300)}")
+                break
+            clash = _shape_clash(reference, candidate, size)
+            if clash:
+                messages.append(clash)
+                break
+            pairs.append((reference, [np.asarray(c, dtype=np.float32) for c in candidate]))
+    return pairs, messages
+
+
+def _shape_clash(reference: list[np.ndarray], candidate: list[np.ndarray], size: int) -> str | None:
+    if len(reference) != len(candidate):
+        return f"batch {size}: exported file has {len(candidate)} outputs, PyTorch {len(reference)}"
+    for i, (r, c) in enumerate(zip(reference, candidate)):
+        if tuple(r.shape) != tuple(np.shape(c)):
+            return (f"batch {size}: output {i} has shape {list(np.shape(c))} in the exported file "
+                    f"but {list(r.shape)} in PyTorch")
+    return None
+
+
+def _compare(name: str, pairs: list[tuple[np.ndarray, np.ndarray]], tolerance: float) -> OutputComparison:
+    ref = np.concatenate([r.ravel() for r, _ in pairs]).astype(np.float64)
+    cand = np.concatenate([c.ravel() for _, c in pairs]).astype(np.float64)
+    problem = None
+    if not np.isfinite(ref).all():
+        problem = "PyTorch output contains NaN or Inf (check the checkpoint's weights)"
+    elif not np.isfinite(cand).all():
+        problem = "exported output contains NaN or Inf where PyTorch's is finite"
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    diff = np.abs(ref - cand)[finite]
+    peak = float(np.abs(ref[finite]).max()) if finite.any() else 0.0
+    allowed = tolerance * max(1.0, peak)
+    max_abs = float(diff.max()) if diff.size else math.inf
+    rel = diff / np.maximum(np.abs(ref[finite]), 1e-8) if diff.size else np.array([math.inf])
+    degenerate = problem is None and _degenerate(ref[finite], peak)
+    if degenerate:
+        problem = ("reference output is constant or ~0 for every input — the model looks "
+                   "untrained, so this comparison proves nothing")
+    return OutputComparison(
+        name=name, shape=list(pairs[-1][0].shape), max_abs_diff=max_abs,
+        mean_abs_diff=float(diff.mean()) if diff.size else math.inf,
+        max_rel_diff=float(rel.max()), allowed_abs_diff=allowed,
+        reference_min=float(ref[finite].min()) if finite.any() else math.nan,
+        reference_max=float(ref[finite].max()) if finite.any() else math.nan,
+        passed=(problem is None or degenerate) and max_abs <= allowed, histogram=diff_histogram(diff),
+        problem=problem, degenerate=degenerate)
+
+
+def _degenerate(ref: np.ndarray, peak: float) -> bool:
+    return ref.size == 0 or peak < DEGENERATE_ABS or float(np.ptp(ref)) <= DEGENERATE_ABS * max(1.0, peak)
+
+
+def diff_histogram(diff: np.ndarray) -> dict[str, list[float]]:
+    """Counts of |diff| in log-spaced bins (two per decade); exact zeros counted apart."""
+    nonzero = diff[diff > 0]
+    top = math.ceil(math.log10(nonzero.max())) if nonzero.size else -6
+    edges = np.logspace(-12, max(top, -6), num=(max(top, -6) + 12) * 2 + 1)
+    counts, _ = np.histogram(np.clip(nonzero, edges[0], edges[-1]), bins=edges)
+    return {"edges": edges.tolist(), "counts": counts.astype(int).tolist(),
+            "exact_zero": [int(diff.size - nonzero.size)]}
+
+
+def task_agreement(task: str, pairs: list[tuple[list, list]]) -> dict[str, float]:
+    """Task-level agreement (classification: top-1 agreement of the first output)."""
+    if task != "classification" or not pairs:
+        return {}
+    ref = np.concatenate([r[0] for r, _ in pairs])
+    cand = np.concatenate([c[0] for _, c in pairs])
+    return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean())}
+
+
+def _verdict(outputs: list[OutputComparison], messages: list[str], ran: bool) -> str:
+    hard_failure = any(not o.passed for o in outputs)
+    if messages or not ran or hard_failure:
+        return "failed"
+    return "inconclusive" if any(o.degenerate for o in outputs) else "passed"
