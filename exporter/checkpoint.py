@@ -86,7 +86,7 @@ def _safe_torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_unsafe_reason(path, exc), stage="load") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch's readers fail in many ways on bad bytes
         text = str(exc)
         if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
             reason = "is truncated or corrupt (its zip archive cannot be read)"
@@ -174,8 +174,30 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> str:
     ]
     if missing or unexpected or clashes:
         raise StateDictMismatchError(_mismatch_message(missing, unexpected, clashes), stage="build")
-    model.load_state_dict(stripped, strict=True)
+    model.load_state_dict(_with_metadata(stripped, state_dict, expected, prefix), strict=True)
     return prefix
+
+
+def _with_metadata(stripped: dict[str, Any], original: dict[str, Any], expected: Any, prefix: str) -> Any:
+    """Carry the per-module ``_metadata`` (layer versions) across the prefix strip.
+
+    Some modules (MNASNet, BatchNorm) read their version from it while loading; the model's own
+    metadata is the fallback for a checkpoint that lost it.
+    """
+    from collections import OrderedDict
+
+    result = OrderedDict(stripped)
+    metadata = dict(getattr(expected, "_metadata", {}) or {})
+    root = prefix[:-1]
+    for key, value in (getattr(original, "_metadata", None) or {}).items():
+        if not prefix:
+            metadata[key] = value
+        elif key == root:
+            metadata[""] = value
+        elif key.startswith(prefix):
+            metadata[key[len(prefix):]] = value
+    result._metadata = metadata  # type: ignore[attr-defined]
+    return result
 
 
 def _mismatch_message(missing: list[str], unexpected: list[str], clashes: list[str]) -> str:

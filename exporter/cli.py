@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", help="workspace root (default: $AISTUDIO_WORKSPACE or ./workspace)")
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
-    parser = _Parser(prog="python -m exporter", description="AI Studio Export: checkpoints → validated deployable files.")
+    parser = _Parser(prog="python -m exporter",
+                     description="AI Studio Export: checkpoints → validated deployable files.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("formats", parents=[common], help="list export formats and their availability")
     demo = sub.add_parser("demo", parents=[common], help="build the demo workspace (trains small models)")

@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,6 @@ def train_padim(rng: np.random.Generator) -> TrainedExperiment:
 
 
 def train_autoencoder(rng: np.random.Generator) -> TrainedExperiment:
-    import torch
 
     from exporter.models.anomaly import ConvAutoencoder
 

@@ -13,10 +13,11 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from exporter import __version__
 from exporter.errors import ExportError, InvalidOptionError, one_line
@@ -153,8 +154,7 @@ class _Pipeline:
         """End the record ``failed`` with the error; no model file is left behind."""
         error = exc.to_dict()
         error["stage"] = error.get("stage") or self.stage
-        for name in ("model.onnx", "model.onnx.data"):
-            (self.store.export_dir(self.record["id"]) / name).unlink(missing_ok=True)
+        self.store.clear_outputs(self.record["id"])
         return self._save(status="failed", finished_at=utc_now(), error=error,
                           progress={"stage": self.stage, "fraction": 1.0})
 

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,15 @@ EXPORT_ID = re.compile(r"^export-[0-9a-f]{8}$")
 RECORD_FILE = "export.json"
 INDEX_FILE = "exports_index.json"
 PARTIAL_DIR = ".partial"
+WORKER_LOG = "worker.log"
 LOCK_TIMEOUT_S = 60
+_LOCKS: dict[str, FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp with a ``Z`` suffix."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -82,15 +86,25 @@ class ExportStore:
         return cls(workspace.project(project_id))
 
     def lock(self) -> FileLock:
-        """The project's write lock (re-entrant within a process)."""
+        """The project's write lock: one object per path, so it is re-entrant in a thread."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
+        path = str(self.root / ".lock")
+        with _LOCKS_GUARD:
+            return _LOCKS.setdefault(path, FileLock(path, timeout=LOCK_TIMEOUT_S))
 
     def export_dir(self, export_id: str) -> Path:
         """Folder of an export; raises ``NotFoundError`` for a malformed id."""
         if not isinstance(export_id, str) or not EXPORT_ID.match(export_id):
             raise NotFoundError(f"Export id {export_id!r} is not valid (expected export-xxxxxxxx).")
         return self.root / export_id
+
+    def clear_outputs(self, export_id: str) -> None:
+        """Remove every file of an export except its record and log (after a failure/cancel)."""
+        folder = self.export_dir(export_id)
+        for child in folder.iterdir() if folder.is_dir() else ():
+            if child.name in (RECORD_FILE, WORKER_LOG):
+                continue
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
     def create(self, record: dict[str, Any]) -> dict[str, Any]:
         """Give ``record`` a fresh unique id, write it and add it to the index."""

@@ -155,7 +155,7 @@ def _run_batches(module: nn.Module, runner: Runner, input_name: str, pool: torch
 def _shape_clash(reference: list[np.ndarray], candidate: list[np.ndarray], size: int) -> str | None:
     if len(reference) != len(candidate):
         return f"batch {size}: exported file has {len(candidate)} outputs, PyTorch {len(reference)}"
-    for i, (r, c) in enumerate(zip(reference, candidate)):
+    for i, (r, c) in enumerate(zip(reference, candidate, strict=True)):
         if tuple(r.shape) != tuple(np.shape(c)):
             return (f"batch {size}: output {i} has shape {list(np.shape(c))} in the exported file "
                     f"but {list(r.shape)} in PyTorch")

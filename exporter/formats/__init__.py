@@ -1,7 +1,12 @@
 """Export formats behind one registry (see ``registry.py``)."""
 
 from exporter.formats.registry import (
-    ExportArtifact, ExportFormat, ExportJob, format_names, get_available_formats, get_format,
+    ExportArtifact,
+    ExportFormat,
+    ExportJob,
+    format_names,
+    get_available_formats,
+    get_format,
     register_format,
 )
 

@@ -9,6 +9,7 @@ at batch 2 (when the batch is dynamic) before it is accepted; otherwise the next
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
 import warnings
 from pathlib import Path
@@ -142,12 +143,25 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
     if exporter == "dynamo":
         kwargs.update(report=False, verbose=False)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
             warnings.simplefilter("ignore")
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
         raise ExporterError(one_line(exc), stage="export") from None
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off():
+    """Eval-mode attention takes a fused fast path that ONNX cannot express; trace the plain ops."""
+    import torch
+
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
 
 
 def _check_opset(model: Any, opset: int, exporter: str) -> None:

@@ -8,9 +8,10 @@ Availability is detected at call time (packages, GPU), never hard-coded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from exporter.errors import FormatUnavailableError, UnknownFormatError
 from exporter.options import COMMON_OPTIONS, OptionSpec

@@ -1,0 +1,232 @@
+"""HTTP API under ``/api``, served by the dashboard's own process (DESIGN.md §7).
+
+Every error answers ``{"error": {"type", "message"}}`` with a 4xx status (a 500 never carries
+a traceback). When ``AISTUDIO_API_TOKEN`` is set, every route requires
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Mount
+
+from exporter import __version__
+from exporter.errors import ExportError, NotFoundError, one_line
+from exporter.store import all_exports, find_export
+from exporter.workspace import Workspace
+
+MAX_BODY_BYTES = 1 << 20
+TOKEN_ENV = "AISTUDIO_API_TOKEN"
+CHUNK = 1 << 20
+
+
+class ExportBody(BaseModel):
+    """Body of ``POST /api/export``."""
+
+    model_config = ConfigDict(extra="forbid")
+    project_id: str = Field(max_length=128)
+    experiment_id: str = Field(max_length=128)
+    checkpoint: str = Field("best", max_length=16)
+    format: str = Field("onnx", max_length=32)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+
+def _require_token(request: Request) -> None:
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise _ApiError(401, "Unauthorized", f"Send 'Authorization: Bearer <token>' (set by {TOKEN_ENV}).")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def workspace() -> Workspace:
+    """The workspace each request works on (from ``$AISTUDIO_WORKSPACE``)."""
+    return Workspace()
+
+
+def create_api() -> FastAPI:
+    """The FastAPI application mounted at ``/api``."""
+    api = FastAPI(title="AI Studio Export API", version=__version__, docs_url="/docs",
+                  openapi_url="/openapi.json", redoc_url=None, dependencies=[Depends(_require_token)])
+    _install_error_handlers(api)
+
+    @api.middleware("http")
+    async def cap_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes.")
+        return await call_next(request)
+
+    @api.get("/formats", summary="Export formats and their availability")
+    def formats() -> list[dict[str, Any]]:
+        from exporter.formats import get_available_formats
+
+        return get_available_formats()
+
+    @api.get("/projects", summary="Projects with their experiments and checkpoints")
+    def projects() -> list[dict[str, Any]]:
+        return [project_tree(p) for p in workspace().projects()]
+
+    @api.get("/exports", summary="Export summaries, newest first")
+    def exports(project_id: str | None = Query(None, max_length=128)) -> list[dict[str, Any]]:
+        return all_exports(workspace(), project_id)
+
+    @api.post("/export", status_code=202, summary="Start an export in the background")
+    def start(body: ExportBody) -> dict[str, Any]:
+        from exporter.jobs import start_export
+        from exporter.service import ExportRequest
+
+        return start_export(workspace(), ExportRequest(**body.model_dump()))
+
+    @api.get("/export/{export_id}", summary="An export's record")
+    def record(export_id: str) -> dict[str, Any]:
+        return find_export(workspace(), export_id)[1]
+
+    @api.get("/export/{export_id}/download", summary="The exported file, streamed")
+    def download(export_id: str, request: Request):
+        return download_response(export_id)
+
+    @api.delete("/export/{export_id}", summary="Delete an export (cancels it first if running)")
+    def delete(export_id: str) -> dict[str, Any]:
+        from exporter.jobs import cancel_export
+
+        cancel_export(workspace(), export_id)
+        store, _ = find_export(workspace(), export_id)
+        store.delete(export_id)
+        return {"deleted": export_id}
+
+    return api
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(ExportError)
+    async def export_error(_: Request, exc: ExportError) -> JSONResponse:
+        return _error(exc.http_status, type(exc).__name__, exc.message)
+
+    @api.exception_handler(_ApiError)
+    async def api_error(_: Request, exc: _ApiError) -> JSONResponse:
+        return _error(exc.status, exc.kind, exc.message)
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}"
+                             for e in exc.errors()[:5])
+        return _error(422, "InvalidRequest", problems or "The request body is not valid JSON.")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "HTTPError", str(exc.detail))
+
+    @api.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "InternalError", one_line(exc, 200))
+
+
+def project_tree(project: Any) -> dict[str, Any]:
+    """A project with its experiments and their checkpoints (JSON)."""
+    return {**project.meta, "id": project.id, "name": project.name, "task": project.task,
+            "experiments": [{
+                "id": e.id, "name": e.name, "task": e.task, "model": e.model, "metrics": e.metrics,
+                "checkpoints": [{"name": c.name, "epoch": c.epoch, "metric": c.metric,
+                                 "size_bytes": c.size_bytes} for c in e.checkpoints()],
+            } for e in project.experiments()]}
+
+
+def export_files(export_id: str) -> tuple[dict[str, Any], list[Path]]:
+    """A completed export's record and its files, each checked to lie inside its folder.
+
+    Raises:
+        NotFoundError: unknown id or a file that is missing or escapes the folder.
+        _ApiError: the export is not completed (409).
+    """
+    store, record = find_export(workspace(), export_id)
+    if record.get("status") != "completed":
+        raise _ApiError(409, "NotReady",
+                        f"Export {export_id} is {record.get('status')}; only completed exports download.")
+    folder = store.export_dir(export_id).resolve()
+    paths = []
+    for entry in record.get("files") or []:
+        path = folder / str(entry.get("name"))
+        if path.is_symlink() or path.resolve().parent != folder or not path.is_file():
+            raise NotFoundError(f"File {entry.get('name')!r} of {export_id} is not available.")
+        paths.append(path)
+    if not paths:
+        raise NotFoundError(f"Export {export_id} has no files.")
+    return record, paths
+
+
+def download_response(export_id: str):
+    """A streamed file (with Range and ETag) or, for several files, a streamed zip."""
+    record, paths = export_files(export_id)
+    if len(paths) == 1:
+        sha = record["files"][0]["sha256"]
+        response = FileResponse(paths[0], filename=paths[0].name, media_type="application/octet-stream")
+        response.headers["etag"] = f'"{sha}"'
+        return response
+    name = f"{export_id}-{record.get('format')}.zip"
+    return StreamingResponse(iter_zip(paths), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream whose written bytes are drained by a generator."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self.chunks = self.chunks, []
+        yield from chunks
+
+
+def iter_zip(paths: list[Path]) -> Iterator[bytes]:
+    """Stream a stored (uncompressed) zip of ``paths`` with bounded memory."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in paths:
+            with archive.open(path.name, "w", force_zip64=True) as dest, open(path, "rb") as src:
+                while block := src.read(CHUNK):
+                    dest.write(block)
+                    yield from sink.drain()
+    yield from sink.drain()
+
+
+def api_routes() -> list[BaseRoute]:
+    """Routes for ``st.App``: the API mounted at ``/api`` (recovering interrupted exports first)."""
+    from exporter.jobs import recover_interrupted
+
+    try:
+        recover_interrupted(workspace())
+    except ExportError:
+        pass
+    return [Mount("/api", app=create_api())]

@@ -1,0 +1,45 @@
+"""Shared fixtures: a demo workspace built once per session, fresh workspaces per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    # Never touch the user's ./workspace or home from tests.
+    os.environ["AISTUDIO_WORKSPACE"] = str(tmp_path_factory.mktemp("default-ws"))
+    os.environ.pop("AISTUDIO_API_TOKEN", None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> Path:
+    """The demo workspace, trained once per test session (read-only template)."""
+    from exporter.demo import build_demo
+
+    root = tmp_path_factory.mktemp("demo-template")
+    build_demo(root)
+    return root
+
+
+@pytest.fixture
+def demo_ws(demo_template, tmp_path) -> Path:
+    """A private copy of the demo workspace (checkpoints hard-linked, so copying is cheap)."""
+    target = tmp_path / "ws"
+    shutil.copytree(demo_template, target, copy_function=os.link)
+    return target
+
+
+def read_index(root: Path, project_id: str) -> list[dict]:
+    """The project's exports_index.json (asserting it is valid JSON)."""
+    path = Path(root) / "projects" / project_id / "exports" / "exports_index.json"
+    return json.loads(path.read_text()) if path.exists() else []

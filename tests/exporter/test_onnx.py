@@ -1,0 +1,152 @@
+"""ONNX export round trips through the real pipeline: torch → onnx → ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from exporter import ExportRequest, Workspace, export_checkpoint
+from tests.helpers import classifier_checkpoint
+
+MATRIX = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+          "efficientnet_b0", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "densenet121",
+          "regnet_y_400mf", "googlenet", "convnext_tiny", "wide_resnet50_2"]
+
+
+def export(root, **options):
+    return export_checkpoint(Workspace(root), ExportRequest("proj", "exp", options=options))
+
+
+def assert_passed(record):
+    assert record["status"] == "completed", record["error"]
+    assert record["validation"]["verdict"] == "passed", record["validation"]
+    assert record["validation"]["batch_sizes"] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", MATRIX)
+def test_classification_matrix(tmp_path, architecture):
+    classifier_checkpoint(tmp_path, architecture, num_classes=7, size=64)
+    record = export(tmp_path)
+    assert_passed(record)
+    path = tmp_path / "projects/proj/exports" / record["id"] / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        (out,) = session.run(None, {"input": np.random.rand(batch, 3, 64, 64).astype(np.float32)})
+        assert out.shape == (batch, 7)
+
+
+@pytest.mark.slow
+def test_vit_exports_at_its_trained_size(tmp_path):
+    classifier_checkpoint(tmp_path, "vit_b_16", num_classes=3, size=32)
+    assert_passed(export(tmp_path))
+
+
+def test_metadata_and_record(tmp_path):
+    classifier_checkpoint(tmp_path, hparams={"class_names": ["a", "b", "c", "d", "e"]})
+    record = export(tmp_path)
+    assert_passed(record)
+    model = onnx.load(str(tmp_path / "projects/proj/exports" / record["id"] / "model.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["task"] == "classification" and props["architecture"] == "resnet18"
+    assert json.loads(props["class_names"]) == ["a", "b", "c", "d", "e"]
+    assert json.loads(props["input_size"]) == [3, 64, 64]
+    assert props["checkpoint_sha256"] == record["checkpoint_sha256"]
+    assert props["exporter_version"].startswith("aistudio-export")
+    assert not any(k.startswith("onnxsim") for k in props)
+    assert record["model"]["inputs"] == [{"name": "input", "shape": ["batch", 3, 64, 64], "dtype": "float32"}]
+    assert record["model"]["opset"] == 17
+    assert record["environment"]["onnxruntime"] and record["environment"]["ir_version"]
+    assert record["files"][0]["name"] == "model.onnx" and len(record["files"][0]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("opset", [11, 13, 20])
+def test_legacy_opsets(tmp_path, opset):
+    classifier_checkpoint(tmp_path, "mobilenet_v3_small")
+    record = export(tmp_path, opset_version=opset)
+    assert_passed(record)
+    assert record["model"]["opset"] == opset and record["model"]["exporter"] == "legacy"
+
+
+def test_opset_above_legacy_range_uses_dynamo(tmp_path):
+    classifier_checkpoint(tmp_path, "resnet18", size=32)
+    record = export(tmp_path, opset_version=21)
+    assert_passed(record)
+    assert record["model"]["exporter"] == "dynamo" and record["model"]["opset"] == 21
+
+
+def test_dynamo_exporter_keeps_dynamic_batch(tmp_path):
+    classifier_checkpoint(tmp_path, "resnet18", size=32)
+    record = export(tmp_path, exporter="dynamo", opset_version=18)
+    assert_passed(record)
+    assert record["model"]["inputs"][0]["shape"][0] not in (1, 2)
+
+
+def test_static_batch_is_validated_at_its_own_size(tmp_path):
+    classifier_checkpoint(tmp_path)
+    record = export(tmp_path, dynamic_batch=False, input_shape="3,3,64,64")
+    assert record["validation"]["batch_sizes"] == [3]
+    assert record["model"]["inputs"][0]["shape"] == [3, 3, 64, 64]
+    assert record["validation"]["verdict"] == "passed"
+
+
+def test_no_simplify(tmp_path):
+    classifier_checkpoint(tmp_path)
+    simplified = export(tmp_path)
+    raw = export(tmp_path, simplify=False)
+    assert_passed(raw)
+    assert "simplify" not in raw["timings_s"]
+    assert raw["model"]["node_count"] >= simplified["model"]["node_count"]
+
+
+def test_external_data_is_one_file_beside_the_model(tmp_path):
+    classifier_checkpoint(tmp_path)
+    record = export(tmp_path, external_data="always")
+    assert_passed(record)
+    assert [f["name"] for f in record["files"]] == ["model.onnx", "model.onnx.data"]
+    folder = tmp_path / "projects/proj/exports" / record["id"]
+    assert (folder / "model.onnx").stat().st_size < 100_000 < (folder / "model.onnx.data").stat().st_size
+    onnx.checker.check_model(str(folder / "model.onnx"))
+
+
+def test_batch_baked_into_the_graph_fails_validation(tmp_path):
+    """A file that only works at its export batch size must fail, whatever it declares."""
+    import torch
+
+    from exporter.models.registry import TaskAdapter, register_task
+
+    class Flatten1(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, input):
+            out = self.conv(input)
+            return (out.reshape(int(out.shape[0]), -1).sum(1) + out.mean(),)
+
+    @register_task("test_baked_batch")
+    class Baked(TaskAdapter):
+        output_names = ("output",)
+
+        def architectures(self):
+            return ["flatten1"]
+
+        def build(self, spec):
+            return Flatten1()
+
+        def wrap(self, model, spec):
+            return model.eval()
+
+    from tests.helpers import lively_init, write_experiment
+
+    sd = lively_init(Flatten1()).state_dict()
+    write_experiment(tmp_path, sd, task="test_baked_batch",
+                     hparams={"task": "test_baked_batch", "architecture": "flatten1", "input_size": [3, 16, 16]})
+    record = export(tmp_path, exporter="legacy")
+    assert record["status"] == "completed"
+    assert record["validation"]["verdict"] == "failed"
+    assert any("batch 2" in m for m in record["validation"]["messages"])

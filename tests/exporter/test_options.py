@@ -1,0 +1,58 @@
+"""Option parsing: one table, the same checks for CLI text and JSON values."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.errors import InvalidOptionError
+from exporter.formats import get_format
+from exporter.options import parse_key_values, parse_options
+
+SPECS = get_format("onnx").options()
+
+
+def test_defaults():
+    opts = parse_options(SPECS, {})
+    assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": 1e-4, "opset_version": 17,
+                    "simplify": True, "exporter": "auto", "external_data": "auto"}
+
+
+def test_cli_text_and_json_values_parse_alike():
+    text = parse_options(SPECS, {"opset_version": "13", "dynamic_batch": "false", "input_shape": "2,3,32,48",
+                                 "tolerance": "1e-3"})
+    typed = parse_options(SPECS, {"opset_version": 13, "dynamic_batch": False, "input_shape": [2, 3, 32, 48],
+                                  "tolerance": 0.001})
+    assert text == typed
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"opset_version": 3}, "out of range"),
+    ({"opset_version": 99}, "out of range"),
+    ({"opset_version": "seventeen"}, "expected an integer"),
+    ({"opset_version": 17.5}, "expected an integer"),
+    ({"opset_version": True}, "expected an integer"),
+    ({"input_shape": "1,3,-4,5"}, "positive integers"),
+    ({"input_shape": "1,3,2.5,5"}, "positive integers"),
+    ({"input_shape": [1, 3, 224]}, "positive integers"),
+    ({"input_shape": "1,3,100000,100000"}, "too large"),
+    ({"dynamic_batch": "maybe"}, "true or false"),
+    ({"tolerance": "nan"}, "finite"),
+    ({"exporter": "magic"}, "one of auto, legacy, dynamo"),
+    ({"precision": "fp16"}, "Unknown option 'precision'; valid options: "),
+])
+def test_bad_options_are_rejected_with_a_reason(raw, match):
+    with pytest.raises(InvalidOptionError, match=match):
+        parse_options(SPECS, raw)
+
+
+def test_opset_outside_exporter_range_is_rejected_before_export():
+    onnx_format = get_format("onnx")
+    with pytest.raises(InvalidOptionError, match="legacy 7–20, dynamo 18–23"):
+        onnx_format.check_options(parse_options(SPECS, {"opset_version": 21, "exporter": "legacy"}))
+    onnx_format.check_options(parse_options(SPECS, {"opset_version": 21}))  # auto → dynamo
+
+
+def test_key_values():
+    assert parse_key_values(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(InvalidOptionError, match="KEY=VALUE"):
+        parse_key_values(["novalue"])
