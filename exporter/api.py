@@ -30,6 +30,9 @@ from exporter.workspace import Workspace
 MAX_BODY_BYTES = 1 << 20
 TOKEN_ENV = "AISTUDIO_API_TOKEN"
 CHUNK = 1 << 20
+# Streamlit's gzip middleware would re-encode model files (dropping Content-Length and Range,
+# burning CPU on GBs); it leaves responses that already declare an encoding alone.
+NO_GZIP = {"Content-Encoding": "identity"}
 
 
 class ExportBody(BaseModel):
@@ -183,12 +186,13 @@ def download_response(export_id: str):
     record, paths = export_files(export_id)
     if len(paths) == 1:
         sha = record["files"][0]["sha256"]
-        response = FileResponse(paths[0], filename=paths[0].name, media_type="application/octet-stream")
+        response = FileResponse(paths[0], filename=paths[0].name, media_type="application/octet-stream",
+                                headers=NO_GZIP)
         response.headers["etag"] = f'"{sha}"'
         return response
     name = f"{export_id}-{record.get('format')}.zip"
     return StreamingResponse(iter_zip(paths), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                             headers={"Content-Disposition": f'attachment; filename="{name}"', **NO_GZIP})
 
 
 class _Sink(io.RawIOBase):

@@ -1,0 +1,202 @@
+"""The HTTP API against the real server process (``streamlit run``), with a real HTTP client."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import zipfile
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import read_index
+from tests.server import running_server, wait_for
+
+CLS = {"project_id": "demo-classification", "experiment_id": "exp-resnet18-shapes"}
+
+
+@pytest.fixture(scope="module")
+def api_ws(demo_template, tmp_path_factory):
+    target = tmp_path_factory.mktemp("api") / "ws"
+    shutil.copytree(demo_template, target, copy_function=os.link)
+    return target
+
+
+@pytest.fixture(scope="module")
+def client(api_ws):
+    with running_server(api_ws) as base, httpx.Client(base_url=base, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def completed(client):
+    response = client.post("/api/export", json={**CLS, "checkpoint": "best", "format": "onnx", "options": {}})
+    assert response.status_code == 202
+    assert response.json()["status"] in ("pending", "running")
+    record = wait_for(client, response.json()["id"])
+    assert record["status"] == "completed" and record["validation"]["passed"], record
+    return record
+
+
+def test_formats_and_projects(client):
+    formats = client.get("/api/formats").json()
+    assert [f["name"] for f in formats] == ["onnx", "torchscript", "openvino", "tensorrt"]
+    assert formats[0]["available"] and not formats[3]["available"] and formats[3]["reason"]
+    projects = client.get("/api/projects").json()
+    cls = next(p for p in projects if p["id"] == "demo-classification")
+    assert cls["experiments"][0]["checkpoints"][0]["name"] == "best"
+    assert client.get("/api/openapi.json").json()["info"]["title"] == "AI Studio Export API"
+    assert client.get("/api/docs").status_code == 200
+
+
+def test_export_download_and_run(client, completed, tmp_path):
+    response = client.get(f"/api/export/{completed['id']}/download")
+    assert response.status_code == 200
+    sha = completed["files"][0]["sha256"]
+    assert hashlib.sha256(response.content).hexdigest() == sha
+    assert response.headers["etag"] == f'"{sha}"'
+    assert int(response.headers["content-length"]) == completed["files"][0]["size_bytes"]
+    assert 'filename="model.onnx"' in response.headers["content-disposition"]
+    path = tmp_path / "model.onnx"
+    path.write_bytes(response.content)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.random.rand(2, 3, 64, 64).astype(np.float32)})
+    assert logits.shape == (2, 3)
+    listed = client.get("/api/exports", params={"project_id": "demo-classification"}).json()
+    assert completed["id"] in [e["id"] for e in listed]
+
+
+def test_download_resumes_with_range(client, completed):
+    url = f"/api/export/{completed['id']}/download"
+    size = completed["files"][0]["size_bytes"]
+    first = client.get(url, headers={"Range": "bytes=0-999999"})
+    assert first.status_code == 206 and len(first.content) == 1_000_000
+    rest = client.get(url, headers={"Range": "bytes=1000000-"})
+    assert rest.status_code == 206 and rest.headers["content-range"] == f"bytes 1000000-{size - 1}/{size}"
+    assert hashlib.sha256(first.content + rest.content).hexdigest() == completed["files"][0]["sha256"]
+
+
+def test_multi_file_export_downloads_as_one_zip(client, tmp_path):
+    body = {**CLS, "options": {"external_data": "always"}}
+    record = wait_for(client, client.post("/api/export", json=body).json()["id"])
+    assert [f["name"] for f in record["files"]] == ["model.onnx", "model.onnx.data"]
+    response = client.get(f"/api/export/{record['id']}/download")
+    assert response.headers["content-type"] == "application/zip"
+    zipfile.ZipFile(io.BytesIO(response.content)).extractall(tmp_path)
+    for f in record["files"]:
+        assert hashlib.sha256((tmp_path / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+    ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("path, status, json_body", [
+    ("/api/export/export-00000000", 404, True),
+    ("/api/export/not-an-id", 404, True),
+    ("/api/export/%E2%80%AEexport-1234abcd", 404, True),
+    ("/api/export/export-ÄÖÜ12345/download", 404, True),
+    ("/api/exports?project_id=../x", 404, True),
+    ("/api/exports?project_id=a%00b", 404, True),
+    # Streamlit's own path-security middleware answers these before our routes: plain 400.
+    ("/api/export/..%2F..%2Fetc%2Fpasswd/download", 400, False),
+    ("/api/export/export-0000%000/download", 400, False),
+])
+def test_bad_ids(client, path, status, json_body):
+    response = client.get(path)
+    assert response.status_code == status
+    assert b"root:" not in response.content
+    if json_body:
+        assert set(response.json()["error"]) == {"type", "message"}
+    assert client.get("/api/formats").status_code == 200
+
+
+@pytest.mark.parametrize("body, status, text", [
+    ({**CLS, "format": "coreml"}, 400, "known formats"),
+    ({**CLS, "format": "tensorrt"}, 409, "Coming Soon"),
+    ({**CLS, "project_id": "nope"}, 404, "No project"),
+    ({**CLS, "experiment_id": "nope"}, 404, "no experiment"),
+    ({**CLS, "checkpoint": "epoch9"}, 404, "no checkpoint"),
+    ({**CLS, "options": {"opset_version": 99}}, 400, "out of range"),
+    ({**CLS, "options": {"opset_version": "seventeen"}}, 400, "integer"),
+    ({**CLS, "options": {"input_shape": [1, 3, 100000, 100000]}}, 400, "too large"),
+    ({**CLS, "options": {"nope": 1}}, 400, "valid options"),
+    ({**CLS, "surprise": 1}, 422, "surprise"),
+    ({"project_id": "demo-classification"}, 422, "experiment_id"),
+])
+def test_bad_bodies(client, api_ws, body, status, text):
+    before = read_index(api_ws, "demo-classification")
+    response = client.post("/api/export", json=body)
+    assert response.status_code == status, response.text
+    assert text in response.json()["error"]["message"]
+    assert read_index(api_ws, "demo-classification") == before
+
+
+def test_malformed_and_oversize_bodies(client):
+    response = client.post("/api/export", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "error" in response.json()
+    huge = json.dumps({**CLS, "options": {"x": "a" * (2 << 20)}})
+    response = client.post("/api/export", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert client.get("/api/formats").status_code == 200
+
+
+def test_not_completed_export_does_not_download(client, api_ws):
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
+
+    store = ExportStore.for_project(Workspace(api_ws), "demo-regression")
+    pending = store.create({"id": None, "status": "running", "created_at": "2000", "files": [],
+                            "worker": {"pid": os.getpid()}})
+    response = client.get(f"/api/export/{pending['id']}/download")
+    assert response.status_code == 409 and "running" in response.json()["error"]["message"]
+
+
+def test_symlink_out_of_the_folder_is_never_served(client, api_ws, completed):
+    body = {**CLS, "options": {"simplify": False}}
+    record = wait_for(client, client.post("/api/export", json=body).json()["id"])
+    target = api_ws / "projects/demo-classification/exports" / record["id"] / "model.onnx"
+    target.unlink()
+    target.symlink_to("/etc/passwd")
+    response = client.get(f"/api/export/{record['id']}/download")
+    assert response.status_code == 404 and b"root:" not in response.content
+
+
+def test_delete(client, api_ws):
+    record = wait_for(client, client.post("/api/export", json=CLS).json()["id"])
+    assert client.delete(f"/api/export/{record['id']}").json() == {"deleted": record["id"]}
+    assert client.get(f"/api/export/{record['id']}").status_code == 404
+    assert not (api_ws / "projects/demo-classification/exports" / record["id"]).exists()
+    assert record["id"] not in [e["id"] for e in read_index(api_ws, "demo-classification")]
+    assert client.delete(f"/api/export/{record['id']}").status_code == 404
+
+
+def test_delete_cancels_a_running_export(client, api_ws):
+    record = client.post("/api/export", json={**CLS, "options": {"input_shape": "1,3,512,512"}}).json()
+    assert client.delete(f"/api/export/{record['id']}").status_code == 200
+    assert not (api_ws / "projects/demo-classification/exports" / record["id"]).exists()
+
+
+def test_token_and_recovery_on_start(demo_template, tmp_path):
+    """With AISTUDIO_API_TOKEN every route needs it; a dead worker's record becomes Interrupted."""
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_template, ws, copy_function=os.link)
+    store = ExportStore.for_project(Workspace(ws), "demo-regression")
+    orphan = store.create({"id": None, "status": "running", "created_at": "1", "files": [],
+                           "progress": {"stage": "export", "fraction": 0.3},
+                           "worker": {"pid": 999_999, "create_time": 1.0}})
+    (store.export_dir(orphan["id"]) / ".partial").mkdir()
+    with running_server(ws, AISTUDIO_API_TOKEN="s3cret") as base:
+        assert httpx.get(f"{base}/api/formats").status_code == 401
+        assert httpx.get(f"{base}/api/formats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(f"{base}/api/export/{orphan['id']}", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        record = ok.json()
+    assert record["status"] == "failed" and record["error"]["type"] == "Interrupted"
+    assert record["error"]["stage"] == "export"
+    assert not (store.export_dir(orphan["id"]) / ".partial").exists()
