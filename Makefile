@@ -31,6 +31,9 @@ run: demo
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.run
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 

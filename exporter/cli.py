@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("list", "export"):
+            from exporter.jobs import recover_interrupted
+
+            recover_interrupted(_workspace(args))
         return COMMANDS[args.command](args)
     except ExportError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

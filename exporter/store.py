@@ -67,7 +67,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": record.get("created_at"), "finished_at": record.get("finished_at"),
         "output_size_mb": record.get("output_size_mb"),
         "task": model.get("task"), "architecture": model.get("architecture"),
-        "checkpoint_sha256": record.get("checkpoint_sha256"),
+        "checkpoint_sha256": record.get("checkpoint_sha256"), "checkpoint_path": record.get("checkpoint_path"),
         "validation": {"passed": validation.get("passed"), "verdict": validation.get("verdict")},
     }
 

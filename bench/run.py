@@ -1,0 +1,139 @@
+"""Benchmarks: export + validation time per model, and server memory while streaming 1 GB.
+
+    python -m bench.run [--quick]      (make bench)
+
+Writes bench/results/latest.json and latest.md. Each timing is the median of repeated runs
+with min and max; runs happen side by side in one process on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3), "runs": len(values)}
+
+
+def bench_exports(root: Path, repeats: int) -> list[dict]:
+    """End-to-end export (load → build → export → simplify → validate → store) per model."""
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.demo import build_demo
+    from tests.helpers import classifier_checkpoint
+
+    build_demo(root)
+    classifier_checkpoint(root, "resnet50", num_classes=1000, size=224, project_id="bench-resnet50",
+                          experiment_id="exp-resnet50")
+    ws = Workspace(root)
+    rows = []
+    for project in ws.projects():
+        for experiment in project.experiments():
+            totals, stages, record = [], [], None
+            for _ in range(repeats):
+                start = time.perf_counter()
+                record = export_checkpoint(ws, ExportRequest(project.id, experiment.id))
+                totals.append(time.perf_counter() - start)
+                stages.append(record["timings_s"])
+            rows.append({"model": f"{project.id}/{experiment.id}", "architecture": record["model"]["architecture"],
+                         "input": record["model"]["input_shape"], "size_mb": record["output_size_mb"],
+                         "verdict": record["validation"]["verdict"], "max_diff": record["validation"]["max_diff"],
+                         "total_s": stats(totals),
+                         "stages_s": {k: round(statistics.median(s.get(k, 0) for s in stages), 3)
+                                      for k in stages[0]}})
+    return rows
+
+
+def bench_download(root: Path, size_bytes: int) -> dict:
+    """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null."""
+    import httpx
+    import psutil
+
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
+    from tests.helpers import write_project
+    from tests.server import running_server
+
+    write_project(root, "bench-download")
+    store = ExportStore.for_project(Workspace(root), "bench-download")
+    record = store.create({"id": None, "status": "completed", "created_at": "x", "format": "onnx"})
+    path = store.export_dir(record["id"]) / "model.onnx"
+    with open(path, "wb") as fh:
+        block = os.urandom(1 << 20)
+        for _ in range(size_bytes >> 20):
+            fh.write(block)
+    store.update(record["id"], output_file="model.onnx",
+                 files=[{"name": "model.onnx", "size_bytes": path.stat().st_size, "sha256": "-"}])
+    with running_server(root) as base:
+        port = int(base.rsplit(":", 1)[1])
+        server = next(p for p in psutil.process_iter(["cmdline"])
+                      if p.info["cmdline"] and "streamlit" in " ".join(p.info["cmdline"])
+                      and str(port) in p.info["cmdline"])
+        httpx.get(f"{base}/api/formats")  # warm up
+        before = server.memory_info().rss
+        peak = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], server.memory_info().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        start, received = time.perf_counter(), 0
+        with httpx.stream("GET", f"{base}/api/export/{record['id']}/download", timeout=600) as response:
+            for chunk in response.iter_bytes(1 << 20):
+                received += len(chunk)
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    return {"bytes": received, "seconds": round(seconds, 2), "mb_per_s": round(received / 1e6 / seconds, 1),
+            "rss_before_mb": round(before / 1e6, 1), "rss_peak_mb": round(peak[0] / 1e6, 1),
+            "rss_growth_mb": round((peak[0] - before) / 1e6, 1), "target_growth_mb": 64}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| model | input | file MB | validation | max diff | export+validate s (median [min–max]) |",
+             "|---|---|---|---|---|---|"]
+    for row in results["exports"]:
+        t = row["total_s"]
+        lines.append(f"| {row['model']} | {row['input']} | {row['size_mb']} | {row['verdict']} | "
+                     f"{row['max_diff']:.1e} | {t['median']} [{t['min']}–{t['max']}] |")
+    d = results["download"]
+    lines += ["", f"Streaming a {d['bytes'] / 1e9:.2f} GB download: server RSS {d['rss_before_mb']} → peak "
+              f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
+    try:
+        results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                   "exports": bench_exports(root / "exports", 1 if args.quick else 3),
+                   "download": bench_download(root / "download", (256 if args.quick else 1024) << 20)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.md").write_text(markdown(results))
+    sys.stdout.write(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

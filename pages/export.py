@@ -1,0 +1,96 @@
+"""Export: project → experiment → checkpoint → format → options → Export, with live progress."""
+
+import streamlit as st
+
+from exporter.errors import ExportError
+from exporter.formats import get_available_formats, get_format
+from exporter.jobs import start_export
+from exporter.service import ExportRequest
+from exporter.store import ExportStore
+from exporter.workspace import Workspace
+from ui.components import empty_workspace, option_inputs, progress_panel, result_view, sticky_selectbox
+from ui.frame import current_project_id
+
+workspace = Workspace()
+if not workspace.projects():
+    empty_workspace(workspace)
+    st.stop()
+
+project = workspace.project(current_project_id(workspace))
+store = ExportStore(project)
+st.title("Export a checkpoint")
+st.caption(f"Project **{project.name}** · task `{project.task}` — change it in the sidebar.")
+
+# 1 · experiment
+experiments = {e.id: e for e in project.experiments()}
+if not experiments:
+    st.info("This project has no experiments yet.")
+    st.stop()
+experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
+                                 format_func=lambda i: f"{experiments[i].name} ({i})")
+experiment = experiments[experiment_id]
+cols = st.columns(4)
+cols[0].metric("Task", experiment.task or "—")
+cols[1].metric("Architecture", experiment.model.get("architecture", "—"))
+for col, (name, value) in zip(cols[2:], experiment.metrics.items(), strict=False):
+    col.metric(name, f"{value:.4g}" if isinstance(value, float) else value)
+
+# 2 · checkpoint
+checkpoints = {c.name: c for c in experiment.checkpoints()}
+if not checkpoints:
+    st.warning("This experiment has no checkpoint files.")
+    st.stop()
+checkpoint = sticky_selectbox(
+    "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
+    format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · metric {checkpoints[n].metric}")
+
+# 3 · format cards
+formats = get_available_formats()
+st.markdown("**Format**")
+for col, fmt in zip(st.columns(len(formats)), formats, strict=True):
+    with col.container(border=True):
+        title = f"**{fmt['display_name']}** `{fmt['suffix']}`"
+        st.markdown(title if fmt["available"] else f":gray[{title}]")
+        st.caption("Available" if fmt["available"] else f":gray[{fmt['reason']}]")
+available = [f["name"] for f in formats if f["available"]]
+format_name = st.radio("Export as", available, horizontal=True, key="format",
+                       format_func=lambda n: next(f["display_name"] for f in formats if f["name"] == n))
+
+# 4 · options (declared by the format in the registry)
+specs = get_format(format_name).options()
+defaults = {"input_shape": [1, *experiment.model.get("input_size", [3, 224, 224])]}
+with st.expander("Options", expanded=True):
+    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}")
+
+# 5 · export
+if st.button("🚀 Export", type="primary", key="export"):
+    try:
+        record = start_export(workspace, ExportRequest(project.id, experiment_id, checkpoint, format_name,
+                                                       raw_options))
+    except ExportError as exc:
+        st.error(exc.message)
+    else:
+        st.session_state["last_export_id"] = record["id"]
+        st.toast(f"Started {record['id']}")
+
+
+@st.fragment(run_every=1.0)
+def live_exports() -> None:
+    """Running exports of this project (read from disk, so a refresh loses nothing) and the latest result."""
+    entries = store.list()
+    active = [e for e in entries if e["status"] in ("pending", "running")]
+    if active:
+        st.subheader("Running")
+        for entry in active:
+            progress_panel(store.get(entry["id"]))
+    last = st.session_state.get("last_export_id")
+    if last and any(e["id"] == last for e in entries):
+        record = store.get(last)
+        if record["status"] not in ("pending", "running"):
+            st.subheader("Result")
+            result_view(record, store, key="export")
+    elif not active:
+        st.caption("Exports you start appear here with live progress; the History page keeps them all.")
+
+
+live_exports()

@@ -1,0 +1,102 @@
+"""The dashboard in a real browser (Chromium via Playwright) against ``streamlit run``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.server import running_server
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def base_url(demo_template, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("browser") / "ws"
+    shutil.copytree(demo_template, ws, copy_function=os.link)
+    with running_server(ws) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def selectbox(scope, label: str):
+    """The input of the Streamlit selectbox labelled ``label`` (its value is the shown choice)."""
+    return scope.locator(f'input[aria-label="{label}"]')
+
+
+def choose(page, scope, label: str, option: str) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
+    selectbox(scope, label).click()
+    page.get_by_role("option", name=option).click()
+    playwright_api.expect(selectbox(scope, label)).to_have_value(option)
+
+
+def test_export_in_the_browser_and_download(page, base_url, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(base_url)
+    page.get_by_role("heading", name="Export a checkpoint").wait_for()
+    choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
+    playwright_api.expect(selectbox(page, "Experiment")).to_have_value("resnet18 shapes (exp-resnet18-shapes)")
+    page.get_by_role("button", name="🚀 Export").click()
+    page.get_by_role("heading", name="Result").wait_for()
+    page.get_by_text("validation passed").first.wait_for()
+    chart = page.get_by_test_id("stPlotlyChart").first
+    chart.wait_for()
+    page.get_by_role("heading", name="Result").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "result-view.png"))
+    chart.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "result-histogram.png"))
+
+    with page.expect_download() as info:
+        page.get_by_role("button", name="⬇️ Download model.onnx").click()
+    target = tmp_path / "model.onnx"
+    info.value.save_as(target)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": np.random.rand(2, 3, 64, 64).astype(np.float32)})
+    assert logits.shape == (2, 3)
+    sha_line = page.get_by_text("sha256").first.inner_text()
+    assert hashlib.sha256(target.read_bytes()).hexdigest() in sha_line
+
+
+def test_projects_jump_to_export_preselected(page, base_url):
+    page.goto(f"{base_url}/projects")
+    page.get_by_role("heading", name="Projects").wait_for()
+    page.get_by_test_id("stButton").filter(has_text="Export →").nth(3).click()
+    page.get_by_role("heading", name="Export a checkpoint").wait_for()
+    expect = playwright_api.expect
+    expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("Demo · shape centre regression")
+    expect(selectbox(page, "Experiment")).to_have_value("resnet18 shape centre (exp-resnet18-center)")
+    page.screenshot(path=str(ARTIFACTS / "export-page.png"), full_page=True)
+
+
+def test_history_page_lists_and_opens_exports(page, base_url):
+    page.goto(f"{base_url}/history")
+    page.get_by_role("heading", name="Export history").wait_for()
+    page.get_by_text("Compare exports").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "history-page.png"), full_page=True)

@@ -1,0 +1,127 @@
+"""Every page driven in-process with streamlit.testing.v1.AppTest against a real workspace."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, read_index
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+@pytest.fixture
+def app(demo_ws, monkeypatch):
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_ws))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def wait_for_result(at: AppTest, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        at.run()
+        if any(h.value == "Result" for h in at.subheader):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("no result shown")
+
+
+def export_once(at: AppTest, project: str) -> str:
+    # AppTest reruns only the page after the first run (the frame's sidebar is drawn once), so the
+    # project is chosen the way the sidebar stores it; the browser tests drive the sidebar itself.
+    at.session_state["project_id"] = project
+    at.run()
+    at.button(key="export").click().run()
+    assert not at.exception and not at.error
+    wait_for_result(at)
+    return at.session_state["last_export_id"]
+
+
+def test_export_page_flow(app, demo_ws):
+    at = app.run()
+    assert not at.exception
+    assert at.title[0].value == "Export a checkpoint"
+    export_id = export_once(at, "demo-regression")
+    assert any("validation passed" in m.value for m in at.markdown)
+    assert [m.label for m in at.metric][3:8] == ["File", "Size", "Opset", "Nodes", "Max |diff|"]
+    assert len(at.get("plotly_chart")) == 1
+    assert at.get("download_button")[0].label == "⬇️ Download model.onnx"
+    assert any("session.run" in c.value for c in at.code)
+    assert read_index(demo_ws, "demo-regression")[0]["id"] == export_id
+
+
+def test_bad_option_shows_a_readable_error(app, demo_ws):
+    at = app.run()
+    assert at.sidebar.selectbox[0].value == "demo-anomaly"
+    at.text_input(key="opt-onnx-input_shape").set_value("1,3,-4,5").run()
+    at.button(key="export").click().run()
+    assert not at.exception
+    assert "positive integers" in at.error[0].value
+    assert read_index(demo_ws, "demo-anomaly") == []
+
+
+def test_history_filter_compare_rerun_delete(app, demo_ws):
+    at = app.run()
+    first = export_once(at, "demo-anomaly")
+    at.switch_page("pages/history.py").run()
+    assert not at.exception and at.title[0].value == "Export history"
+    assert at.selectbox(key="h_selected").value == first
+    at.multiselect(key="h_statuses").set_value(["failed"]).run()
+    assert any("No exports match" in i.value for i in at.info)
+    at.multiselect(key="h_statuses").set_value([]).run()
+    at.text_input(key="h_search").set_value("padim").run()
+    assert at.selectbox(key="h_selected").options
+    at.text_input(key="h_search").set_value("").run()
+    at.button(key="h_rerun").click().run()
+    assert any("Started export-" in s.value for s in at.success)
+    assert len(read_index(demo_ws, "demo-anomaly")) == 2
+    deadline = time.monotonic() + 120
+    while any(e["status"] != "completed" for e in read_index(demo_ws, "demo-anomaly")):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    at.run()
+    at.multiselect(key="h_compare").set_value([e["id"] for e in read_index(demo_ws, "demo-anomaly")]).run()
+    assert not at.exception and len(at.dataframe) >= 3
+    at.selectbox(key="h_selected").set_value(first).run()
+    at.button(key="h_delete").click().run()
+    assert not at.exception
+    remaining = [e["id"] for e in read_index(demo_ws, "demo-anomaly")]
+    assert first not in remaining and len(remaining) == 1
+    assert not (demo_ws / "projects/demo-anomaly/exports" / first).exists()
+
+
+def test_history_marks_stale_exports(app, demo_ws):
+    at = app.run()
+    export_once(at, "demo-regression")
+    ckpt = demo_ws / "projects/demo-regression/experiments/exp-resnet18-center/checkpoints/best.ckpt"
+    replacement = ckpt.with_suffix(".new")
+    replacement.write_bytes(ckpt.read_bytes() + b"\0")  # a new file: never touch the hard-linked original
+    os.replace(replacement, ckpt)
+    at.switch_page("pages/history.py").run()
+    assert any("Stale" in w.value for w in at.warning)
+
+
+def test_projects_page(app):
+    at = app.run()
+    at.switch_page("pages/projects.py").run()
+    assert not at.exception and at.title[0].value == "Projects"
+    assert [s.value for s in at.subheader] == ["Demo · texture anomaly detection", "Demo · shape classification",
+                                               "Demo · shape centre regression"]
+    assert len([b for b in at.button if b.label == "Export →"]) == 4
+
+
+def test_empty_workspace_builds_the_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    assert at.title[0].value == "Welcome to AI Studio Export"
+    at.button(key="build_demo").click().run()
+    assert not at.exception
+    assert (tmp_path / "projects/demo-classification/project.json").exists()
+    at.run()
+    assert at.title[0].value == "Export a checkpoint"

@@ -1,0 +1,216 @@
+"""Widgets shared by the pages: status badge, the result view, the empty-workspace screen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from exporter import report
+from exporter.store import ExportStore
+from exporter.workspace import Workspace
+
+BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
+          "inconclusive": ("orange", "⚠️", "inconclusive"), "running": ("blue", "⏳", "running"),
+          "pending": ("gray", "🕒", "queued"), "cancelled": ("gray", "⏹️", "cancelled"),
+          "unvalidated": ("gray", "•", "not validated")}
+
+
+def badge(record: dict[str, Any]) -> str:
+    """Markdown badge for a record's state."""
+    word = report.verdict(record)
+    if record.get("status") == "completed" and word == "failed":
+        word_label = "validation failed"
+    else:
+        word_label = BADGES.get(word, ("gray", "•", word))[2]
+    color, icon, _ = BADGES.get(word, ("gray", "•", word))
+    return f":{color}-badge[{icon} {word_label}]"
+
+
+def sticky_selectbox(label: str, options: list[str], state_key: str, widget: Any = None, **kwargs: Any) -> str:
+    """A selectbox (or ``widget=st.radio``) whose choice lives in ``st.session_state[state_key]``.
+
+    Widget state of the navigation frame can be dropped between reruns; a plain key is not,
+    and the widget is rebuilt from it each run. ``apply_goto`` sets both before a rerun.
+    """
+    if st.session_state.get(state_key) not in options:
+        st.session_state[state_key] = options[0]
+    widget_key = f"_{state_key}"
+
+    def sync() -> None:
+        st.session_state[state_key] = st.session_state[widget_key]
+
+    (widget or st.selectbox)(label, options, index=options.index(st.session_state[state_key]),
+                             key=widget_key, on_change=sync, **kwargs)
+    return st.session_state[state_key]
+
+
+def apply_goto() -> None:
+    """Apply a jump requested by another page (``goto_<state_key>``) before any widget exists."""
+    for key in [k for k in st.session_state if str(k).startswith("goto_")]:
+        state_key = str(key)[len("goto_"):]
+        st.session_state[state_key] = st.session_state[f"_{state_key}"] = st.session_state.pop(key)
+
+
+def empty_workspace(workspace: Workspace) -> None:
+    """Welcome screen with a button that builds the demo workspace, with live progress."""
+    st.title("Welcome to AI Studio Export")
+    st.write(f"The workspace `{workspace.root}` has no projects yet. Build the demo workspace to try "
+             "everything: small models for classification, regression and anomaly detection, "
+             "trained for a few seconds on synthetic images.")
+    if st.button("Build the demo workspace", type="primary", key="build_demo"):
+        from exporter.demo import build_demo
+
+        bar = st.progress(0.0, text="Starting…")
+        build_demo(workspace.root, progress=lambda msg, frac: bar.progress(min(frac, 1.0), text=msg))
+        st.success("Demo workspace ready.")
+        st.rerun()
+
+
+def progress_panel(record: dict[str, Any]) -> None:
+    """Stage and progress bar of a pending/running export."""
+    progress = record.get("progress") or {}
+    stage = progress.get("stage", "load")
+    label = "Queued" if record["status"] == "pending" else f"Stage: {stage}"
+    st.progress(float(progress.get("fraction", 0.0)), text=f"{record['id']} · {label}")
+
+
+def result_view(record: dict[str, Any], store: ExportStore, key: str) -> None:
+    """Everything about one export: state, file, model, validation, how to run it, download."""
+    st.markdown(f"#### {record['id']} &nbsp; {badge(record)}")
+    st.caption(f"{record.get('project_id')} / {record.get('experiment_id')} · checkpoint "
+               f"`{record.get('checkpoint')}` · {str(record.get('format', '')).upper()} · "
+               f"created {record.get('created_at')}")
+    if report.is_stale(record):
+        st.warning("Stale: the checkpoint file has changed since this export (sha256 differs). Re-run it.")
+    if record["status"] in ("pending", "running"):
+        progress_panel(record)
+        return
+    if record.get("error"):
+        err = record["error"]
+        st.error(f"**{err['type']}** at stage `{err.get('stage')}`: {err['message']}")
+    if record["status"] != "completed":
+        return
+    _summary_metrics(record)
+    tabs = st.tabs(["Validation", "Model", "Run it", "Record"])
+    with tabs[0]:
+        validation_section(record)
+    with tabs[1]:
+        model_section(record)
+    with tabs[2]:
+        st.code(report.usage_snippet(record), language="python")
+    with tabs[3]:
+        st.json(record, expanded=False)
+    download_section(record, store, key)
+
+
+def _summary_metrics(record: dict[str, Any]) -> None:
+    model, validation = record.get("model") or {}, record.get("validation") or {}
+    cols = st.columns(5)
+    cols[0].metric("File", record.get("output_file") or "—")
+    cols[1].metric("Size", f"{record.get('output_size_mb', 0):.1f} MB")
+    cols[2].metric("Opset", model.get("opset", "—"))
+    cols[3].metric("Nodes", model.get("node_count", "—"))
+    cols[4].metric("Max |diff|", f"{validation.get('max_diff', float('nan')):.2e}")
+    for warning in record.get("warnings") or []:
+        st.info(warning)
+    sha = (record.get("files") or [{}])[0].get("sha256", "")
+    st.caption(f"sha256 `{sha}` · total {sum((record.get('timings_s') or {}).values()):.1f}s "
+               f"({', '.join(f'{k} {v:.2f}s' for k, v in (record.get('timings_s') or {}).items())})")
+
+
+def validation_section(record: dict[str, Any]) -> None:
+    """Per-output table, |diff| histograms, batch sizes and task metrics."""
+    validation = record.get("validation") or {}
+    st.write(f"Checked at batch sizes **{validation.get('batch_sizes')}** on **{validation.get('inputs')}** inputs; "
+             f"an output passes when max |diff| ≤ tolerance × max(1, max |output|) "
+             f"(tolerance {validation.get('tolerance')}).")
+    rows = [{"output": o["name"], "shape": str(o["shape"]), "max abs": o["max_abs_diff"],
+             "mean abs": o["mean_abs_diff"], "max rel": o["max_rel_diff"], "allowed": o["allowed_abs_diff"],
+             "pass": "✅" if o["passed"] and not o.get("problem") else ("⚠️" if o.get("degenerate") else "❌"),
+             "note": o.get("problem") or ""} for o in validation.get("outputs", [])]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for metric, value in (validation.get("task_metrics") or {}).items():
+        st.metric(metric.replace("_", " "), f"{value:.2%}" if "agreement" in metric else value)
+    for message in validation.get("messages") or []:
+        st.error(message)
+    if validation.get("outputs"):
+        st.plotly_chart(diff_histogram_figure(validation["outputs"]), key=f"hist-{record['id']}")
+
+
+def diff_histogram_figure(outputs: list[dict[str, Any]]):
+    """Plotly bars of |PyTorch − exported| per output on a log x-axis."""
+    import math
+
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for out in outputs:
+        hist = out.get("histogram") or {}
+        edges, counts = hist.get("edges", []), hist.get("counts", [])
+        centres = [math.sqrt(a * b) for a, b in zip(edges[:-1], edges[1:], strict=False)]
+        figure.add_bar(x=centres, y=counts, name=out["name"],
+                       width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=False)])
+        figure.add_vline(x=out["allowed_abs_diff"], line_dash="dash", annotation_text=f"allowed ({out['name']})")
+    figure.update_layout(title="|PyTorch − exported| per element", xaxis_type="log", barmode="overlay",
+                         xaxis_title="absolute difference", yaxis_title="elements", height=340,
+                         margin={"t": 40, "b": 40})
+    return figure
+
+
+def model_section(record: dict[str, Any]) -> None:
+    """Inputs, outputs, op-type counts and the environment the file was made with."""
+    model = record.get("model") or {}
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Inputs / outputs**")
+        st.dataframe([{"role": role, **io, "shape": str(io["shape"])}
+                      for role in ("inputs", "outputs") for io in model.get(role, [])], hide_index=True)
+        st.markdown(f"Task `{model.get('task')}` · architecture `{model.get('architecture')}` · "
+                    f"exporter `{model.get('exporter')}` · IR {model.get('ir_version')}")
+        if model.get("class_names"):
+            st.caption("Classes: " + ", ".join(model["class_names"]))
+    with right:
+        st.markdown("**Operator counts**")
+        st.dataframe([{"op": k, "count": v} for k, v in (model.get("op_types") or {}).items()],
+                     hide_index=True, height=240)
+    st.caption("Environment: " + ", ".join(f"{k} {v}" for k, v in (record.get("environment") or {}).items() if v))
+
+
+def download_section(record: dict[str, Any], store: ExportStore, key: str) -> None:
+    """Download button for a small file, or the streamed API link for large / multi-file ones."""
+    url = f"/api/export/{record['id']}/download"
+    if report.download_kind(record) == "button":
+        path = report.primary_file(record, store.root)
+        st.download_button(f"⬇️ Download {path.name}", data=lambda: path.read_bytes(), file_name=path.name,
+                           mime="application/octet-stream", key=f"dl-{key}-{record['id']}", type="primary")
+    else:
+        st.link_button("⬇️ Download (streamed)", url, type="primary")
+    st.caption(f"API: `GET {url}`")
+
+
+def option_inputs(specs: list[Any], defaults: dict[str, Any], key: str) -> dict[str, Any]:
+    """One widget per declared option (no per-format code); returns the raw values.
+
+    Values are parsed and checked by the engine, so a bad entry comes back as its error.
+    """
+    values: dict[str, Any] = {}
+    columns = st.columns(3)
+    for i, spec in enumerate(specs):
+        default = defaults.get(spec.name, spec.default)
+        widget_key = f"{key}-{spec.name}"
+        with columns[i % 3]:
+            if spec.kind == "bool":
+                values[spec.name] = st.checkbox(spec.name, value=bool(default), help=spec.help, key=widget_key)
+            elif spec.kind == "choice":
+                values[spec.name] = st.selectbox(spec.name, spec.choices, index=spec.choices.index(default),
+                                                 help=spec.help, key=widget_key)
+            elif spec.kind == "int":
+                values[spec.name] = st.number_input(spec.name, value=int(default), step=1, help=spec.help,
+                                                    min_value=int(spec.minimum) if spec.minimum is not None else None,
+                                                    max_value=int(spec.maximum) if spec.maximum is not None else None,
+                                                    key=widget_key)
+            else:  # float and shape as text: 1e-4 and 1,3,224,224 type naturally
+                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+                values[spec.name] = st.text_input(spec.name, value=shown, help=spec.help, key=widget_key)
+    return values
