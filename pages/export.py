@@ -4,7 +4,7 @@ import streamlit as st
 
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats, get_format
-from exporter.jobs import start_export
+from exporter.jobs import cancel_export, start_export
 from exporter.service import ExportRequest
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
@@ -76,19 +76,24 @@ if st.button("🚀 Export", type="primary", key="export"):
 
 @st.fragment(run_every=1.0)
 def live_exports() -> None:
-    """Running exports of this project (read from disk, so a refresh loses nothing) and the latest result."""
+    """Running exports of this project and the latest result, read from disk (a refresh loses nothing)."""
     entries = store.list()
     active = [e for e in entries if e["status"] in ("pending", "running")]
     if active:
         st.subheader("Running")
-        for entry in active:
+    for entry in active:
+        left, right = st.columns([6, 1])
+        with left:
             progress_panel(store.get(entry["id"]))
-    last = st.session_state.get("last_export_id")
-    if last and any(e["id"] == last for e in entries):
-        record = store.get(last)
-        if record["status"] not in ("pending", "running"):
-            st.subheader("Result")
-            result_view(record, store, key="export")
+        if right.button("Cancel", key=f"cancel-{entry['id']}"):
+            cancel_export(workspace, entry["id"])
+            st.rerun()
+    finished = [e for e in entries if e["status"] not in ("pending", "running")]
+    wanted = st.session_state.get("last_export_id")
+    latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
+    if latest:
+        st.subheader("Result")
+        result_view(store.get(latest["id"]), store, key="export")
     elif not active:
         st.caption("Exports you start appear here with live progress; the History page keeps them all.")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -63,9 +65,12 @@ def test_export_in_the_browser_and_download(page, base_url, tmp_path):
     page.get_by_role("heading", name="Export a checkpoint").wait_for()
     choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
     playwright_api.expect(selectbox(page, "Experiment")).to_have_value("resnet18 shapes (exp-resnet18-shapes)")
+    clicked = time.perf_counter()
     page.get_by_role("button", name="🚀 Export").click()
     page.get_by_role("heading", name="Result").wait_for()
     page.get_by_text("validation passed").first.wait_for()
+    (ARTIFACTS / "click-to-result.json").write_text(json.dumps(
+        {"model": "demo-classification/exp-resnet18-shapes", "seconds": round(time.perf_counter() - clicked, 2)}))
     chart = page.get_by_test_id("stPlotlyChart").first
     chart.wait_for()
     page.get_by_role("heading", name="Result").scroll_into_view_if_needed()

@@ -22,11 +22,11 @@ def app(demo_ws, monkeypatch):
     return AppTest.from_file(APP, default_timeout=120)
 
 
-def wait_for_result(at: AppTest, seconds: float = 180) -> None:
+def wait_for_result(at: AppTest, export_id: str, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         at.run()
-        if any(h.value == "Result" for h in at.subheader):
+        if any(m.value.startswith(f"#### {export_id}") for m in at.markdown):  # finished results only
             return
         time.sleep(0.5)
     raise TimeoutError("no result shown")
@@ -39,8 +39,9 @@ def export_once(at: AppTest, project: str) -> str:
     at.run()
     at.button(key="export").click().run()
     assert not at.exception and not at.error
-    wait_for_result(at)
-    return at.session_state["last_export_id"]
+    export_id = at.session_state["last_export_id"]
+    wait_for_result(at, export_id)
+    return export_id
 
 
 def test_export_page_flow(app, demo_ws):
@@ -54,6 +55,21 @@ def test_export_page_flow(app, demo_ws):
     assert at.get("download_button")[0].label == "⬇️ Download model.onnx"
     assert any("session.run" in c.value for c in at.code)
     assert read_index(demo_ws, "demo-regression")[0]["id"] == export_id
+
+
+def test_running_export_can_be_cancelled(app, demo_ws):
+    at = app.run()
+    at.text_input(key="opt-onnx-input_shape").set_value("1,3,1024,1024").run()
+    at.button(key="export").click().run()
+    export_id = at.session_state["last_export_id"]
+    at.run()
+    assert any(h.value == "Running" for h in at.subheader)
+    at.button(key=f"cancel-{export_id}").click().run()
+    assert not at.exception
+    entry = read_index(demo_ws, "demo-anomaly")[0]
+    assert entry["status"] == "cancelled"
+    assert sorted(p.name for p in (demo_ws / "projects/demo-anomaly/exports" / export_id).iterdir()) == \
+        ["export.json", "worker.log"]
 
 
 def test_bad_option_shows_a_readable_error(app, demo_ws):

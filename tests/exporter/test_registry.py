@@ -1,0 +1,47 @@
+"""Every registered task and format is covered, and the planned formats say why they are unavailable."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from exporter.demo import DEMO_PROJECTS
+from exporter.formats import format_names, get_available_formats, get_format
+from exporter.formats.onnx import _simplify
+from exporter.models import task_names
+from tests.exporter.test_service import DEMO
+
+ROUND_TRIP_TESTED_FORMATS = {"onnx"}
+
+
+def test_every_task_has_a_demo_project_and_a_round_trip_test():
+    tasks = {t for t in task_names() if not t.startswith("test_")}
+    demo_tasks = {spec["task"] for spec in DEMO_PROJECTS.values()}
+    round_tripped = {DEMO_PROJECTS[project]["task"] for project, _ in DEMO}
+    assert tasks == demo_tasks == round_tripped
+
+
+def test_every_available_format_has_a_round_trip_test():
+    available = {f["name"] for f in get_available_formats() if f["available"]}
+    assert available == ROUND_TRIP_TESTED_FORMATS
+
+
+@pytest.mark.parametrize("name", ["torchscript", "openvino", "tensorrt"])
+def test_planned_formats_are_listed_but_refused_with_a_reason(name):
+    assert name in format_names()
+    row = next(f for f in get_available_formats() if f["name"] == name)
+    assert row["available"] is False and row["reason"] == "Coming Soon"
+    from exporter.errors import FormatUnavailableError
+
+    with pytest.raises(FormatUnavailableError, match="Coming Soon"):
+        get_format(name)
+
+
+def test_onnxsim_failure_keeps_the_graph_and_warns():
+    broken = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["y"], domain="nowhere")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    warnings: list[str] = []
+    assert _simplify(broken, warnings) is broken
+    assert warnings and "kept the unsimplified" in warnings[0]
