@@ -95,6 +95,9 @@ def create_api() -> FastAPI:
 
     @api.get("/exports", summary="Export summaries, newest first")
     def exports(project_id: str | None = Query(None, max_length=128)) -> list[dict[str, Any]]:
+        from exporter.jobs import recover_interrupted
+
+        recover_interrupted(workspace())  # a worker that died shows as Interrupted, not running
         return all_exports(workspace(), project_id)
 
     @api.post("/export", status_code=202, summary="Start an export in the background")
@@ -106,7 +109,9 @@ def create_api() -> FastAPI:
 
     @api.get("/export/{export_id}", summary="An export's record")
     def record(export_id: str) -> dict[str, Any]:
-        return find_export(workspace(), export_id)[1]
+        from exporter.jobs import refresh
+
+        return refresh(workspace(), export_id)
 
     @api.get("/export/{export_id}/download", summary="The exported file, streamed")
     def download(export_id: str, request: Request):

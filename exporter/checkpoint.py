@@ -19,6 +19,19 @@ if TYPE_CHECKING:
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 MAX_REPORTED_KEYS = 6
+MAX_CHECKPOINT_ENV = "AISTUDIO_MAX_CHECKPOINT_MB"
+DEFAULT_MAX_CHECKPOINT_MB = 16 * 1024
+MAX_COMPRESSION_RATIO = 20  # torch.save stores tensors uncompressed; a high ratio means a zip bomb
+
+
+def max_checkpoint_bytes() -> int:
+    """Largest checkpoint (on disk and unpacked) the loader accepts: ``$AISTUDIO_MAX_CHECKPOINT_MB``."""
+    import os
+
+    try:
+        return int(float(os.environ.get(MAX_CHECKPOINT_ENV, DEFAULT_MAX_CHECKPOINT_MB)) * 1024 * 1024)
+    except ValueError:
+        return DEFAULT_MAX_CHECKPOINT_MB * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         raise CheckpointError(f"Checkpoint file {path} does not exist.", stage="load")
     if path.stat().st_size == 0:
         raise CheckpointError(f"Checkpoint {path.name} is empty (0 bytes); re-save it.", stage="load")
+    _check_size(path)
     raw = _safe_torch_load(path)
     state_dict, layout = _find_state_dict(raw, path)
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
@@ -73,6 +87,28 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         global_step=_int_or_none(raw.get("global_step")) if layout != "state_dict" else None,
         layout=layout,
     )
+
+
+def _check_size(path: Path) -> None:
+    """Refuse files (or zip members) larger than the limit before anything is decompressed."""
+    limit = max_checkpoint_bytes()
+    size = path.stat().st_size
+    if size > limit:
+        raise CheckpointError(f"Checkpoint {path.name} is {size / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB "
+                              f"limit (raise {MAX_CHECKPOINT_ENV} to allow it).", stage="load")
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load reports the corruption itself
+    unpacked = sum(m.file_size for m in members)
+    packed = max(sum(m.compress_size for m in members), 1)
+    if unpacked > limit or unpacked / packed > MAX_COMPRESSION_RATIO:
+        raise CheckpointError(
+            f"Checkpoint {path.name} would unpack to {unpacked / 2**20:.0f} MB from {packed / 2**20:.1f} MB "
+            "(a zip bomb, or compressed in a way torch.save never writes); refusing to load it.", stage="load")
 
 
 def _safe_torch_load(path: Path) -> Any:
@@ -99,7 +135,7 @@ def _safe_torch_load(path: Path) -> Any:
 
 
 def _unsafe_reason(path: Path, exc: Exception) -> str:
-    detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), "")
+    detail = next((ln.strip().rstrip(".") for ln in str(exc).splitlines() if "unsupported global" in ln.lower()), "")
     if not detail:
         detail = "it is not PyTorch checkpoint data"
     return (f"Refused to load {path.name}: {detail}. Checkpoints are loaded as data only "

@@ -11,6 +11,7 @@
     ├── StateDictMismatchError       the weights do not fit the built model
     ├── ExporterError                torch.onnx (or another exporter) could not write the file
     ├── OutputFileError              the exported file could not be written or read back
+    ├── ResourceLimitError           the worker ran out of memory
     └── Interrupted / Cancelled      the job ended before it finished
 
 Each error carries the pipeline ``stage`` it happened in (when known) and a message that
@@ -85,6 +86,10 @@ class OutputFileError(ExportError):
     """The export folder could not be written (disk full, permissions) or read back."""
 
 
+class ResourceLimitError(ExportError):
+    """The export needed more memory than its worker may use."""
+
+
 class Interrupted(ExportError):
     """The worker running an export died before it finished."""
 
@@ -110,3 +115,22 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
         text = f"{lines[0]} — {text}" if lines[0] != text else text
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def resource_error(exc: BaseException, stage: str | None = None) -> ExportError | None:
+    """Map out-of-memory and disk/permission failures to typed errors (``None`` for others)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "std::bad_alloc" in text:
+        return ResourceLimitError(
+            "Ran out of memory (the worker's limit or the machine's); try a smaller input_shape "
+            "or raise AISTUDIO_WORKER_MEMORY_MB.", stage=stage)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        import errno
+        import os
+
+        reason = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file is larger than allowed",
+                  errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only",
+                  errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno, os.strerror(exc.errno))
+        return OutputFileError(f"Could not write the export: {reason} ({exc.filename or 'export folder'}).",
+                               stage=stage)
+    return None

@@ -22,6 +22,7 @@ from exporter.store import WORKER_LOG, ExportStore, find_export, utc_now
 from exporter.workspace import Workspace
 
 ACTIVE = ("pending", "running")
+MEMORY_ENV = "AISTUDIO_WORKER_MEMORY_MB"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,7 +59,8 @@ def start_export(workspace: Workspace, request: ExportRequest) -> dict[str, Any]
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "worker", "--workspace", str(workspace.root),
          "--project", record["project_id"], "--export-id", record["id"]],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+        preexec_fn=_limit_memory(worker_memory_bytes()))
     log.close()
     # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=proc.wait, daemon=True).start()
@@ -67,6 +69,25 @@ def start_export(workspace: Workspace, request: ExportRequest) -> dict[str, Any]
         if current["status"] in ACTIVE:
             record = store.update(record["id"], worker=process_identity(proc.pid))
     return record
+
+
+def worker_memory_bytes() -> int:
+    """Memory a worker may allocate: ``$AISTUDIO_WORKER_MEMORY_MB``, default 80 % of the machine."""
+    import psutil
+
+    try:
+        return int(float(os.environ[MEMORY_ENV]) * 2**20)
+    except (KeyError, ValueError):
+        return int(psutil.virtual_memory().total * 0.8)
+
+
+def _limit_memory(limit: int):
+    def apply() -> None:  # runs in the child before exec: only the worker is limited
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
 
 
 def cancel_export(workspace: Workspace, export_id: str) -> dict[str, Any]:
@@ -83,6 +104,14 @@ def cancel_export(workspace: Workspace, export_id: str) -> dict[str, Any]:
     return _end(store, record, "cancelled", Cancelled("Cancelled by the user.", stage=_stage(record)))
 
 
+def refresh(workspace: Workspace, export_id: str) -> dict[str, Any]:
+    """The record of ``export_id``, marked Interrupted first if its worker has died."""
+    store, record = find_export(workspace, export_id)
+    if record["status"] in ACTIVE and not worker_alive(record.get("worker")):
+        record = _interrupt(store, record)
+    return record
+
+
 def recover_interrupted(workspace: Workspace) -> list[str]:
     """Mark every active record whose worker is gone ``failed``/``Interrupted``; returns their ids."""
     recovered = []
@@ -96,12 +125,15 @@ def recover_interrupted(workspace: Workspace) -> list[str]:
             except Exception:  # noqa: BLE001 - an unreadable record is left to rebuild_index
                 continue
             if record["status"] in ACTIVE and not worker_alive(record.get("worker")):
-                error = Interrupted("The export's worker process ended before it finished "
-                                    "(server stopped, killed or out of memory); run it again.",
-                                    stage=_stage(record))
-                _end(store, record, "failed", error)
+                _interrupt(store, record)
                 recovered.append(record["id"])
     return recovered
+
+
+def _interrupt(store: ExportStore, record: dict[str, Any]) -> dict[str, Any]:
+    error = Interrupted("The export's worker process ended before it finished "
+                        "(server stopped, killed or out of memory); run it again.", stage=_stage(record))
+    return _end(store, record, "failed", error)
 
 
 def _stage(record: dict[str, Any]) -> str | None:

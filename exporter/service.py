@@ -8,6 +8,7 @@ progress, and always ends it ``completed`` or ``failed`` with a typed error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.errors import ExportError, InvalidOptionError, one_line
+from exporter.errors import ExportError, InvalidOptionError, one_line, resource_error
 from exporter.store import PARTIAL_DIR, ExportStore, utc_now
 from exporter.workspace import Workspace
 
+MAX_WORKERS_ENV = "AISTUDIO_MAX_WORKERS"
 STAGES = {"load": 0.05, "build": 0.15, "export": 0.3, "simplify": 0.55, "validate": 0.7, "store": 0.9}
 
 
@@ -81,22 +83,57 @@ def export_checkpoint(workspace: Workspace, request: ExportRequest) -> dict[str,
 def run_export(workspace: Workspace, project_id: str, export_id: str,
                on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run a prepared export to the end and return its final record (never raises ExportError)."""
+    from exporter.jobs import process_identity
+
     store = ExportStore.for_project(workspace, project_id)
-    record = store.update(export_id, status="running", started_at=utc_now(),
-                          worker={"pid": os.getpid()})
-    workdir = store.export_dir(export_id) / PARTIAL_DIR
-    pipeline = _Pipeline(workspace, store, record, workdir, on_progress)
+    store.update(export_id, worker=process_identity(os.getpid()))
+    with worker_slot(workspace.root):  # queued exports wait here, still "pending"
+        record = store.update(export_id, status="running", started_at=utc_now())
+        workdir = store.export_dir(export_id) / PARTIAL_DIR
+        pipeline = _Pipeline(workspace, store, record, workdir, on_progress)
+        try:
+            return pipeline.run()
+        except ExportError as exc:
+            return pipeline.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the record, readably
+            error = resource_error(exc, pipeline.stage)
+            return pipeline.fail(error or ExportError(f"Internal error: {one_line(exc)}", stage=pipeline.stage))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def max_workers() -> int:
+    """How many exports may run at once (``$AISTUDIO_MAX_WORKERS``, default: CPU count)."""
     try:
-        return pipeline.run()
-    except ExportError as exc:
-        return pipeline.fail(exc)
-    except MemoryError:
-        return pipeline.fail(ExportError("Ran out of memory; try a smaller input_shape.",
-                                         stage=pipeline.stage))
-    except Exception as exc:  # noqa: BLE001 - a bug must still end the record, readably
-        return pipeline.fail(ExportError(f"Internal error: {one_line(exc)}", stage=pipeline.stage))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return max(1, int(os.environ.get(MAX_WORKERS_ENV, "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def worker_slot(root: Path, poll_s: float = 0.2):
+    """Hold one of ``max_workers()`` slot locks for the duration of an export.
+
+    The slots are file locks under the workspace, so the limit holds across the server, CLI
+    runs and worker processes alike, and a killed process frees its slot at once.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = root / ".export-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for index in range(max_workers()):
+            lock = FileLock(str(folder / f"slot-{index}.lock"), thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield index
+            finally:
+                lock.release()
+            return
+        time.sleep(poll_s)
 
 
 class _Pipeline:
@@ -186,8 +223,8 @@ def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[s
         with torch.no_grad():
             module(torch.zeros(*shape))
     except Exception as exc:  # noqa: BLE001
-        raise InvalidOptionError(f"The model cannot run at input_shape {list(shape)}: "
-                                 f"{one_line(exc, 240)}", stage="build") from None
+        raise resource_error(exc, "build") or InvalidOptionError(
+            f"The model cannot run at input_shape {list(shape)}: {one_line(exc, 240)}", stage="build") from None
     return spec, module, shape
 
 

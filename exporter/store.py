@@ -87,7 +87,11 @@ class ExportStore:
 
     def lock(self) -> FileLock:
         """The project's write lock: one object per path, so it is re-entrant in a thread."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputFileError(f"The exports folder {self.root} cannot be created or written: "
+                                  f"{exc.strerror or exc}.", stage="store") from None
         path = str(self.root / ".lock")
         with _LOCKS_GUARD:
             return _LOCKS.setdefault(path, FileLock(path, timeout=LOCK_TIMEOUT_S))

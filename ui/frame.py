@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from exporter.jobs import recover_interrupted
 from exporter.workspace import Workspace
 from ui.components import apply_goto, sticky_selectbox
 
@@ -14,6 +15,7 @@ def run_frame() -> None:
     """Draw the shared chrome and run the selected page."""
     st.set_page_config(page_title="AI Studio Export", page_icon="📦", layout="wide")
     workspace = Workspace()
+    recover_interrupted(workspace)  # exports whose worker died show as Interrupted, not running
     projects = workspace.projects()
     with st.sidebar:
         st.markdown("### 📦 AI Studio Export")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.errors import ExporterError, InvalidOptionError, one_line
+from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
 from exporter.options import OptionSpec
 
@@ -148,7 +148,7 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
-        raise ExporterError(one_line(exc), stage="export") from None
+        raise resource_error(exc, "export") or ExporterError(one_line(exc), stage="export") from None
 
 
 @contextlib.contextmanager
