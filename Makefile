@@ -15,6 +15,7 @@ $(BIN)/python:
 # Stamp files re-install only when a requirements file changes.
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
+	-$(BIN)/opt_in_out --opt_out >/dev/null 2>&1
 	@touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime

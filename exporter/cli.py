@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--input-shape", help="N,C,H,W (default: 1 and the checkpoint's input_size)")
     export.add_argument("--no-dynamic-batch", action="store_true", help="fix the batch axis")
     export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
-    export.add_argument("--tolerance", help="allowed diff, scaled by max(1, |output|) (default 1e-4)")
+    export.add_argument("--tolerance",
+                        help="allowed diff, scaled by max(1, |output|) (default: 1e-4 fp32, 1e-2 fp16, 5e-2 int8)")
     export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any format/task option, e.g. exporter=dynamo (repeatable)")
     worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)

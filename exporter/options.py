@@ -35,7 +35,7 @@ class OptionSpec:
         Raises:
             InvalidOptionError: the value has the wrong type or is out of range.
         """
-        if value is None:
+        if value is None or (isinstance(value, str) and not value.strip() and self.kind != "choice"):
             return self.default
         parsed = getattr(self, f"_parse_{self.kind}")(value)
         if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
@@ -116,8 +116,9 @@ COMMON_OPTIONS = (
                "Example input N,C,H,W; default: batch 1 at the checkpoint's input_size."),
     OptionSpec("dynamic_batch", "bool", True,
                "Declare the batch axis dynamic (validated at batch 1 and 2)."),
-    OptionSpec("tolerance", "float", 1e-4,
-               "Allowed |PyTorch - exported| per output, relative to max(1, max |output|).",
+    OptionSpec("tolerance", "float", None,
+               "Allowed |PyTorch - exported| per output, relative to max(1, max |output|); "
+               "default follows the precision (fp32 1e-4, fp16 1e-2, int8 5e-2).",
                minimum=1e-9, maximum=10.0),
 )
 

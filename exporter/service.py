@@ -26,6 +26,7 @@ from exporter.store import PARTIAL_DIR, ExportStore, utc_now
 from exporter.workspace import Workspace
 
 MAX_WORKERS_ENV = "AISTUDIO_MAX_WORKERS"
+VALIDATION_IMAGES = 6  # samples first, then seeded random images
 STAGES = {"load": 0.05, "build": 0.15, "export": 0.3, "simplify": 0.55, "validate": 0.7, "store": 0.9}
 
 
@@ -170,11 +171,15 @@ class _Pipeline:
         spec, module, shape = _build(ckpt, experiment, project.task, options)
         self._save(checkpoint_sha256=ckpt.sha256, model=spec.metadata())
         self.workdir.mkdir(parents=True, exist_ok=True)
-        job = _job(module, spec, shape, options, self.record, ckpt.sha256)
+        pool, pool_kind = _input_pool(project.sample_images(), shape, spec, options)
+        job = _job(module, spec, shape, options, self.record, ckpt.sha256, pool)
         self.enter("export")
         artifact = fmt.export(job, self.workdir, self.enter)
         self.enter("validate")
-        report = _validate(job, artifact.runner, project.sample_images(), options)
+        try:
+            report = _validate(job, artifact.runner, pool, pool_kind, fmt)
+        finally:
+            getattr(artifact.runner, "close", lambda: None)()
         self.enter("store")
         files = _publish(artifact.files, self.store.export_dir(self.record["id"]))
         self.enter("done")
@@ -229,7 +234,7 @@ def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[s
 
 
 def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: dict[str, Any],
-         sha256: str):
+         sha256: str, pool: Any):
     import json
 
     from exporter.formats import ExportJob
@@ -247,17 +252,26 @@ def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: 
     }
     return ExportJob(module=module, spec=spec, input_shape=shape,  # type: ignore[arg-type]
                      dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
-                     output_names=adapter.output_names, options=options, metadata=meta)
+                     output_names=adapter.output_names, options=options, metadata=meta,
+                     calibration=pool.numpy())
 
 
-def _validate(job: Any, runner: Any, samples: list[Path], options: dict[str, Any]):
-    from exporter.validation import input_pool, validate
+def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str, Any]):
+    from exporter.validation import input_pool
 
-    pool, kind = input_pool(samples, tuple(job.input_shape[1:]), job.spec.normalization)
+    return input_pool(samples, tuple(shape[1:]), spec.normalization,
+                      extra_random=max(0, options.get("calibration_samples", 0) - len(samples)))
+
+
+def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any):
+    from exporter.validation import validate
+
+    options = job.options
     sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]
+    tolerance = options["tolerance"] or fmt.default_tolerance(options)
     return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
-                    pool=pool, pool_kind=kind, batch_sizes=sizes, tolerance=options["tolerance"],
-                    task=job.spec.task)
+                    pool=pool[:VALIDATION_IMAGES], pool_kind=pool_kind, batch_sizes=sizes, tolerance=tolerance,
+                    task=job.spec.task, min_agreement=fmt.min_agreement(options))
 
 
 def _publish(files: list[Path], folder: Path) -> list[dict[str, Any]]:

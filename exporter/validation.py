@@ -97,20 +97,25 @@ def normalize(batch: torch.Tensor, normalization: dict[str, list[float]]) -> tor
 
 
 def input_pool(samples: list[Path], input_size: tuple[int, int, int],
-               normalization: dict[str, list[float]], seed: int = 0) -> tuple[torch.Tensor, str]:
-    """Validation images: up to 4 project samples plus seeded random images, normalised."""
+               normalization: dict[str, list[float]], seed: int = 0,
+               extra_random: int = 0) -> tuple[torch.Tensor, str]:
+    """Up to 4 project samples, then seeded random images (2 + ``extra_random``), normalised.
+
+    Validation uses the first few; static INT8 calibration may use them all.
+    """
     import torch
 
     real = load_images(samples[:MAX_SAMPLE_IMAGES], input_size, normalization)
     generator = torch.Generator().manual_seed(seed)
-    noise = normalize(torch.rand(RANDOM_INPUTS, *input_size, generator=generator), normalization)
+    count = RANDOM_INPUTS + extra_random
+    noise = normalize(torch.rand(count, *input_size, generator=generator), normalization)
     kind = "samples+random" if len(real) else "random"
     return torch.cat([real, noise]), kind
 
 
 def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names: tuple[str, ...],
              pool: torch.Tensor, pool_kind: str, batch_sizes: list[int], tolerance: float,
-             task: str) -> ValidationReport:
+             task: str, min_agreement: float | None = None) -> ValidationReport:
     """Compare ``module`` and ``runner`` on every image of ``pool`` at each batch size.
 
     Returns:
@@ -121,6 +126,10 @@ def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names
                for i, name in enumerate(output_names)] if pairs else []
     metrics = task_agreement(task, pairs)
     verdict = _verdict(outputs, messages, bool(pairs))
+    if verdict == "failed" and _agreement_rescues(outputs, messages, metrics, min_agreement):
+        verdict = "passed"
+        messages = [*messages, f"passed on task agreement (≥ {min_agreement:.0%}) — raw diffs exceed the "
+                    "tolerance, as expected at reduced precision"]
     max_diff = max((o.max_abs_diff for o in outputs), default=math.inf)
     return ValidationReport(verdict=verdict, max_diff=max_diff, tolerance=tolerance,
                             batch_sizes=list(batch_sizes), inputs=pool_kind, outputs=outputs,
@@ -211,6 +220,15 @@ def task_agreement(task: str, pairs: list[tuple[list, list]]) -> dict[str, float
     ref = np.concatenate([r[0] for r, _ in pairs])
     cand = np.concatenate([c[0] for _, c in pairs])
     return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean())}
+
+
+def _agreement_rescues(outputs: list[OutputComparison], messages: list[str], metrics: dict[str, float],
+                       floor: float | None) -> bool:
+    """A reduced-precision file passes on what matters: only tolerance misses, agreement above floor."""
+    if floor is None or messages or "top1_agreement" not in metrics:
+        return False
+    only_tolerance = all(o.problem is None for o in outputs)
+    return only_tolerance and metrics["top1_agreement"] >= floor
 
 
 def _verdict(outputs: list[OutputComparison], messages: list[str], ran: bool) -> str:

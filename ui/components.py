@@ -211,6 +211,7 @@ def option_inputs(specs: list[Any], defaults: dict[str, Any], key: str) -> dict[
                                                     max_value=int(spec.maximum) if spec.maximum is not None else None,
                                                     key=widget_key)
             else:  # float and shape as text: 1e-4 and 1,3,224,224 type naturally
-                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else (
+                    "" if default is None else str(default))
                 values[spec.name] = st.text_input(spec.name, value=shown, help=spec.help, key=widget_key)
     return values

@@ -24,6 +24,8 @@ from exporter.options import OptionSpec
 LEGACY_OPSETS = (7, 20)
 DYNAMO_OPSETS = (18, 23)
 DEFAULT_OPSET = 17
+PRECISION_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+MIN_AGREEMENT = 0.99  # top-1 agreement a reduced-precision classifier must keep
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -59,6 +61,14 @@ class OnnxFormat(ExportFormat):
         OptionSpec("external_data", "choice", "auto",
                    "Store weights in model.onnx.data: auto (only past 2 GB), always, never.",
                    choices=("auto", "always", "never")),
+        OptionSpec("precision", "choice", "fp32",
+                   "fp16 halves the file (float32 inputs/outputs kept); int8 quarters it.",
+                   choices=PRECISION_TOLERANCE),
+        OptionSpec("quantization", "choice", "dynamic",
+                   "int8 only: dynamic (weights), or static (QDQ, calibrated on samples + synthetic images).",
+                   choices=("dynamic", "static")),
+        OptionSpec("calibration_samples", "int", 16, "int8 static: images used to calibrate activations.",
+                   minimum=1, maximum=512),
     )
 
     @classmethod
@@ -70,6 +80,14 @@ class OnnxFormat(ExportFormat):
 
     def check_options(self, options: dict[str, Any]) -> None:
         exporter_order(options["exporter"], options["opset_version"])
+        if options["precision"] == "int8" and options["external_data"] == "always":
+            raise InvalidOptionError("precision=int8 files are small; use external_data=auto or never.")
+
+    def default_tolerance(self, options: dict[str, Any]) -> float:
+        return PRECISION_TOLERANCE[options["precision"]]
+
+    def min_agreement(self, options: dict[str, Any]) -> float | None:
+        return None if options["precision"] == "fp32" else MIN_AGREEMENT
 
     def load(self, path: Path) -> OrtRunner:
         return OrtRunner(path)
@@ -99,8 +117,15 @@ class OnnxFormat(ExportFormat):
             model = _simplify(model, warn)
         import onnx
 
-        onnx.helper.set_model_props(model, {**job.metadata, "onnx_exporter": exporter})
-        files = _save(model, workdir, job.options["external_data"])
+        options = job.options
+        if options["precision"] == "fp16":
+            model = _to_fp16(model)
+        onnx.helper.set_model_props(model, {**job.metadata, "onnx_exporter": exporter,
+                                            "precision": options["precision"]})
+        if options["precision"] == "int8":
+            progress("quantize")
+            model = _quantize(model, workdir, job)
+        files = _save(model, workdir, options["external_data"])
         shutil.rmtree(workdir / "raw", ignore_errors=True)
         progress("validate")
         runner = _checked_runner(files[0], job)
@@ -185,6 +210,52 @@ def _simplify(model: Any, warn: list[str]) -> Any:
     # onnxsim adds ~20 bookkeeping props; keep the file's metadata ours.
     del simplified.metadata_props[:]
     return simplified
+
+
+def _to_fp16(model: Any) -> Any:
+    from onnxconverter_common import float16
+
+    try:
+        return float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ExporterError(f"fp16 conversion failed: {one_line(exc)}", stage="export") from None
+
+
+class _Calibration:
+    """Feeds calibration images one at a time to onnxruntime's static quantizer."""
+
+    def __init__(self, input_name: str, images: np.ndarray, count: int) -> None:
+        self.batches = iter([{input_name: images[i:i + 1]} for i in range(min(count, len(images)))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+def _quantize(model: Any, workdir: Path, job: ExportJob) -> Any:
+    """INT8 with onnxruntime: dynamic (weights only) or static QDQ calibrated on real inputs."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    source, target = workdir / "fp32.onnx", workdir / "int8.onnx"
+    onnx.save_model(model, str(source))
+    try:
+        if job.options["quantization"] == "static":
+            reader = _Calibration(job.input_names[0], job.calibration.astype(np.float32),
+                                  job.options["calibration_samples"])
+            q.quantize_static(str(source), str(target), reader, quant_format=q.QuantFormat.QDQ,
+                              per_channel=True, activation_type=q.QuantType.QInt8,
+                              weight_type=q.QuantType.QInt8)
+        else:
+            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8, per_channel=True)
+        quantized = onnx.load(str(target))
+    except Exception as exc:  # noqa: BLE001
+        raise ExporterError(f"int8 quantization failed: {one_line(exc)}", stage="export") from None
+    finally:
+        source.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+    # quantize_* drops metadata_props; the file must still describe itself.
+    onnx.helper.set_model_props(quantized, {p.key: p.value for p in model.metadata_props})
+    return quantized
 
 
 def _save(model: Any, workdir: Path, external_data: str) -> list[Path]:

@@ -44,6 +44,7 @@ class ExportJob:
     output_names: tuple[str, ...]
     options: dict[str, Any]
     metadata: dict[str, str]
+    calibration: Any = None  # np.ndarray [N, C, H, W] of normalised sample/synthetic images
 
 
 @dataclass
@@ -77,6 +78,14 @@ class ExportFormat:
     def check_options(self, options: dict[str, Any]) -> None:
         """Reject option combinations that cannot work, before anything is started."""
 
+    def default_tolerance(self, options: dict[str, Any]) -> float:
+        """Validation tolerance when the user gives none (follows the file's precision)."""
+        return 1e-4
+
+    def min_agreement(self, options: dict[str, Any]) -> float | None:
+        """Task agreement (e.g. top-1) that lets a reduced-precision file pass despite raw diffs."""
+        return None
+
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         """Write the file(s) into ``workdir`` and return them with a runner."""
         raise NotImplementedError
@@ -97,8 +106,14 @@ def register_format(name: str, *, display_name: str, suffix: str):
     return decorate
 
 
+BUILTIN_FORMATS = ("onnx", "torchscript", "openvino", "tensorrt")  # registration = display order
+
+
 def _load_builtin_formats() -> None:
-    from exporter.formats import onnx, planned  # noqa: F401
+    import importlib
+
+    for module in BUILTIN_FORMATS:
+        importlib.import_module(f"exporter.formats.{module}")
 
 
 def format_names() -> list[str]:

@@ -115,7 +115,7 @@ def test_bad_ids(client, path, status, json_body):
 
 @pytest.mark.parametrize("body, status, text", [
     ({**CLS, "format": "coreml"}, 400, "known formats"),
-    ({**CLS, "format": "tensorrt"}, 409, "Coming Soon"),
+    ({**CLS, "format": "tensorrt"}, 409, "install the tensorrt package"),
     ({**CLS, "project_id": "nope"}, 404, "No project"),
     ({**CLS, "experiment_id": "nope"}, 404, "no experiment"),
     ({**CLS, "checkpoint": "epoch9"}, 404, "no checkpoint"),

@@ -13,8 +13,9 @@ SPECS = get_format("onnx").options()
 
 def test_defaults():
     opts = parse_options(SPECS, {})
-    assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": 1e-4, "opset_version": 17,
-                    "simplify": True, "exporter": "auto", "external_data": "auto"}
+    assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": None, "opset_version": 17,
+                    "simplify": True, "exporter": "auto", "external_data": "auto", "precision": "fp32",
+                    "quantization": "dynamic", "calibration_samples": 16}
 
 
 def test_cli_text_and_json_values_parse_alike():
@@ -38,7 +39,7 @@ def test_cli_text_and_json_values_parse_alike():
     ({"dynamic_batch": "maybe"}, "true or false"),
     ({"tolerance": "nan"}, "finite"),
     ({"exporter": "magic"}, "one of auto, legacy, dynamo"),
-    ({"precision": "fp16"}, "Unknown option 'precision'; valid options: "),
+    ({"max_detections": 5}, "Unknown option 'max_detections'; valid options: "),
 ])
 def test_bad_options_are_rejected_with_a_reason(raw, match):
     with pytest.raises(InvalidOptionError, match=match):

@@ -78,7 +78,7 @@ def test_requests_that_cannot_start_write_nothing(demo_ws):
         (ExportRequest("demo-classification", "exp-resnet18-shapes", format="coreml"), UnknownFormatError,
          "known formats: onnx"),
         (ExportRequest("demo-classification", "exp-resnet18-shapes", format="tensorrt"), FormatUnavailableError,
-         "Coming Soon"),
+         "install the tensorrt package"),
         (ExportRequest("demo-classification", "exp-resnet18-shapes", options={"opset_version": 3}),
          InvalidOptionError, "out of range"),
     ]

@@ -249,6 +249,7 @@ def test_hostile_checkpoints_through_the_server(seeded_ws, tmp_path):
             assert record["error"]["type"] in ("CheckpointError", "StateDictMismatchError"), (name, record["error"])
             assert text in record["error"]["message"], (name, record["error"])
             assert client.get("/api/formats").status_code == 200
+        _hostile_requests(client)
         nan = wait_for(client, client.post("/api/export", json={"project_id": "hostile",
                                                                 "experiment_id": "nan-weights"}).json()["id"])
         assert nan["validation"]["verdict"] == "failed" and "NaN or Inf" in nan["validation"]["outputs"][0]["problem"]
@@ -257,3 +258,26 @@ def test_hostile_checkpoints_through_the_server(seeded_ws, tmp_path):
     for entry in read_index(seeded_ws, "hostile"):
         assert entry["status"] in ("failed", "completed")
     shutil.rmtree(seeded_ws / "projects" / "hostile")
+
+
+def _hostile_requests(client: httpx.Client) -> None:
+    """Absurd options, hostile ids and oversize bodies: each a clear 4xx, the server unharmed."""
+    body = {"project_id": CLS[0], "experiment_id": CLS[1]}
+    cases = [
+        ({**body, "options": {"input_shape": [1, 3, 100000, 100000]}}, 400, "too large"),
+        ({**body, "options": {"opset_version": "17; rm -rf /"}}, 400, "integer"),
+        ({**body, "options": {"tolerance": -1}}, 400, "out of range"),
+        ({**body, "project_id": "../../etc"}, 404, "not valid"),
+        ({**body, "experiment_id": "exp\u0000x"}, 404, "not valid"),
+        ({**body, "experiment_id": "ёж-😀"}, 404, "not valid"),
+    ]
+    for request, status, text in cases:
+        response = client.post("/api/export", json=request)
+        assert response.status_code == status and text in response.json()["error"]["message"], response.text
+    for path in ("/api/export/..%2F..%2Fetc%2Fpasswd/download", "/api/export/export-%00aaaaaaa",
+                 "/api/export/export-😀😀😀😀/download"):
+        response = client.get(path)
+        assert 400 <= response.status_code < 500 and b"root:" not in response.content
+    huge = b'{"project_id": "' + b"a" * (4 << 20) + b'"}'
+    assert client.post("/api/export", content=huge, headers={"content-type": "application/json"}).status_code == 413
+    assert client.get("/api/formats").status_code == 200

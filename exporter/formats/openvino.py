@@ -1,0 +1,95 @@
+"""OpenVINO IR (``model.xml`` + ``model.bin``), converted from our own validated-path ONNX export."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.errors import ExporterError, one_line, resource_error
+from exporter.formats.onnx import DEFAULT_OPSET, OnnxFormat, describe_model, exporter_order
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.options import OptionSpec
+
+FP32_TOLERANCE, FP16_TOLERANCE = 1e-4, 1e-2
+
+
+def _openvino():
+    # Telemetry is opted out at install time (Makefile: opt_in_out --opt_out), see FINDINGS.md.
+    import openvino
+
+    return openvino
+
+
+class OpenVinoRunner:
+    """A model compiled for the CPU; FP32 inference unless the weights were compressed to FP16."""
+
+    def __init__(self, path: Path, fp16: bool = False) -> None:
+        ov = _openvino()
+        config = {} if fp16 else {"INFERENCE_PRECISION_HINT": "f32"}
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.compiled(inputs)
+        return [np.asarray(results[out]) for out in self.compiled.outputs]
+
+
+@register_format("openvino", display_name="OpenVINO IR", suffix=".xml")
+class OpenVinoFormat(ExportFormat):
+    """ONNX (legacy/dynamo as for the ONNX format) → ``openvino.convert_model`` → ``save_model``."""
+
+    format_options = (
+        OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
+                   minimum=7, maximum=23),
+        OptionSpec("compress_to_fp16", "bool", False,
+                   "Store weights as FP16 (half the .bin); inference then runs in reduced precision."),
+    )
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        import importlib.util
+
+        return (True, "") if importlib.util.find_spec("openvino") else (False, "install openvino")
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        exporter_order("auto", options["opset_version"])
+
+    def default_tolerance(self, options: dict[str, Any]) -> float:
+        return FP16_TOLERANCE if options["compress_to_fp16"] else FP32_TOLERANCE
+
+    def min_agreement(self, options: dict[str, Any]) -> float | None:
+        return 0.99 if options["compress_to_fp16"] else None
+
+    def load(self, path: Path) -> OpenVinoRunner:
+        return OpenVinoRunner(path)
+
+    def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
+        onnx_dir = workdir / "onnx"
+        onnx_dir.mkdir()
+        onnx_options = {**{s.name: s.default for s in OnnxFormat.format_options},
+                        "opset_version": job.options["opset_version"]}
+        onnx_job = dataclasses.replace(job, options={**job.options, **onnx_options})
+        onnx_artifact = OnnxFormat().export(onnx_job, onnx_dir, progress)
+        progress("export")
+        ov = _openvino()
+        xml = workdir / "model.xml"
+        try:
+            model = ov.convert_model(str(onnx_artifact.files[0]))
+            for key, value in job.metadata.items():
+                model.set_rt_info(value, ["aistudio", key])
+            ov.save_model(model, str(xml), compress_to_fp16=job.options["compress_to_fp16"])
+        except Exception as exc:  # noqa: BLE001
+            raise resource_error(exc, "export") or ExporterError(
+                f"OpenVINO conversion failed: {one_line(exc)}", stage="export") from None
+        import onnx
+
+        info = describe_model(onnx.load(str(onnx_artifact.files[0])), "openvino.convert_model")
+        info["openvino_version"] = ov.get_version()
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        progress("validate")
+        runner = OpenVinoRunner(xml, fp16=job.options["compress_to_fp16"])
+        return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner, info=info,
+                              warnings=onnx_artifact.warnings)
