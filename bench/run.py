@@ -56,6 +56,71 @@ def bench_exports(root: Path, repeats: int) -> list[dict]:
     return rows
 
 
+FORMATS = [("onnx fp32", "onnx", {}), ("onnx fp16", "onnx", {"precision": "fp16"}),
+           ("onnx int8 dynamic", "onnx", {"precision": "int8"}),
+           ("onnx int8 static", "onnx", {"precision": "int8", "quantization": "static"}),
+           ("torchscript", "torchscript", {}), ("openvino fp32", "openvino", {}),
+           ("openvino fp16 weights", "openvino", {"compress_to_fp16": True})]
+
+
+def _latency(fn, x, repeats: int) -> dict[str, float]:
+    for _ in range(5):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return stats(times)
+
+
+def bench_formats(root: Path, repeats: int) -> list[dict]:
+    """Export time, file size and batch-1 latency per format, side by side with PyTorch eager."""
+    import numpy as np
+    import torch
+
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.checkpoint import load_checkpoint
+    from exporter.formats import get_format
+    from exporter.service import build_wrapped
+
+    torch.set_num_threads(2)
+    ws = Workspace(root)
+    rows = []
+    models = (("demo-classification", "exp-resnet18-shapes"), ("bench-resnet50", "exp-resnet50"))
+    for project_id, experiment_id in models:
+        experiment = ws.project(project_id).experiment(experiment_id)
+        spec, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment)
+        x = torch.rand(1, *spec.input_size)
+        with torch.no_grad():
+            eager = _latency(module, x, repeats)
+        rows.append({"model": spec.architecture, "input": list(x.shape), "format": "pytorch eager",
+                     "latency_ms": eager, "speedup": 1.0})
+        for label, fmt, options in FORMATS:
+            record = export_checkpoint(ws, ExportRequest(project_id, experiment_id, format=fmt, options=options))
+            folder = ws.project(project_id).exports_dir / record["id"]
+            path = folder / record["output_file"]
+            if fmt == "torchscript":  # in-process, like a deployment would load it
+                loaded = torch.jit.load(str(path)).eval()
+
+                def run(a, loaded=loaded):
+                    with torch.no_grad():
+                        return loaded(a)
+            else:
+                runner = get_format(fmt).load(path)
+
+                def run(a, runner=runner):
+                    return runner.run({"input": a.numpy() if hasattr(a, "numpy") else a})
+            latency = _latency(run, x if fmt == "torchscript" else x.numpy().astype(np.float32), repeats)
+            rows.append({"model": spec.architecture, "input": list(x.shape), "format": label,
+                         "export_s": round(sum(record["timings_s"].values()), 2),
+                         "size_mb": record["output_size_mb"], "verdict": record["validation"]["verdict"],
+                         "top1_agreement": record["validation"]["task_metrics"].get("top1_agreement"),
+                         "latency_ms": latency,
+                         "speedup": round(eager["median"] / latency["median"], 2)})
+    return rows
+
+
 def bench_download(root: Path, size_bytes: int) -> dict:
     """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null."""
     import httpx
@@ -112,6 +177,13 @@ def markdown(results: dict) -> str:
         t = row["total_s"]
         lines.append(f"| {row['model']} | {row['input']} | {row['size_mb']} | {row['verdict']} | "
                      f"{row['max_diff']:.1e} | {t['median']} [{t['min']}–{t['max']}] |")
+    lines += ["", "| model | format | export s | file MB | validation | top-1 agr. | batch-1 ms (median [min–max]) "
+              "| × eager |", "|---|---|---|---|---|---|---|---|"]
+    for row in results["formats"]:
+        t = row["latency_ms"]
+        lines.append(f"| {row['model']} | {row['format']} | {row.get('export_s', '—')} | {row.get('size_mb', '—')} | "
+                     f"{row.get('verdict', '—')} | {row.get('top1_agreement', '—')} | "
+                     f"{t['median']:.1f} [{t['min']:.1f}–{t['max']:.1f}] | {row['speedup']} |")
     d = results["download"]
     lines += ["", f"Streaming a {d['bytes'] / 1e9:.2f} GB download: server RSS {d['rss_before_mb']} → peak "
               f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s."]
@@ -126,6 +198,7 @@ def main() -> None:
     try:
         results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
+                   "formats": bench_formats(root / "exports", 10 if args.quick else 30),
                    "download": bench_download(root / "download", (256 if args.quick else 1024) << 20)}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -207,9 +207,15 @@ class _Pipeline:
         return self.record
 
 
-def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[str, Any]):
-    import torch
+def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None):
+    """The checkpoint's model with its weights, wrapped for export (eval mode, clean outputs).
 
+    Returns:
+        ``(spec, module)``.
+
+    Raises:
+        ArchitectureError / StateDictMismatchError: no builder, or the weights do not fit.
+    """
     from exporter.checkpoint import load_weights
     from exporter.models import ModelSpec, get_task
 
@@ -218,7 +224,13 @@ def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[s
     adapter = get_task(spec.task)
     model = adapter.build(spec)
     load_weights(model, ckpt.state_dict)
-    module = adapter.wrap(model.eval(), spec)
+    return spec, adapter.wrap(model.eval(), spec)
+
+
+def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[str, Any]):
+    import torch
+
+    spec, module = build_wrapped(ckpt, experiment, project_task)
     shape = tuple(options.get("input_shape") or (1, *spec.input_size))
     if shape[1] != spec.input_size[0]:
         raise InvalidOptionError(

@@ -40,8 +40,9 @@ def sticky_selectbox(label: str, options: list[str], state_key: str, widget: Any
     def sync() -> None:
         st.session_state[state_key] = st.session_state[widget_key]
 
-    (widget or st.selectbox)(label, options, index=options.index(st.session_state[state_key]),
-                             key=widget_key, on_change=sync, **kwargs)
+    if st.session_state.get(widget_key) not in options:  # seed (or re-seed) without changing identity
+        st.session_state[widget_key] = st.session_state[state_key]
+    (widget or st.selectbox)(label, options, key=widget_key, on_change=sync, **kwargs)
     return st.session_state[state_key]
 
 

@@ -63,7 +63,7 @@ class OnnxFormat(ExportFormat):
                    choices=("auto", "always", "never")),
         OptionSpec("precision", "choice", "fp32",
                    "fp16 halves the file (float32 inputs/outputs kept); int8 quarters it.",
-                   choices=PRECISION_TOLERANCE),
+                   choices=tuple(PRECISION_TOLERANCE)),
         OptionSpec("quantization", "choice", "dynamic",
                    "int8 only: dynamic (weights), or static (QDQ, calibrated on samples + synthetic images).",
                    choices=("dynamic", "static")),

@@ -65,6 +65,8 @@ def test_export_in_the_browser_and_download(page, base_url, tmp_path):
     page.get_by_role("heading", name="Export a checkpoint").wait_for()
     choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
     playwright_api.expect(selectbox(page, "Experiment")).to_have_value("resnet18 shapes (exp-resnet18-shapes)")
+    page.get_by_text("last · epoch").click()
+    page.get_by_text("best · epoch").click()
     clicked = time.perf_counter()
     page.get_by_role("button", name="🚀 Export").click()
     page.get_by_role("heading", name="Result").wait_for()
