@@ -114,7 +114,7 @@ def create_api() -> FastAPI:
         return refresh(workspace(), export_id)
 
     @api.get("/export/{export_id}/download", summary="The exported file, streamed")
-    def download(export_id: str, request: Request):
+    def download(export_id: str):
         return download_response(export_id)
 
     @api.delete("/export/{export_id}", summary="Delete an export (cancels it first if running)")
