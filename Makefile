@@ -10,7 +10,6 @@ export AISTUDIO_WORKSPACE ?= $(CURDIR)/workspace
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 # Stamp files re-install only when a requirements file changes.
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
