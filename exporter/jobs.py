@@ -122,7 +122,7 @@ def recover_interrupted(workspace: Workspace) -> list[str]:
                 continue
             try:
                 record = store.get(entry["id"])
-            except Exception:  # noqa: BLE001 - an unreadable record is left to rebuild_index
+            except Exception:  # noqa: BLE001 - an unreadable record is skipped
                 continue
             if record["status"] in ACTIVE and not worker_alive(record.get("worker")):
                 _interrupt(store, record)

@@ -26,7 +26,6 @@ from exporter.store import PARTIAL_DIR, ExportStore, utc_now
 from exporter.workspace import Workspace
 
 MAX_WORKERS_ENV = "AISTUDIO_MAX_WORKERS"
-VALIDATION_IMAGES = 6  # samples first, then seeded random images
 STAGES = {"load": 0.05, "build": 0.15, "export": 0.3, "simplify": 0.55, "validate": 0.7, "store": 0.9}
 
 
@@ -276,7 +275,7 @@ def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str,
 
 
 def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any):
-    from exporter.validation import validate
+    from exporter.validation import VALIDATION_IMAGES, validate
 
     options = job.options
     sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]

@@ -3,7 +3,7 @@
 Every write is atomic (temp file in the same folder, fsync, ``os.replace``) and happens under
 one file lock per project, so readers never see half a file and concurrent writers (worker
 processes, the server, a CLI) never lose an update. The index is derived data: if it is
-missing or unreadable it is rebuilt from the records.
+missing or unreadable it is read from the records, and the next write rewrites it.
 """
 
 from __future__ import annotations
@@ -174,13 +174,6 @@ class ExportStore:
             except (OSError, ValueError):
                 continue
         return found
-
-    def rebuild_index(self) -> list[dict[str, Any]]:
-        """Rewrite the index from the records on disk."""
-        with self.lock():
-            entries = [summarize(r) for r in self.records() if EXPORT_ID.match(str(r.get("id")))]
-            self._write_index(entries)
-        return entries
 
     def _write(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.export_dir(record["id"]) / RECORD_FILE, record)

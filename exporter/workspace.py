@@ -179,10 +179,6 @@ class Workspace:
     def projects_dir(self) -> Path:
         return self.root / "projects"
 
-    def exists(self) -> bool:
-        """True when the workspace holds at least one project."""
-        return bool(self.projects())
-
     def projects(self) -> list[Project]:
         """All projects, sorted by id."""
         if not self.projects_dir.is_dir():
