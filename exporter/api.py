@@ -83,11 +83,13 @@ def create_api() -> FastAPI:
             return _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes.")
         return await call_next(request)
 
-    @api.get("/formats", summary="Export formats and their availability")
-    def formats() -> list[dict[str, Any]]:
+    @api.get("/formats", summary="Export formats, their availability and options (plus a task's options)")
+    def formats(task: str | None = None) -> list[dict[str, Any]]:
         from exporter.formats import get_available_formats
+        from exporter.models.task_options import task_option_specs
 
-        return get_available_formats()
+        extra = [spec.describe() for spec in task_option_specs(task)]
+        return [{**row, "options": row["options"] + extra} for row in get_available_formats()]
 
     @api.get("/projects", summary="Projects with their experiments and checkpoints")
     def projects() -> list[dict[str, Any]]:

@@ -54,8 +54,9 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> dict[str, An
     experiment = project.experiment(request.experiment_id)
     ref = experiment.checkpoint(request.checkpoint)
     fmt = get_format(request.format)
-    options = parse_options(fmt.options(), request.options)
+    options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
     fmt.check_options(options)
+    check_task_options(experiment.task or project.task, options)
     record = {
         "id": None, "project_id": project.id, "experiment_id": experiment.id,
         "checkpoint": ref.name, "format": fmt.name, "options": options,
@@ -68,6 +69,29 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> dict[str, An
         "worker": {"pid": os.getpid()},
     }
     return ExportStore(project).create(record)
+
+
+def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
+    """Every option of an export: the format's (common ones first), then the task's."""
+    from exporter.models.task_options import task_option_specs
+
+    return tuple(fmt.options()) + task_option_specs(task)
+
+
+def check_task_options(task: str | None, options: dict[str, Any]) -> None:
+    """Reject an opset too old for the task's graph (e.g. NonMaxSuppression needs 11).
+
+    Raises:
+        InvalidOptionError: with the lowest opset that works.
+    """
+    from exporter.models.task_options import MIN_OPSET
+
+    needed = MIN_OPSET.get(task or "", 0)
+    opset = options.get("opset_version")
+    if opset is not None and opset < needed:
+        raise InvalidOptionError(
+            f"{task} graphs need ONNX opset ≥ {needed} (NonMaxSuppression, RoiAlign, TopK with a dynamic k); "
+            f"opset_version={opset} cannot hold them. Use opset_version={needed} or higher.")
 
 
 def export_checkpoint(workspace: Workspace, request: ExportRequest) -> dict[str, Any]:
@@ -170,13 +194,14 @@ class _Pipeline:
         spec, module, shape = _build(ckpt, experiment, project.task, options)
         self._save(checkpoint_sha256=ckpt.sha256, model=spec.metadata())
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pool, pool_kind = _input_pool(project.sample_images(), shape, spec, options)
+        samples = project.sample_images()
+        pool, pool_kind = _input_pool(samples, shape, spec, options)
         job = _job(module, spec, shape, options, self.record, ckpt.sha256, pool)
         self.enter("export")
         artifact = fmt.export(job, self.workdir, self.enter)
         self.enter("validate")
         try:
-            report = _validate(job, artifact.runner, pool, pool_kind, fmt)
+            report = _validate(job, artifact.runner, pool, pool_kind, fmt, len(samples))
         finally:
             getattr(artifact.runner, "close", lambda: None)()
         self.enter("store")
@@ -206,7 +231,8 @@ class _Pipeline:
         return self.record
 
 
-def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None):
+def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None,
+                  options: dict[str, Any] | None = None):
     """The checkpoint's model with its weights, wrapped for export (eval mode, clean outputs).
 
     Returns:
@@ -215,21 +241,25 @@ def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None):
     Raises:
         ArchitectureError / StateDictMismatchError: no builder, or the weights do not fit.
     """
+    import dataclasses
+
     from exporter.checkpoint import load_weights
     from exporter.models import ModelSpec, get_task
 
     spec = ModelSpec.resolve(ckpt.hyper_parameters, experiment.model,
                              task_hint=experiment.task or project_task)
     adapter = get_task(spec.task)
+    if adapter.input_normalization is not None:  # the graph normalises: it takes images in [0, 1]
+        spec = dataclasses.replace(spec, normalization=dict(adapter.input_normalization))
     model = adapter.build(spec)
     load_weights(model, ckpt.state_dict)
-    return spec, adapter.wrap(model.eval(), spec)
+    return spec, adapter.wrap(model.eval(), spec, options)
 
 
 def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[str, Any]):
     import torch
 
-    spec, module = build_wrapped(ckpt, experiment, project_task)
+    spec, module = build_wrapped(ckpt, experiment, project_task, options)
     shape = tuple(options.get("input_shape") or (1, *spec.input_size))
     if shape[1] != spec.input_size[0]:
         raise InvalidOptionError(
@@ -261,10 +291,14 @@ def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: 
         "experiment_id": record["experiment_id"], "export_id": record["id"],
         "exporter_version": f"aistudio-export {__version__}",
     }
-    return ExportJob(module=module, spec=spec, input_shape=shape,  # type: ignore[arg-type]
-                     dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
-                     output_names=adapter.output_names, options=options, metadata=meta,
-                     calibration=pool.numpy())
+    job = ExportJob(module=module, spec=spec, input_shape=shape,  # type: ignore[arg-type]
+                    dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
+                    output_names=adapter.outputs(options), options=options, metadata=meta,
+                    calibration=pool.numpy())
+    settings = postprocess_settings(job)
+    if settings:  # e.g. score/IoU thresholds and max_detections baked into the graph
+        meta["postprocess"] = json.dumps(settings)
+    return job
 
 
 def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str, Any]):
@@ -274,15 +308,29 @@ def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str,
                       extra_random=max(0, options.get("calibration_samples", 0) - len(samples)))
 
 
-def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any):
-    from exporter.validation import VALIDATION_IMAGES, validate
+def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any, n_samples: int):
+    from exporter.task_validation import TOLERANCE_FACTOR
+    from exporter.validation import MAX_SAMPLE_IMAGES, VALIDATION_IMAGES, validate
 
     options = job.options
     sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]
-    tolerance = options["tolerance"] or fmt.default_tolerance(options)
+    task = job.spec.task
+    tolerance = options["tolerance"] or fmt.default_tolerance(options) * TOLERANCE_FACTOR.get(task, 1.0)
     return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
                     pool=pool[:VALIDATION_IMAGES], pool_kind=pool_kind, batch_sizes=sizes, tolerance=tolerance,
-                    task=job.spec.task, min_agreement=fmt.min_agreement(options))
+                    task=task, min_agreement=fmt.min_agreement(options),
+                    n_samples=min(n_samples, MAX_SAMPLE_IMAGES), settings=postprocess_settings(job))
+
+
+def postprocess_settings(job: Any) -> dict[str, Any]:
+    """Task options with the thresholds the wrapped model actually applies (model defaults filled in)."""
+    from exporter.models.task_options import task_option_specs
+
+    settings = {spec.name: job.options.get(spec.name) for spec in task_option_specs(job.spec.task)}
+    for name in ("score_threshold", "iou_threshold", "max_detections"):
+        if hasattr(job.module, name):
+            settings[name] = getattr(job.module, name)
+    return settings
 
 
 def _publish(files: list[Path], folder: Path) -> list[dict[str, Any]]:

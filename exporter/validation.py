@@ -28,6 +28,7 @@ MAX_SAMPLE_IMAGES = 4
 RANDOM_INPUTS = 2
 VALIDATION_IMAGES = MAX_SAMPLE_IMAGES + RANDOM_INPUTS  # the head of a pool; the rest calibrates
 DEGENERATE_ABS = 1e-6
+AGREEMENT_METRICS = ("top1_agreement", "pixel_agreement", "match_rate")  # what a task's users act on
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,15 @@ class OutputComparison:
     shape: list[int]
     max_abs_diff: float
     mean_abs_diff: float
-    max_rel_diff: float
+    max_rel_diff: float | None  # None where not meaningful (task rows over matched pairs)
     allowed_abs_diff: float
-    reference_min: float
-    reference_max: float
+    reference_min: float | None
+    reference_max: float | None
     passed: bool
     histogram: dict[str, list[float]] = field(default_factory=dict)
     problem: str | None = None
     degenerate: bool = False
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,37 +118,68 @@ def input_pool(samples: list[Path], input_size: tuple[int, int, int],
 
 def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names: tuple[str, ...],
              pool: torch.Tensor, pool_kind: str, batch_sizes: list[int], tolerance: float,
-             task: str, min_agreement: float | None = None) -> ValidationReport:
+             task: str, min_agreement: float | None = None, n_samples: int = 0,
+             settings: dict[str, Any] | None = None) -> ValidationReport:
     """Compare ``module`` and ``runner`` on every image of ``pool`` at each batch size.
+
+    The first ``n_samples`` images of the pool are the project's samples; detection and
+    segmentation need something detected there (``task_validation``).
 
     Returns:
         A report with one ``OutputComparison`` per output; never raises for a mismatch.
     """
+    from exporter import task_validation
+
     pairs, messages = _run_batches(module, runner, input_name, pool, batch_sizes)
-    outputs = [_compare(name, [(r[i], c[i]) for r, c in pairs], tolerance)
-               for i, name in enumerate(output_names)] if pairs else []
-    metrics = task_agreement(task, pairs)
+    settings = {**(settings or {}), "min_agreement": min_agreement}
+    by_task = task_validation.check(task, pairs, output_names, tolerance, n_samples, settings) if pairs else None
+    if by_task is not None:
+        outputs = [_from_row(row) for row in by_task.rows]
+        if not by_task.rows or output_names[0] == "logits":  # segmentation logits: raw diffs as well
+            outputs = [*_raw(pairs, output_names, tolerance), *outputs]
+        metrics, messages = by_task.metrics, [*messages, *by_task.messages]
+    else:
+        outputs = _raw(pairs, output_names, tolerance) if pairs else []
+        metrics = task_agreement(task, pairs)
     verdict = _verdict(outputs, messages, bool(pairs))
     if verdict == "failed" and _agreement_rescues(outputs, messages, metrics, min_agreement):
         verdict = "passed"
         messages = [*messages, f"passed on task agreement (≥ {min_agreement:.0%}) — raw diffs exceed the "
                     "tolerance, as expected at reduced precision"]
+    if verdict == "passed" and by_task is not None and by_task.inconclusive:
+        verdict, messages = "inconclusive", [*messages, by_task.inconclusive]
     max_diff = max((o.max_abs_diff for o in outputs), default=math.inf)
     return ValidationReport(verdict=verdict, max_diff=max_diff, tolerance=tolerance,
                             batch_sizes=list(batch_sizes), inputs=pool_kind, outputs=outputs,
                             task_metrics=metrics, messages=messages)
 
 
+def _raw(pairs: list[tuple[list[int], list, list]], output_names: tuple[str, ...],
+         tolerance: float) -> list[OutputComparison]:
+    return [_compare(name, [(r[i], c[i]) for _, r, c in pairs], tolerance) for i, name in enumerate(output_names)]
+
+
+def _from_row(row: dict[str, Any]) -> OutputComparison:
+    """A task comparison row (diffs over matched pairs) in the table's form."""
+    diffs = row["diffs"]
+    worst = float(diffs.max()) if diffs.size else 0.0
+    return OutputComparison(
+        name=row["name"], shape=[int(diffs.size)], max_abs_diff=worst,
+        mean_abs_diff=float(diffs.mean()) if diffs.size else 0.0, max_rel_diff=None,
+        allowed_abs_diff=row["allowed"], reference_min=None, reference_max=None,
+        passed=worst <= row["allowed"], histogram=diff_histogram(diffs), problem=None, note=row["note"])
+
+
 def _run_batches(module: nn.Module, runner: Runner, input_name: str, pool: torch.Tensor,
-                 batch_sizes: list[int]) -> tuple[list[tuple[list, list]], list[str]]:
+                 batch_sizes: list[int]) -> tuple[list[tuple[list[int], list, list]], list[str]]:
+    """``(pool indices, PyTorch outputs, exported outputs)`` per batch run."""
     import torch
 
     pairs, messages = [], []
     for size in batch_sizes:
         for start in range(0, len(pool), size):
-            batch = pool[start:start + size]
-            if len(batch) < size:  # top up the last chunk so every run has the full batch
-                batch = torch.cat([batch, pool[: size - len(batch)]])
+            indices = [(start + k) % len(pool) for k in range(size)]  # the last chunk wraps around
+            batch = pool[indices]
             with torch.no_grad():
                 reference = [t.detach().float().numpy() for t in module(batch)]
             try:
@@ -158,7 +191,7 @@ def _run_batches(module: nn.Module, runner: Runner, input_name: str, pool: torch
             if clash:
                 messages.append(clash)
                 break
-            pairs.append((reference, [np.asarray(c, dtype=np.float32) for c in candidate]))
+            pairs.append((indices, reference, [np.asarray(c, dtype=np.float32) for c in candidate]))
     return pairs, messages
 
 
@@ -214,22 +247,23 @@ def diff_histogram(diff: np.ndarray) -> dict[str, list[float]]:
             "exact_zero": [int(diff.size - nonzero.size)]}
 
 
-def task_agreement(task: str, pairs: list[tuple[list, list]]) -> dict[str, float]:
+def task_agreement(task: str, pairs: list[tuple[list[int], list, list]]) -> dict[str, float]:
     """Task-level agreement (classification: top-1 agreement of the first output)."""
     if task != "classification" or not pairs:
         return {}
-    ref = np.concatenate([r[0] for r, _ in pairs])
-    cand = np.concatenate([c[0] for _, c in pairs])
+    ref = np.concatenate([r[0] for _, r, _ in pairs])
+    cand = np.concatenate([c[0] for _, _, c in pairs])
     return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean())}
 
 
 def _agreement_rescues(outputs: list[OutputComparison], messages: list[str], metrics: dict[str, float],
                        floor: float | None) -> bool:
     """A reduced-precision file passes on what matters: only tolerance misses, agreement above floor."""
-    if floor is None or messages or "top1_agreement" not in metrics:
+    agreement = next((metrics[k] for k in AGREEMENT_METRICS if k in metrics), None)
+    if floor is None or messages or agreement is None:
         return False
     only_tolerance = all(o.problem is None for o in outputs)
-    return only_tolerance and metrics["top1_agreement"] >= floor
+    return only_tolerance and agreement >= floor
 
 
 def _verdict(outputs: list[OutputComparison], messages: list[str], ran: bool) -> str:

@@ -5,7 +5,7 @@ import streamlit as st
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats, get_format
 from exporter.jobs import cancel_export, start_export
-from exporter.service import ExportRequest
+from exporter.service import ExportRequest, option_specs
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
 from ui.components import empty_workspace, option_inputs, progress_panel, result_view, sticky_selectbox
@@ -56,11 +56,11 @@ available = [f["name"] for f in formats if f["available"]]
 format_name = st.radio("Export as", available, horizontal=True, key="format",
                        format_func=lambda n: next(f["display_name"] for f in formats if f["name"] == n))
 
-# 4 · options (declared by the format in the registry)
-specs = get_format(format_name).options()
+# 4 · options (declared by the format and the task in their registries)
+specs = option_specs(get_format(format_name), experiment.task or project.task)
 defaults = {"input_shape": [1, *experiment.model.get("input_size", [3, 224, 224])]}
 with st.expander("Options", expanded=True):
-    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}")
+    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}-{experiment.task}")
 
 # 5 · export
 if st.button("🚀 Export", type="primary", key="export"):

@@ -129,12 +129,16 @@ def validation_section(record: dict[str, Any]) -> None:
     rows = [{"output": o["name"], "shape": str(o["shape"]), "max abs": o["max_abs_diff"],
              "mean abs": o["mean_abs_diff"], "max rel": o["max_rel_diff"], "allowed": o["allowed_abs_diff"],
              "pass": "✅" if o["passed"] and not o.get("problem") else ("⚠️" if o.get("degenerate") else "❌"),
-             "note": o.get("problem") or ""} for o in validation.get("outputs", [])]
+             "note": o.get("problem") or o.get("note") or ""} for o in validation.get("outputs", [])]
     st.dataframe(rows, hide_index=True, width="stretch")
-    for metric, value in (validation.get("task_metrics") or {}).items():
-        st.metric(metric.replace("_", " "), f"{value:.2%}" if "agreement" in metric else value)
+    metrics = list((validation.get("task_metrics") or {}).items())
+    for start in range(0, len(metrics), 4):
+        for column, (metric, value) in zip(st.columns(4), metrics[start:start + 4], strict=False):
+            shown = f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
+            column.metric(metric.replace("_", " "), shown)
+    say = st.warning if validation.get("verdict") == "inconclusive" else st.error
     for message in validation.get("messages") or []:
-        st.error(message)
+        say(message)
     if validation.get("outputs"):
         st.plotly_chart(diff_histogram_figure(validation["outputs"]), key=f"hist-{record['id']}")
 

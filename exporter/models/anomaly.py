@@ -115,5 +115,5 @@ class AnomalyDetectionTask(TaskAdapter):
         kwargs = {k: v for k, v in spec.extra.items() if k in params and k != "input_size"}
         return cls(spec.input_size, **kwargs)
 
-    def wrap(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict | None = None) -> nn.Module:
         return _AnomalyOutputs(model).eval()

@@ -64,7 +64,7 @@ class ClassificationTask(TaskAdapter):
                 "hyper_parameters or experiment.json.", stage="build")
         return build_torchvision_classifier(spec.architecture, spec.num_classes, spec.input_size)
 
-    def wrap(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict | None = None) -> nn.Module:
         return _FirstOutput(model).eval()
 
 

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.errors import ArchitectureError
 from exporter.models.spec import ModelSpec
+from exporter.options import OptionSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,6 +24,8 @@ class TaskAdapter:
     task: ClassVar[str] = ""
     input_names: ClassVar[tuple[str, ...]] = ("input",)
     output_names: ClassVar[tuple[str, ...]] = ("output",)
+    task_options: ClassVar[tuple[OptionSpec, ...]] = ()  # e.g. max_detections; parsed with the format's
+    input_normalization: ClassVar[dict[str, list[float]] | None] = None  # set: the graph normalises itself
 
     def architectures(self) -> list[str]:
         """Architecture names this task can build."""
@@ -32,9 +35,13 @@ class TaskAdapter:
         """The module whose ``state_dict`` the checkpoint holds (random init)."""
         raise NotImplementedError
 
-    def wrap(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
-        """An eval-mode module returning a tuple of tensors in ``output_names`` order."""
+    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any] | None = None) -> nn.Module:
+        """An eval-mode module returning a tuple of tensors in ``outputs(options)`` order."""
         raise NotImplementedError
+
+    def outputs(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """Output names for these options (segmentation names its output ``mask`` or ``logits``)."""
+        return self.output_names
 
     def check_architecture(self, architecture: str) -> None:
         """Raise ``ArchitectureError`` naming close matches when the name is unknown."""
@@ -76,4 +83,4 @@ def get_task(name: str) -> TaskAdapter:
 
 def _load_builtin_tasks() -> None:
     # Imported lazily: task modules import torch, the registry itself must not.
-    from exporter.models import anomaly, classification  # noqa: F401
+    from exporter.models import anomaly, classification, detection, oriented, segmentation  # noqa: F401
