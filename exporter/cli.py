@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("formats", parents=[common], help="list export formats and their availability")
     demo = sub.add_parser("demo", parents=[common], help="build the demo workspace (trains small models)")
     demo.add_argument("--force", action="store_true", help="rebuild projects that already exist")
+    demo.add_argument("--project", action="append", dest="projects", metavar="ID",
+                      help="build only this demo project (repeatable; default: all)")
     listing = sub.add_parser("list", parents=[common], help="list projects, experiments or exports")
     listing.add_argument("what", choices=("projects", "experiments", "exports"))
     listing.add_argument("--project", help="only this project")
@@ -95,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import build_demo
 
     ws = _workspace(args)
-    built = build_demo(ws.root, force=args.force,
+    built = build_demo(ws.root, force=args.force, projects=args.projects,
                        progress=lambda msg, frac: print(f"[{frac:4.0%}] {msg}", file=sys.stderr))
     _emit(args, {"workspace": str(ws.root), "built": built},
           [f"Demo workspace at {ws.root}: built {', '.join(built) or 'nothing (already there; use --force)'}"])

@@ -37,6 +37,7 @@ SCENE = 128  # detection and segmentation scenes: objects of 13–50 px
 SHAPES = ("circle", "square", "triangle")
 PLATES = ("bar", "plate")  # oriented demo: long thin vs. squarish rotated rectangles
 Progress = Callable[[str, float], None]
+DEMO_PROJECTS_ENV = "AISTUDIO_DEMO_PROJECTS"
 
 
 # ---------------------------------------------------------------- synthetic scenes
@@ -513,19 +514,32 @@ def build_project(root: Path, project_id: str, seed: int = 0) -> Path:
     return final
 
 
-def build_demo(root: str | os.PathLike[str], *, force: bool = False,
-               progress: Progress | None = None) -> list[str]:
+def build_demo(root: str | os.PathLike[str], *, force: bool = False, progress: Progress | None = None,
+               projects: list[str] | None = None) -> list[str]:
     """Build every demo project that is missing (all of them with ``force``).
+
+    ``projects`` (default: ``$AISTUDIO_DEMO_PROJECTS``, comma-separated, else all) limits which.
 
     Returns:
         Ids of the projects that were built.
+
+    Raises:
+        UsageError: an unknown demo project id.
     """
     import torch
 
+    from exporter.errors import UsageError
+
+    chosen = projects or [p for p in os.environ.get(DEMO_PROJECTS_ENV, "").split(",") if p.strip()] or list(
+        DEMO_PROJECTS)
+    unknown = sorted(set(chosen) - set(DEMO_PROJECTS))
+    if unknown:
+        raise UsageError(f"Unknown demo project {', '.join(unknown)}; choose from {', '.join(DEMO_PROJECTS)}.")
     torch.manual_seed(0)
     root = Path(root)
     built = []
-    todo = [p for p in DEMO_PROJECTS if force or not (root / "projects" / p / "project.json").is_file()]
+    todo = [p for p in DEMO_PROJECTS
+            if p in chosen and (force or not (root / "projects" / p / "project.json").is_file())]
     for i, project_id in enumerate(todo):
         if progress:
             progress(f"Training {project_id}", i / max(len(todo), 1))

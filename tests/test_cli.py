@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from exporter.demo import DEMO_PROJECTS
 from tests.conftest import ROOT, read_index
 
 
@@ -21,11 +23,16 @@ def cli(*args, workspace=None):
 
 
 @pytest.fixture(scope="module")
-def cli_ws(tmp_path_factory):
-    """A workspace built by ``python -m exporter demo`` itself."""
+def cli_ws(tmp_path_factory, demo_template):
+    """A workspace whose classification project ``python -m exporter demo`` built itself; the other
+    demo projects are linked from the session's template (training them all again costs minutes)."""
     root = tmp_path_factory.mktemp("cli-ws")
-    result = cli("demo", workspace=root)
+    result = cli("demo", "--project", "demo-classification", workspace=root)
     assert result.returncode == 0, result.stderr
+    assert "built demo-classification" in result.stderr + result.stdout
+    for project in (demo_template / "projects").iterdir():
+        if not (root / "projects" / project.name).exists():
+            shutil.copytree(project, root / "projects" / project.name, copy_function=os.link)
     return root
 
 
@@ -40,7 +47,7 @@ def test_help_and_formats():
 
 def test_list(cli_ws):
     projects = json.loads(cli("list", "projects", "--json", workspace=cli_ws).stdout)
-    assert {p["id"] for p in projects} == {"demo-classification", "demo-regression", "demo-anomaly"}
+    assert {p["id"] for p in projects} == set(DEMO_PROJECTS)
     experiments = json.loads(cli("list", "experiments", "--project", "demo-anomaly", "--json", workspace=cli_ws).stdout)
     assert {e["id"] for e in experiments} == {"exp-padim-resnet18", "exp-autoencoder"}
     assert set(experiments[0]["checkpoints"]) == {"best", "last"}
@@ -100,3 +107,63 @@ def test_failed_export_exits_1(cli_ws):
 def test_missing_required_argument_exits_2():
     result = cli("export", "--project", "p")
     assert result.returncode == 2 and "--experiment" in result.stderr
+
+
+TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"), ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
+              ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
+
+
+@pytest.mark.parametrize("project_id, experiment_id", TASK_DEMOS, ids=[p for p, _ in TASK_DEMOS])
+def test_task_demo_exports_and_reproduces_pytorch(cli_ws, project_id, experiment_id):
+    """CLI export exits 0, validation passes with something found on the samples, and a fresh ONNX
+    Runtime session on a sample image (preprocessed from the file's own metadata) reproduces PyTorch."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from exporter.checkpoint import load_checkpoint
+    from exporter.service import build_wrapped
+    from exporter.task_validation import _match
+    from exporter.validation import load_images
+    from exporter.workspace import Workspace
+
+    result = cli("export", "--project", project_id, "--experiment", experiment_id, "--json", workspace=cli_ws)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    validation = record["validation"]
+    assert validation["verdict"] == "passed", validation["messages"]
+    metrics = validation["task_metrics"]
+    if "matched" in metrics:
+        assert metrics["sample_detections"] >= 1 and metrics["match_rate"] == 1.0
+    else:
+        assert metrics["pixel_agreement"] >= 0.999
+
+    path = cli_ws / "projects" / project_id / "exports" / record["id"] / record["output_file"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    project = Workspace(cli_ws).project(project_id)
+    images = load_images(project.sample_images()[:1], tuple(json.loads(meta["input_size"])),
+                         json.loads(meta["normalization"]))
+    got = session.run(None, {"input": images.numpy()})
+    experiment = project.experiment(experiment_id)
+    _, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment,
+                              options=record["options"])
+    with torch.no_grad():
+        want = [t.numpy() for t in module(images)]
+    if "matched" not in metrics:
+        assert (want[0].argmax(1) == got[0].argmax(1)).mean() >= 0.999
+        return
+    n = int(want[3][0])
+    assert n >= 1 and int(got[3][0]) == n
+    ref = {"boxes": want[0][0, :n], "scores": want[1][0, :n], "labels": want[2][0, :n]}
+    out = {"boxes": got[0][0, :n], "scores": got[1][0, :n], "labels": got[2][0, :n]}
+    assert len(_match(ref, out, rotated=project_id == "demo-oriented")) == n
+    assert np.abs(np.sort(ref["scores"]) - np.sort(out["scores"])).max() < 1e-3
+
+
+def test_detector_bad_options_exit_2(cli_ws):
+    base = ["export", "--project", "demo-detection", "--experiment", "exp-fasterrcnn-resnet18-fpn"]
+    for args, text in ((["--opset", "10"], "opset ≥ 11"), (["--option", "max_detections=0"], "max_detections"),
+                       (["--option", "resolution=stride"], "Unknown option 'resolution'")):
+        result = cli(*base, *args, workspace=cli_ws)
+        assert result.returncode == 2 and text in result.stderr, result.stderr

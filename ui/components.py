@@ -57,7 +57,8 @@ def empty_workspace(workspace: Workspace) -> None:
     """Welcome screen with a button that builds the demo workspace, with live progress."""
     st.title("Welcome to AI Studio Export")
     st.write(f"The workspace `{workspace.root}` has no projects yet. Build the demo workspace to try "
-             "everything: small models for classification, regression and anomaly detection, "
+             "everything: small models for classification, regression, anomaly detection, object detection, "
+             "oriented detection and semantic and instance segmentation, "
              "trained for a few seconds on synthetic images.")
     if st.button("Build the demo workspace", type="primary", key="build_demo"):
         from exporter.demo import build_demo

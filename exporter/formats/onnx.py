@@ -171,9 +171,27 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
         with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
             warnings.simplefilter("ignore")
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
-        return onnx.load(str(path), load_external_data=True)
+            reference = job.module(example)
+        model = onnx.load(str(path), load_external_data=True)
+        _concrete_output_dims(model, [tuple(t.shape) for t in reference], job.dynamic_batch)
+        return model
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
         raise resource_error(exc, "export") or ExporterError(one_line(exc), stage="export") from None
+
+
+def _concrete_output_dims(model: Any, shapes: list[tuple[int, ...]], dynamic_batch: bool) -> None:
+    """Declare the output sizes PyTorch produced where the exporter left a symbolic name.
+
+    Padded detection outputs and masks have fixed sizes except the batch, but the tracer names
+    them ``Reshapemasks_dim_1``; consumers (Triton configs, TensorRT profiles) want numbers.
+    """
+    for output, shape in zip(model.graph.output, shapes, strict=False):
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
+            if dim.dim_param and not (axis == 0 and dynamic_batch):
+                dim.dim_value = size
 
 
 @contextlib.contextmanager
