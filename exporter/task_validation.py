@@ -61,7 +61,8 @@ def _detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_s
     tally = {"matched": 0, "unmatched_reference": 0, "unmatched_exported": 0, "borderline": 0,
              "reference_detections": 0, "sample_detections": 0}
     score_allowed = tolerance
-    box_allowed = tolerance * max(1.0, max((float(np.abs(refs[0]).max()) for _, refs, _ in pairs), default=1.0))
+    box_peak = max((float(np.abs(refs[0]).max()) for _, refs, _ in pairs), default=1.0)
+    box_allowed = tolerance * max(1.0, box_peak)
     for indices, reference, exported in pairs:
         ref, out = dict(zip(names, reference, strict=True)), dict(zip(names, exported, strict=True))
         for row, image in enumerate(indices):
@@ -92,7 +93,8 @@ def _detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_s
         _row("scores", score_diffs, score_allowed, "matched pairs"),
     ]
     if mask_misses:
-        result.rows.append(_row("masks", mask_misses, 1 - MIN_MASK_IOU, f"1 − mask IoU per matched pair (union ≥ {MASK_UNION_FLOOR} px)"))
+        note = f"1 − mask IoU per matched pair (union ≥ {MASK_UNION_FLOOR} px)"
+        result.rows.append(_row("masks", mask_misses, 1 - MIN_MASK_IOU, note))
     unmatched = tally["unmatched_reference"] + tally["unmatched_exported"]
     total = tally["reference_detections"]
     result.metrics = {**{k: float(v) for k, v in tally.items()},

@@ -109,7 +109,8 @@ def test_missing_required_argument_exits_2():
     assert result.returncode == 2 and "--experiment" in result.stderr
 
 
-TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"), ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
+TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
+              ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
               ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
 
 
