@@ -89,7 +89,7 @@ def create_api() -> FastAPI:
         from exporter.models.task_options import task_option_specs
 
         extra = [spec.describe() for spec in task_option_specs(task)]
-        return [{**row, "options": row["options"] + extra} for row in get_available_formats()]
+        return [{**row, "options": row["options"] + extra} for row in get_available_formats(task)]
 
     @api.get("/projects", summary="Projects with their experiments and checkpoints")
     def projects() -> list[dict[str, Any]]:

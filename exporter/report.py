@@ -70,6 +70,16 @@ def usage_snippet(record: dict[str, Any]) -> str:
         lines.append(f"class_names = {json.dumps(class_names)}" if class_names else "")
         pick = "class_names[top]" if class_names else "top"
         lines += [f"top = int({outputs[0]}[0].argmax())", f"print({pick}, {outputs[0]}[0][top])"]
+    elif "num_detections" in outputs:
+        rotated = model.get("task") == "oriented_object_detection"
+        box = "(cx, cy, w, h, angle in radians)" if rotated else "(x1, y1, x2, y2)"
+        lines += [f"class_names = {json.dumps(class_names)}",
+                  "n = int(num_detections[0])  # outputs are padded to max_detections",
+                  "for box, score, label in zip(boxes[0][:n], scores[0][:n], labels[0][:n]):",
+                  f"    print(class_names[label], round(float(score), 3), box.round(1))  # box {box}"]
+    elif model.get("task") == "segmentation" and outputs:
+        pick = "mask[0]" if outputs[0] == "mask" else "logits[0].argmax(0)"
+        lines += [f"classes = {pick}  # [H, W] class id per pixel"]
     return "\n".join(line for line in lines if line is not None)
 
 

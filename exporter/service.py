@@ -56,6 +56,7 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> dict[str, An
     fmt = get_format(request.format)
     options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
     fmt.check_options(options)
+    fmt.check_task(experiment.task or project.task, options)
     check_task_options(experiment.task or project.task, options)
     record = {
         "id": None, "project_id": project.id, "experiment_id": experiment.id,

@@ -23,6 +23,8 @@ import numpy as np
 MATCH_IOU = 0.5
 MIN_MASK_IOU = 0.95  # per matched instance; FINDINGS: ~1e-5 of mask pixels flip at fp32
 MASK_UNION_FLOOR = 100
+BORDERLINE_MARGIN = 0.01  # widest score gap to the threshold/cut that still counts as borderline
+MIN_MATCH_RATE = 0.99  # share of PyTorch detections that must be matched (the rest borderline)
 MIN_PIXEL_AGREEMENT = 0.999
 DETECTION_TASKS = ("object_detection", "instance_segmentation", "oriented_object_detection")
 # Detection scores pass through softmax/sigmoid after thousands of ops; FINDINGS measured
@@ -83,7 +85,8 @@ def _detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_s
                 for k in range(len(det["scores"])):
                     if k in paired:
                         continue
-                    if _borderline(float(det["scores"][k]), det["scores"], settings, score_allowed * 2):
+                    margin = min(2 * score_allowed, BORDERLINE_MARGIN)
+                    if _borderline(float(det["scores"][k]), det["scores"], settings, margin):
                         tally["borderline"] += 1
                     else:
                         tally[f"unmatched_{side}"] += 1
@@ -107,6 +110,11 @@ def _detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_s
         result.messages.append(
             f"{tally['unmatched_reference']} PyTorch and {tally['unmatched_exported']} exported detections "
             f"have no counterpart (same label, IoU ≥ {MATCH_IOU})")
+    floor = settings.get("min_agreement") or MIN_MATCH_RATE
+    if total and result.metrics["match_rate"] < floor:
+        result.messages.append(
+            f"only {result.metrics['match_rate']:.1%} of PyTorch's detections are matched (need {floor:.0%}); "
+            f"{tally['borderline']} sit at the score threshold or the max_detections cut")
     seen = tally["sample_detections"] if n_samples else total
     if seen == 0:
         where = "the project's sample images" if n_samples else "the validation inputs"

@@ -44,8 +44,9 @@ checkpoint = sticky_selectbox(
     "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
     format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · metric {checkpoints[n].metric}")
 
-# 3 · format cards
-formats = get_available_formats()
+# 3 · format cards (greyed, with the reason, where unavailable here or for this task)
+task = experiment.task or project.task
+formats = get_available_formats(task)
 st.markdown("**Format**")
 for col, fmt in zip(st.columns(len(formats)), formats, strict=True):
     with col.container(border=True):
@@ -57,10 +58,10 @@ format_name = st.radio("Export as", available, horizontal=True, key="format",
                        format_func=lambda n: next(f["display_name"] for f in formats if f["name"] == n))
 
 # 4 · options (declared by the format and the task in their registries)
-specs = option_specs(get_format(format_name), experiment.task or project.task)
+specs = option_specs(get_format(format_name), task)
 defaults = {"input_shape": [1, *experiment.model.get("input_size", [3, 224, 224])]}
 with st.expander("Options", expanded=True):
-    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}-{experiment.task}")
+    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}-{task}")
 
 # 5 · export
 if st.button("🚀 Export", type="primary", key="export"):

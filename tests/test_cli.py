@@ -12,6 +12,7 @@ import pytest
 
 from exporter.demo import DEMO_PROJECTS
 from tests.conftest import ROOT, read_index
+from tests.exporter.test_service import TASK_DEMOS
 
 
 def cli(*args, workspace=None):
@@ -109,9 +110,6 @@ def test_missing_required_argument_exits_2():
     assert result.returncode == 2 and "--experiment" in result.stderr
 
 
-TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
-              ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
-              ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
 
 
 @pytest.mark.parametrize("project_id, experiment_id", TASK_DEMOS, ids=[p for p, _ in TASK_DEMOS])

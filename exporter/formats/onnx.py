@@ -27,6 +27,7 @@ DEFAULT_OPSET = 17
 PRECISION_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 MIN_AGREEMENT = 0.99  # top-1 agreement a reduced-precision classifier must keep
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
+FP16_UNSUPPORTED = ("object_detection", "instance_segmentation", "oriented_object_detection")
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 
@@ -82,6 +83,13 @@ class OnnxFormat(ExportFormat):
         exporter_order(options["exporter"], options["opset_version"])
         if options["precision"] == "int8" and options["external_data"] == "always":
             raise InvalidOptionError("precision=int8 files are small; use external_data=auto or never.")
+
+    def check_task(self, task: str | None, options: dict[str, Any]) -> None:
+        super().check_task(task, options)
+        if options["precision"] == "fp16" and task in FP16_UNSUPPORTED:
+            raise InvalidOptionError(
+                f"precision=fp16 cannot carry {task} models: onnxconverter-common retypes the Cast nodes "
+                "around the in-graph NMS and the file no longer loads. Use fp32 (or int8).")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return PRECISION_TOLERANCE[options["precision"]]

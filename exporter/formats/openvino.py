@@ -41,6 +41,8 @@ class OpenVinoRunner:
 class OpenVinoFormat(ExportFormat):
     """ONNX (legacy/dynamo as for the ONNX format) → ``openvino.convert_model`` → ``save_model``."""
 
+    unsupported_tasks = {"instance_segmentation": "OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN "
+                                                  "masks into the image (Conversion is failed for: Loop)"}
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
                    minimum=7, maximum=23),

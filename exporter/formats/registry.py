@@ -64,6 +64,7 @@ class ExportFormat:
     display_name: ClassVar[str] = ""
     suffix: ClassVar[str] = ""
     format_options: ClassVar[tuple[OptionSpec, ...]] = ()
+    unsupported_tasks: ClassVar[dict[str, str]] = {}  # task → why this format cannot carry its models
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -77,6 +78,17 @@ class ExportFormat:
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Reject option combinations that cannot work, before anything is started."""
+
+    def check_task(self, task: str | None, options: dict[str, Any]) -> None:
+        """Refuse a task this format cannot carry (or cannot with these options), before starting.
+
+        Raises:
+            FormatUnavailableError: the format cannot carry the task at all.
+            InvalidOptionError: it can, but not with these options.
+        """
+        if task in self.unsupported_tasks:
+            raise FormatUnavailableError(f"Format {self.name!r} cannot carry {task} models: "
+                                         f"{self.unsupported_tasks[task]}.")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""
@@ -139,12 +151,14 @@ def get_format(name: str, *, require_available: bool = True) -> ExportFormat:
     return cls()
 
 
-def get_available_formats() -> list[dict[str, Any]]:
-    """Every registered format with its availability and options (``GET /api/formats``)."""
+def get_available_formats(task: str | None = None) -> list[dict[str, Any]]:
+    """Every registered format with its availability (here, and for ``task``) and options."""
     _load_builtin_formats()
     rows = []
     for cls in _FORMATS.values():
         available, reason = cls.is_available()
+        if available and task in cls.unsupported_tasks:
+            available, reason = False, f"cannot carry {task} models: {cls.unsupported_tasks[task]}"
         rows.append({"name": cls.name, "display_name": cls.display_name, "suffix": cls.suffix,
                      "available": available, "reason": reason,
                      "options": [spec.describe() for spec in cls.options()]})

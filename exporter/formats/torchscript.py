@@ -20,8 +20,12 @@ from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, P
 from exporter.options import OptionSpec
 
 MODEL_FILE = "model.pt"
+TORCHVISION_OPS_WARNING = ("the graph calls torchvision's operators (nms, roi_align): run `import torchvision` before "
+                           "torch.jit.load (C++: link libtorchvision) — validated that way in a fresh process")
 _CHILD = r"""
 import sys, numpy as np, torch
+if sys.argv[2:] == ["torchvision"]:
+    import torchvision  # registers torchvision::nms / roi_align, which detection graphs call
 module = torch.jit.load(sys.argv[1], map_location="cpu").eval()
 print("ready", flush=True)
 for line in sys.stdin:
@@ -40,9 +44,10 @@ for line in sys.stdin:
 class IsolatedTorchScriptRunner:
     """Runs a ``.pt`` file in a child ``python -I`` process (no project code on its path)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, needs_torchvision: bool = False) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="ts-run-")
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", _CHILD, str(path)], cwd=self.tmp.name,
+        extra = ["torchvision"] if needs_torchvision else []
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", _CHILD, str(path), *extra], cwd=self.tmp.name,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         ready = self.proc.stdout.readline().strip()
@@ -88,8 +93,8 @@ class TorchScriptFormat(ExportFormat):
     def is_available(cls) -> tuple[bool, str]:
         return True, ""
 
-    def load(self, path: Path) -> IsolatedTorchScriptRunner:
-        return IsolatedTorchScriptRunner(path)
+    def load(self, path: Path, needs_torchvision: bool = False) -> IsolatedTorchScriptRunner:
+        return IsolatedTorchScriptRunner(path, needs_torchvision)
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         import torch
@@ -112,8 +117,11 @@ class TorchScriptFormat(ExportFormat):
         except OSError as exc:
             raise resource_error(exc, "export") or OutputFileError(str(exc), stage="export") from None
         progress("validate")
+        needs_torchvision = "torchvision::" in str(compiled.inlined_graph)
+        warn = [TORCHVISION_OPS_WARNING] if needs_torchvision else []
         info = {"inputs": [{"name": job.input_names[0], "shape": ["batch" if job.dynamic_batch else n, c, h, w],
                             "dtype": "float32"}],
                 "outputs": [{"name": name, "shape": [], "dtype": "float32"} for name in job.output_names],
-                "exporter": f"torch.jit.{job.options['method']}"}
-        return ExportArtifact(files=[path], runner=self.load(path), info=info)
+                "exporter": f"torch.jit.{job.options['method']}",
+                "requires": ["torchvision"] if needs_torchvision else []}
+        return ExportArtifact(files=[path], runner=self.load(path, needs_torchvision), info=info, warnings=warn)

@@ -10,9 +10,11 @@ import pytest
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import FormatUnavailableError
 from exporter.formats import get_available_formats, get_format
-from tests.exporter.test_service import DEMO
+from tests.exporter.test_service import DEMO, TASK_DEMOS
 
 CLS = ("demo-classification", "exp-resnet18-shapes")
+# What a format cannot carry, declared in its availability for the task (not a late failure).
+CANNOT = {("openvino", "demo-instance-segmentation")}
 
 
 def export(root, project, experiment, fmt, **options):
@@ -23,13 +25,35 @@ def export(root, project, experiment, fmt, **options):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "openvino"])
-@pytest.mark.parametrize("project, experiment", DEMO)
+@pytest.mark.parametrize("project, experiment", DEMO + TASK_DEMOS)
 def test_format_round_trip_per_task(demo_ws, fmt, project, experiment):
+    if (fmt, project) in CANNOT:
+        task = Workspace(demo_ws).project(project).task
+        row = next(r for r in get_available_formats(task) if r["name"] == fmt)
+        assert row["available"] is False and "Loop" in row["reason"]
+        with pytest.raises(FormatUnavailableError, match="cannot carry"):
+            export_checkpoint(Workspace(demo_ws), ExportRequest(project, experiment, format=fmt))
+        return
     record = export(demo_ws, project, experiment, fmt)
     assert record["validation"]["verdict"] == "passed", record["validation"]
     assert record["validation"]["batch_sizes"] == [1, 2]
     names = [f["name"] for f in record["files"]]
     assert names == (["model.pt"] if fmt == "torchscript" else ["model.xml", "model.bin"])
+
+
+def test_torchscript_detection_needs_torchvision_ops_and_says_so(demo_ws):
+    record = export(demo_ws, "demo-detection", "exp-fasterrcnn-resnet18-fpn", "torchscript")
+    assert record["model"]["requires"] == ["torchvision"]
+    assert any("import torchvision" in w for w in record["warnings"])
+    assert record["validation"]["task_metrics"]["match_rate"] == 1.0
+
+
+def test_fp16_refused_for_detection_with_reason(demo_ws):
+    from exporter.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match="precision=fp16 cannot carry object_detection"):
+        export_checkpoint(Workspace(demo_ws), ExportRequest("demo-detection", "exp-fasterrcnn-resnet18-fpn",
+                                                            options={"precision": "fp16"}))
 
 
 def test_torchscript_script_method_and_metadata(demo_ws):

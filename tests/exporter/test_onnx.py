@@ -138,7 +138,7 @@ def test_batch_baked_into_the_graph_fails_validation(tmp_path):
         def build(self, spec):
             return Flatten1()
 
-        def wrap(self, model, spec):
+        def wrap(self, model, spec, options=None):
             return model.eval()
 
     from tests.helpers import lively_init, write_experiment

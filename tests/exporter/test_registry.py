@@ -9,7 +9,7 @@ from exporter.demo import DEMO_PROJECTS
 from exporter.formats import format_names, get_available_formats, get_format
 from exporter.formats.onnx import _simplify
 from exporter.models import task_names
-from tests.exporter.test_service import DEMO
+from tests.exporter.test_service import DEMO, TASK_DEMOS
 
 ROUND_TRIP_TESTED_FORMATS = {"onnx", "torchscript", "openvino"}
 
@@ -17,7 +17,7 @@ ROUND_TRIP_TESTED_FORMATS = {"onnx", "torchscript", "openvino"}
 def test_every_task_has_a_demo_project_and_a_round_trip_test():
     tasks = {t for t in task_names() if not t.startswith("test_")}
     demo_tasks = {spec["task"] for spec in DEMO_PROJECTS.values()}
-    round_tripped = {DEMO_PROJECTS[project]["task"] for project, _ in DEMO}
+    round_tripped = {DEMO_PROJECTS[project]["task"] for project, _ in DEMO + TASK_DEMOS}
     assert tasks == demo_tasks == round_tripped
 
 

@@ -18,6 +18,9 @@ from tests.helpers import classifier_checkpoint, write_experiment
 
 DEMO = [("demo-classification", "exp-resnet18-shapes"), ("demo-regression", "exp-resnet18-center"),
         ("demo-anomaly", "exp-padim-resnet18"), ("demo-anomaly", "exp-autoencoder")]
+TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
+              ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
+              ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
 
 
 def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:
@@ -139,7 +142,7 @@ def test_unsupported_op_at_opset_fails_with_the_exporter_reason(tmp_path):
         def build(self, spec):
             return Warp()
 
-        def wrap(self, model, spec):
+        def wrap(self, model, spec, options=None):
             return model.eval()
 
     write_experiment(tmp_path, Warp().state_dict(), task="test_warp",

@@ -97,8 +97,10 @@ def test_projects_jump_to_export_preselected(page, base_url):
     page.get_by_test_id("stButton").filter(has_text="Export →").nth(3).click()
     page.get_by_role("heading", name="Export a checkpoint").wait_for()
     expect = playwright_api.expect
-    expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("Demo · shape centre regression")
-    expect(selectbox(page, "Experiment")).to_have_value("resnet18 shape centre (exp-resnet18-center)")
+    expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("Demo · shape detection")
+    expect(selectbox(page, "Experiment")).to_have_value(
+        "fasterrcnn_resnet18_fpn shapes (exp-fasterrcnn-resnet18-fpn)")
+    page.get_by_text("max_detections").first.wait_for()  # the task's options are offered with the format's
     page.screenshot(path=str(ARTIFACTS / "export-page.png"), full_page=True)
 
 

@@ -59,7 +59,7 @@ def test_export_page_flow(app, demo_ws):
 
 def test_running_export_can_be_cancelled(app, demo_ws):
     at = app.run()
-    at.text_input(key="opt-onnx-input_shape").set_value("1,3,1024,1024").run()
+    at.text_input(key="opt-onnx-classification-input_shape").set_value("1,3,1024,1024").run()
     at.button(key="export").click().run()
     export_id = at.session_state["last_export_id"]
     at.run()
@@ -75,7 +75,7 @@ def test_running_export_can_be_cancelled(app, demo_ws):
 def test_bad_option_shows_a_readable_error(app, demo_ws):
     at = app.run()
     assert at.sidebar.selectbox[0].value == "demo-anomaly"
-    at.text_input(key="opt-onnx-input_shape").set_value("1,3,-4,5").run()
+    at.text_input(key="opt-onnx-classification-input_shape").set_value("1,3,-4,5").run()
     at.button(key="export").click().run()
     assert not at.exception
     assert "positive integers" in at.error[0].value
@@ -127,9 +127,11 @@ def test_projects_page(app):
     at = app.run()
     at.switch_page("pages/projects.py").run()
     assert not at.exception and at.title[0].value == "Projects"
-    assert [s.value for s in at.subheader] == ["Demo · texture anomaly detection", "Demo · shape classification",
-                                               "Demo · shape centre regression"]
-    assert len([b for b in at.button if b.label == "Export →"]) == 4
+    assert [s.value for s in at.subheader] == [
+        "Demo · texture anomaly detection", "Demo · shape classification", "Demo · shape detection",
+        "Demo · shape instance segmentation", "Demo · oriented plates", "Demo · shape centre regression",
+        "Demo · shape segmentation"]
+    assert len([b for b in at.button if b.label == "Export →"]) == 8
 
 
 def test_empty_workspace_builds_the_demo(tmp_path, monkeypatch):
