@@ -13,9 +13,9 @@ import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,9 +78,13 @@ def create_api() -> FastAPI:
 
     @api.middleware("http")
     async def cap_body(request: Request, call_next):
+        from exporter.checkpoint import max_checkpoint_bytes
+
+        upload = request.method == "POST" and request.url.path.endswith("/experiments")
+        limit = max_checkpoint_bytes() + MAX_BODY_BYTES if upload else MAX_BODY_BYTES
         length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, "PayloadTooLarge", f"Request body over {MAX_BODY_BYTES} bytes.")
+        if length and (not length.isdigit() or int(length) > limit):
+            return _error(413, "PayloadTooLarge", f"Request body over {limit} bytes.")
         return await call_next(request)
 
     @api.get("/formats", summary="Export formats, their availability and options (plus a task's options)")
@@ -94,6 +98,26 @@ def create_api() -> FastAPI:
     @api.get("/projects", summary="Projects with their experiments and checkpoints")
     def projects() -> list[dict[str, Any]]:
         return [project_tree(p) for p in workspace().projects()]
+
+    @api.post("/projects/{project_id}/experiments", status_code=201,
+              summary="Import a checkpoint as a new experiment (multipart upload, streamed to disk)")
+    async def import_experiment(
+            project_id: str, file: Annotated[UploadFile, File()], task: Annotated[str | None, Form()] = None,
+            architecture: Annotated[str | None, Form()] = None, num_classes: Annotated[int | None, Form()] = None,
+            input_size: Annotated[str | None, Form()] = None, name: Annotated[str | None, Form()] = None,
+            create_project: Annotated[bool, Form()] = False,
+            project_name: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        from exporter.importer import ImportRequest, import_checkpoint, parse_input_size, receive_upload
+
+        request = ImportRequest(project_id, task=task or None, architecture=architecture or None,
+                                num_classes=num_classes, input_size=parse_input_size(input_size), name=name or None,
+                                create_project=create_project, project_name=project_name or None)
+        with receive_upload(workspace().root) as (path, sink):
+            while chunk := await file.read(1 << 20):
+                sink(chunk)
+            return await run_in_threadpool(import_checkpoint, workspace(), request, path, file.filename)
 
     @api.get("/exports", summary="Export summaries, newest first")
     def exports(project_id: str | None = Query(None, max_length=128)) -> list[dict[str, Any]]:

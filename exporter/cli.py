@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed diff, scaled by max(1, |output|) (default: 1e-4 fp32, 1e-2 fp16, 5e-2 int8)")
     export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any format/task option, e.g. exporter=dynamo (repeatable)")
+    imp = sub.add_parser("import", parents=[common], help="import a checkpoint as a new experiment")
+    imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...})")
+    imp.add_argument("--project", required=True)
+    imp.add_argument("--task", help="default: from the file, else the project's, else classification")
+    imp.add_argument("--architecture", help="torchvision name or timm/<name>; default: detected from the weights")
+    imp.add_argument("--num-classes", type=int, help="default: from the file or the head's shape")
+    imp.add_argument("--input-size", help="C,H,W (default: from the file, else 3,224,224)")
+    imp.add_argument("--name", help="experiment name (default: the file's name)")
+    imp.add_argument("--create-project", action="store_true", help="create the project if it does not exist")
+    imp.add_argument("--project-name", help="display name of a created project")
     worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
     worker.add_argument("--project", required=True)
     worker.add_argument("--export-id", required=True)
@@ -194,6 +204,27 @@ def _output_problem(output: dict[str, Any]) -> str:
     return f"max diff {output['max_abs_diff']:.2e} > allowed {output['allowed_abs_diff']:.2e}"
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.importer import ImportRequest, import_checkpoint, parse_input_size
+
+    request = ImportRequest(args.project, task=args.task, architecture=args.architecture,
+                            num_classes=args.num_classes, input_size=parse_input_size(args.input_size),
+                            name=args.name, create_project=args.create_project, project_name=args.project_name)
+    source = Path(args.file)
+    if not source.is_file():
+        from exporter.errors import UsageError
+
+        raise UsageError(f"No such file: {source}")
+    experiment = import_checkpoint(_workspace(args), request, source, filename=source.name)
+    model = experiment["model"]
+    _emit(args, experiment, [f"Imported {source.name} into {args.project}/{experiment['id']}: {model['task']} · "
+                             f"{model['architecture']} · {model.get('num_classes')} classes · "
+                             f"input {model.get('input_size')}"])
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from exporter.service import run_export
 
@@ -201,5 +232,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0 if record["status"] == "completed" else 1
 
 
-COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export,
+COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
             "worker": cmd_worker}

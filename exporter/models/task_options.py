@@ -32,6 +32,8 @@ SEGMENTATION_OPTIONS = (
                "input: outputs at the input size; stride: the classifier's native (smaller) output.",
                choices=("input", "stride")),
 )
+BUILTIN_TASKS = ("classification", "regression", "anomaly_detection", "object_detection",
+                 "oriented_object_detection", "segmentation", "instance_segmentation")
 TASK_OPTIONS: dict[str, tuple[OptionSpec, ...]] = {
     "object_detection": DETECTION_OPTIONS,
     "oriented_object_detection": DETECTION_OPTIONS,

@@ -1,0 +1,264 @@
+"""Import a checkpoint trained elsewhere as a new experiment (dashboard, CLI and API share this).
+
+Accepted: Lightning checkpoints (hyper-parameters read from the file), bare state dicts,
+``{"model": ...}`` / ``{"state_dict": ...}`` dicts, with wrapper prefixes stripped. Whatever
+the file does not say (task, architecture, classes, input size) comes from the request, and
+for classifiers the architecture and class count can be detected from the weights.
+
+Nothing is written until the file loads safely (``weights_only``), the architecture accepts
+every tensor and a forward pass at the input size runs; then the experiment folder is built
+aside and renamed into place, so a failed import leaves the workspace exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import ArchitectureError, InvalidOptionError, NotFoundError, UsageError, one_line
+from exporter.store import utc_now
+from exporter.workspace import Workspace, check_id
+
+DETECTABLE_TASKS = ("classification", "regression")
+AUTO_PICK_CONFIDENCE = 0.99  # below this, the user must choose among the detected candidates
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What the user tells us about the file (every field optional except the project)."""
+
+    project_id: str
+    task: str | None = None
+    architecture: str | None = None
+    num_classes: int | None = None
+    input_size: tuple[int, int, int] | None = None
+    name: str | None = None
+    create_project: bool = False
+    project_name: str | None = None
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """What the file says about itself and which architectures its weights fit (no writes).
+
+    Raises:
+        CheckpointError: the file is not a loadable, safe checkpoint.
+    """
+    from exporter.checkpoint import load_checkpoint
+    from exporter.models.detect import detect_architecture
+
+    ckpt = load_checkpoint(path)
+    hp = dict(ckpt.hyper_parameters)
+    candidates = [] if hp.get("architecture") else [c.to_dict() for c in detect_architecture(ckpt.state_dict)]
+    return {"hyper_parameters": _jsonable(hp), "tensors": len(ckpt.state_dict), "sha256": ckpt.sha256,
+            "candidates": candidates}
+
+
+def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path,
+                      filename: str | None = None) -> dict[str, Any]:
+    """Validate ``source`` against the request and add it to the project as a new experiment.
+
+    Returns:
+        The new experiment's ``experiment.json`` content, plus ``detected`` candidates.
+
+    Raises:
+        CheckpointError / ArchitectureError / StateDictMismatchError / InvalidOptionError:
+            the file cannot become an exportable experiment (nothing is written).
+        NotFoundError: no such project and ``create_project`` is off.
+    """
+    import torch
+
+    from exporter.checkpoint import load_checkpoint, load_weights
+    from exporter.models import ModelSpec, get_task
+
+    check_id("project", request.project_id)
+    project_dir = workspace.root / "projects" / request.project_id
+    exists = (project_dir / "project.json").is_file()
+    if not exists and not request.create_project:
+        raise NotFoundError(f"Project {request.project_id!r} does not exist; create it with the import "
+                            "(create_project / --create-project).")
+    ckpt = load_checkpoint(source)
+    hp = dict(ckpt.hyper_parameters)
+    project_task = workspace.project(request.project_id).task if exists else None
+    task = request.task or hp.get("task") or project_task or "classification"
+    if project_task and task != project_task:
+        raise InvalidOptionError(f"Project {request.project_id!r} holds {project_task} models, not {task}.")
+    detected, guessed = _detect(ckpt.state_dict, task, request, hp)
+    model_meta = {**{k: v for k, v in hp.items() if k in MODEL_KEYS}, **guessed, "task": task,
+                  **_given(request)}
+    if not model_meta.get("architecture"):
+        raise ArchitectureError(_choose_message(detected, task), stage="build")
+    spec = ModelSpec.resolve({}, model_meta)
+    adapter = get_task(spec.task)
+    model = adapter.build(spec)
+    load_weights(model, ckpt.state_dict)
+    try:
+        with torch.no_grad():
+            adapter.wrap(model.eval(), spec)(torch.rand(1, *spec.input_size))
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run is not imported
+        raise InvalidOptionError(f"The model does not run at input size {list(spec.input_size)}: "
+                                 f"{one_line(exc, 240)}", stage="build") from None
+    model_meta.update(spec.metadata())
+    return _write(workspace, request, project_dir, exists, source, filename, ckpt, model_meta, detected)
+
+
+MODEL_KEYS = ("architecture", "num_classes", "num_outputs", "input_size", "class_names", "normalization")
+
+
+def _given(request: ImportRequest) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if request.architecture:
+        given["architecture"] = request.architecture
+    if request.num_classes is not None:
+        if request.num_classes <= 0:
+            raise InvalidOptionError(f"num_classes must be positive, got {request.num_classes}.")
+        given["num_classes"] = request.num_classes
+    if request.input_size is not None:
+        given["input_size"] = list(request.input_size)
+    if given.get("architecture", "").startswith("timm/") and "normalization" not in given:
+        from exporter.models.classification import timm_normalization
+
+        norm = timm_normalization(given["architecture"].removeprefix("timm/"))
+        if norm:
+            given["normalization"] = norm
+    return given
+
+
+def _detect(state_dict: dict[str, Any], task: str, request: ImportRequest,
+            hp: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Detected candidates, and what to take from the best one (architecture only when sure)."""
+    if request.architecture or hp.get("architecture") or task not in DETECTABLE_TASKS:
+        return [], {}
+    from exporter.models.detect import detect_architecture
+
+    candidates = detect_architecture(state_dict)
+    if not candidates or candidates[0].confidence < AUTO_PICK_CONFIDENCE:
+        return [c.to_dict() for c in candidates], {}
+    best = candidates[0]
+    guessed: dict[str, Any] = {"architecture": best.architecture}
+    if best.num_classes:
+        guessed["num_classes"] = best.num_classes
+    if best.input_size:
+        guessed["input_size"] = list(best.input_size)
+    if best.architecture.startswith("timm/"):
+        from exporter.models.classification import timm_normalization
+
+        norm = timm_normalization(best.architecture.removeprefix("timm/"))
+        if norm:
+            guessed["normalization"] = norm
+    return [c.to_dict() for c in candidates], guessed
+
+
+def _choose_message(detected: list[dict[str, Any]], task: str) -> str:
+    if detected:
+        listed = ", ".join(f"{c['architecture']} ({c['confidence']:.0%})" for c in detected)
+        return f"The weights match no architecture with certainty; closest: {listed}. Pass the architecture."
+    if task not in DETECTABLE_TASKS:
+        return f"Name the architecture: it cannot be detected for {task} checkpoints."
+    return "No known architecture matches these weights; pass the architecture (torchvision name or timm/<name>)."
+
+
+def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exists: bool, source: Path,
+           filename: str | None, ckpt: Any, model_meta: dict[str, Any],
+           detected: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build the experiment aside, then rename it (and a new project) into place."""
+    experiments = project_dir / "experiments"
+    experiment_id = _unique_id(experiments, request.name or Path(filename or source.name).stem)
+    staging = workspace.root / "projects" / f".importing-{uuid.uuid4().hex[:8]}"
+    target_experiment = staging / "experiments" / experiment_id if not exists else staging / experiment_id
+    try:
+        (target_experiment / "checkpoints").mkdir(parents=True)
+        shutil.copyfile(source, target_experiment / "checkpoints" / "best.ckpt")
+        meta = {"id": experiment_id, "name": request.name or experiment_id, "project_id": request.project_id,
+                "task": model_meta["task"], "model": model_meta, "metrics": {}, "status": "imported",
+                "created_at": utc_now(), "source": {"filename": filename or source.name, "sha256": ckpt.sha256,
+                                                    "epoch": ckpt.epoch, "detected": detected},
+                "checkpoints": {"best": {"path": "checkpoints/best.ckpt", "epoch": ckpt.epoch}}}
+        (target_experiment / "experiment.json").write_text(json.dumps(_jsonable(meta), indent=2))
+        if exists:
+            experiments.mkdir(exist_ok=True)
+            os.replace(target_experiment, experiments / experiment_id)
+        else:
+            project = {"id": request.project_id, "name": request.project_name or request.project_id,
+                       "task": model_meta["task"], "created_at": utc_now()}
+            (staging / "project.json").write_text(json.dumps(project, indent=2))
+            os.replace(staging, project_dir)
+    except FileExistsError:
+        raise UsageError(f"Project {request.project_id!r} was created meanwhile; import again.") from None
+    except OSError as exc:
+        from exporter.errors import OutputFileError
+
+        raise OutputFileError(f"Could not write the imported experiment: {exc}", stage="store") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**meta, "detected": detected}
+
+
+def _unique_id(folder: Path, name: str) -> str:
+    base = "exp-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._").lower() or "imported")[:60]
+    candidate, n = base, 2
+    while (folder / candidate).exists():
+        candidate, n = f"{base}-{n}", n + 1
+    return check_id("experiment", candidate)
+
+
+@contextlib.contextmanager
+def receive_upload(root: Path):
+    """A private file under ``<workspace>/.uploads`` to stream an upload into, removed afterwards.
+
+    Yields ``(path, sink)``; ``sink(chunk)`` appends and enforces the checkpoint size limit.
+
+    Raises:
+        ResourceLimitError: the upload grows past ``$AISTUDIO_MAX_CHECKPOINT_MB``.
+    """
+    from exporter.checkpoint import max_checkpoint_bytes
+    from exporter.errors import ResourceLimitError
+
+    folder = root / ".uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"upload-{uuid.uuid4().hex}.ckpt"
+    limit, written = max_checkpoint_bytes(), 0
+    try:
+        with path.open("wb") as handle:
+            def sink(chunk: bytes) -> None:
+                nonlocal written
+                written += len(chunk)
+                if written > limit:
+                    raise ResourceLimitError(f"The upload is larger than the checkpoint limit "
+                                             f"({limit // (1 << 20)} MB, $AISTUDIO_MAX_CHECKPOINT_MB).")
+                handle.write(chunk)
+                handle.flush()  # the importer reads the file by path
+
+            yield path, sink
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """``"3,224,224"`` (or ``"224"``) → ``(3, 224, 224)``.
+
+    Raises:
+        InvalidOptionError: not 1 or 3 positive integers.
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        dims = [int(v) for v in str(text).replace("x", ",").split(",")]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims = [3, dims[0], dims[0]]
+    if len(dims) != 3 or min(dims) <= 0 or max(dims) > 4096:
+        raise InvalidOptionError(f"input size {text!r} must be C,H,W with positive sizes up to 4096, e.g. 3,224,224.")
+    return (dims[0], dims[1], dims[2])
+
+
+def _jsonable(value: Any) -> Any:
+    """Hyper-parameters can hold tuples, tensors or paths: keep what JSON can say."""
+    return json.loads(json.dumps(value, default=str))
