@@ -8,7 +8,7 @@ from exporter.jobs import recover_interrupted
 from exporter.workspace import Workspace
 from ui.components import apply_goto, sticky_selectbox
 
-PAGES = {"export": "pages/export.py", "history": "pages/history.py", "projects": "pages/projects.py"}
+PAGES = {"export": "app_pages/export.py", "history": "app_pages/history.py", "projects": "app_pages/projects.py"}
 
 
 def run_frame() -> None:

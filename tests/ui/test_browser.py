@@ -109,3 +109,31 @@ def test_history_page_lists_and_opens_exports(page, base_url):
     page.get_by_role("heading", name="Export history").wait_for()
     page.get_by_text("Compare exports").wait_for()
     page.screenshot(path=str(ARTIFACTS / "history-page.png"), full_page=True)
+
+
+def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, base_url, tmp_path):
+    """Projects → Import: upload a bare state dict into a new project, then export it from the page."""
+    import torch
+    import torchvision
+
+    from tests.helpers import lively_init
+
+    state = lively_init(torchvision.models.resnet18(weights=None, num_classes=5)).state_dict()
+    upload = tmp_path / "my_resnet18.pt"
+    torch.save({"model": state}, upload)
+    page.goto(f"{base_url}/projects")
+    page.get_by_role("heading", name="Projects").wait_for()
+    page.get_by_text("Import a checkpoint").click()
+    page.get_by_label("New project id").fill("uploaded")
+    page.get_by_label("Input size C,H,W").fill("3,64,64")
+    page.locator('input[type="file"]').set_input_files(str(upload))
+    page.get_by_text("my_resnet18.pt").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "import-form.png"), full_page=True)
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("Imported exp-my_resnet18 into uploaded").first.wait_for()
+    page.get_by_role("link", name="Export the imported checkpoint →").click()
+    page.get_by_role("heading", name="Export a checkpoint").wait_for()
+    playwright_api.expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("uploaded")
+    playwright_api.expect(selectbox(page, "Experiment")).to_have_value("exp-my_resnet18 (exp-my_resnet18)")
+    page.get_by_role("button", name="🚀 Export").click()
+    page.get_by_text("validation passed").first.wait_for()

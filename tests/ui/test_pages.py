@@ -85,7 +85,7 @@ def test_bad_option_shows_a_readable_error(app, demo_ws):
 def test_history_filter_compare_rerun_delete(app, demo_ws):
     at = app.run()
     first = export_once(at, "demo-anomaly")
-    at.switch_page("pages/history.py").run()
+    at.switch_page("app_pages/history.py").run()
     assert not at.exception and at.title[0].value == "Export history"
     assert at.selectbox(key="h_selected").value == first
     at.multiselect(key="h_statuses").set_value(["failed"]).run()
@@ -119,13 +119,13 @@ def test_history_marks_stale_exports(app, demo_ws):
     replacement = ckpt.with_suffix(".new")
     replacement.write_bytes(ckpt.read_bytes() + b"\0")  # a new file: never touch the hard-linked original
     os.replace(replacement, ckpt)
-    at.switch_page("pages/history.py").run()
+    at.switch_page("app_pages/history.py").run()
     assert any("Stale" in w.value for w in at.warning)
 
 
 def test_projects_page(app):
     at = app.run()
-    at.switch_page("pages/projects.py").run()
+    at.switch_page("app_pages/projects.py").run()
     assert not at.exception and at.title[0].value == "Projects"
     assert [s.value for s in at.subheader] == [
         "Demo · texture anomaly detection", "Demo · shape classification", "Demo · shape detection",

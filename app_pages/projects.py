@@ -53,15 +53,17 @@ with st.expander("➕ Import a checkpoint (Lightning, state dict, timm)", expand
                 experiment = import_checkpoint(workspace, request, path, filename=upload.name)
         except ExportError as exc:
             st.error(exc.message)
-        else:
-            st.session_state["imported"] = (target, experiment["id"])
+        else:  # Export opens with it preselected and says what was imported
             model = experiment["model"]
-            st.success(f"Imported `{experiment['id']}` into `{target}`: {model['task']} · `{model['architecture']}` · "
-                       f"{model.get('num_classes')} classes · input {model.get('input_size')}")
-            if experiment["detected"]:
-                st.dataframe(experiment["detected"], hide_index=True)
-    if st.session_state.get("imported") and st.button("Export the imported checkpoint →", key="import-export"):
-        go_to_export(*st.session_state["imported"])
+            detected = experiment["detected"]
+            st.session_state["notice"] = (
+                f"Imported `{experiment['id']}` into `{target}`: {model['task']} · `{model['architecture']}` · "
+                f"{model.get('num_classes')} classes · input {model.get('input_size')}"
+                + (f" (detected from the weights, {detected[0]['confidence']:.0%} match)" if detected else ""))
+            st.session_state["goto_project_id"] = target  # applied by the frame when Export opens
+            st.session_state["goto_experiment_id"] = experiment["id"]
+            st.success(st.session_state["notice"])
+            st.page_link("app_pages/export.py", label="Export the imported checkpoint →", icon="🚀")
 for project in projects:
     with st.container(border=True):
         st.subheader(project.name)

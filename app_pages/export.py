@@ -19,6 +19,8 @@ if not workspace.projects():
 project = workspace.project(current_project_id(workspace))
 store = ExportStore(project)
 st.title("Export a checkpoint")
+if notice := st.session_state.pop("notice", None):
+    st.success(notice)
 st.caption(f"Project **{project.name}** · task `{project.task}` — change it in the sidebar.")
 
 # 1 · experiment

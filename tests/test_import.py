@@ -1,0 +1,176 @@
+"""Bring your own model: import through the CLI and the real HTTP API, then export and validate;
+architecture detection from state dicts alone; hostile uploads leave the workspace unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from exporter import ExportRequest, Workspace, export_checkpoint
+from tests.helpers import lively_init
+from tests.server import running_server
+from tests.test_cli import cli
+
+TIMM = ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "convnext_atto"]
+
+
+def timm_state_dict(name: str, classes: int = 4, size: int = 64) -> dict:
+    import timm
+
+    kwargs = {"img_size": size} if name.startswith("vit") else {}
+    return lively_init(timm.create_model(name, pretrained=False, num_classes=classes, **kwargs)).state_dict()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under the workspace with its sha256 (what "unchanged" means)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".uploads" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints as users bring them: Lightning (real Trainer), bare state dict, timm, hostile ones."""
+    import torchvision
+
+    folder = tmp_path_factory.mktemp("uploads")
+    out = {}
+    for name in TIMM:
+        out[f"timm-{name}"] = folder / f"{name}.pth"
+        torch.save(timm_state_dict(name), out[f"timm-{name}"])
+    bare = lively_init(torchvision.models.mobilenet_v3_small(weights=None, num_classes=3))
+    out["bare"] = folder / "bare_mobilenet.pt"
+    torch.save({f"module.{k}": v for k, v in bare.state_dict().items()}, out["bare"])
+    out["lightning"] = folder / "lightning.ckpt"
+    _lightning_checkpoint(out["lightning"])
+    out["zero"] = folder / "zero.ckpt"
+    out["zero"].write_bytes(b"")
+    out["truncated"] = folder / "truncated.ckpt"
+    out["truncated"].write_bytes(out["bare"].read_bytes()[:5000])
+    out["pickle"] = folder / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil()}, out["pickle"])
+    return out
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/aistudio-import-pwned",))
+
+
+def _lightning_checkpoint(path: Path) -> None:
+    """A checkpoint written by PyTorch Lightning's own Trainer (hyper-parameters inside)."""
+    import lightning_fabric  # noqa: F401 - pytorch_lightning's dependency; import fails loudly if missing
+    import pytorch_lightning as pl
+    import torchvision
+
+    class Module(pl.LightningModule):
+        def __init__(self, architecture="resnet18", num_classes=3, task="classification", input_size=(3, 64, 64)):
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = lively_init(torchvision.models.get_model(architecture, weights=None, num_classes=num_classes))
+
+        def training_step(self, batch, _):
+            return self.model(batch[0]).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(2, 3, 64, 64)), batch_size=2)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(path.parent), accelerator="cpu")
+    trainer.fit(Module(), data)
+    trainer.save_checkpoint(str(path))
+
+
+def export_passes(root: Path, project: str, experiment: str) -> dict:
+    record = export_checkpoint(Workspace(root), ExportRequest(project, experiment))
+    assert record["status"] == "completed", record["error"]
+    assert record["validation"]["verdict"] == "passed", record["validation"]["messages"]
+    return record
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("lightning", "resnet18"), ("bare", "mobilenet_v3_small"),
+    *[(f"timm-{n}", n) for n in TIMM],
+])
+def test_cli_import_then_export(tmp_path, files, key, expected):
+    args = ["import", str(files[key]), "--project", "mine", "--create-project", "--json"]
+    if not key == "lightning":
+        args += ["--input-size", "3,64,64"]
+    result = cli(*args, workspace=tmp_path)
+    assert result.returncode == 0, result.stderr
+    experiment = json.loads(result.stdout)
+    assert experiment["model"]["architecture"].removeprefix("timm/") == expected
+    assert experiment["model"]["num_classes"] in (3, 4)
+    export_passes(tmp_path, "mine", experiment["id"])
+
+
+def test_api_import_then_export_and_hostile_uploads(tmp_path, files):
+    root = tmp_path / "ws"
+    root.mkdir()
+    with running_server(root) as base, httpx.Client(base_url=base, timeout=120) as http:
+        for key in ("lightning", "bare", *[f"timm-{n}" for n in TIMM]):
+            with files[key].open("rb") as handle:
+                response = http.post("/api/projects/api-proj/experiments", files={"file": (files[key].name, handle)},
+                                     data={"create_project": "true", "input_size": "3,64,64"})
+            assert response.status_code == 201, response.text
+            experiment = response.json()
+            export_passes(root, "api-proj", experiment["id"])
+        before = snapshot(root)
+        hostile = [("zero", {}, "empty"), ("truncated", {}, ""), ("pickle", {}, ""),
+                   ("timm-resnet18", {"architecture": "convnext_tiny"}, "")]
+        for key, extra, text in hostile:
+            with files[key].open("rb") as handle:
+                response = http.post("/api/projects/api-proj/experiments", files={"file": (files[key].name, handle)},
+                                     data={"input_size": "3,64,64", **extra})
+            assert 400 <= response.status_code < 500, response.text
+            message = response.json()["error"]["message"]
+            assert message and text in message.lower()
+            assert snapshot(root) == before, f"{key} changed the workspace"
+        response = http.post("/api/projects/nope/experiments", files={"file": ("x.pt", files["bare"].read_bytes())})
+        assert response.status_code == 404
+    assert not Path("/tmp/aistudio-import-pwned").exists()
+    assert not list((root / ".uploads").iterdir())
+
+
+@pytest.mark.parametrize("key, text", [("zero", "empty"), ("truncated", ""), ("pickle", ""), ("wrong", "")])
+def test_cli_hostile_imports_leave_the_workspace_unchanged(tmp_path, files, key, text):
+    cli("import", str(files["bare"]), "--project", "mine", "--create-project", "--input-size", "3,64,64",
+        workspace=tmp_path)
+    before = snapshot(tmp_path)
+    args = ["import", str(files["timm-resnet18" if key == "wrong" else key]), "--project", "mine"]
+    if key == "wrong":
+        args += ["--architecture", "convnext_tiny", "--num-classes", "4"]
+    result = cli(*args, workspace=tmp_path)
+    assert result.returncode != 0 and result.stderr.startswith("error:") and text in result.stderr.lower()
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_detection_names_the_right_builder_from_weights_alone():
+    """Fourteen models, state dicts only (meta tensors: shapes without memory), prefixes included."""
+    from exporter.models.classification import build_torchvision_classifier
+    from exporter.models.detect import detect_architecture
+
+    cases = ["resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "convnext_tiny",
+             "densenet121", "vit_b_16", "squeezenet1_1", "shufflenet_v2_x1_0", "timm/efficientnet_b0",
+             "timm/vit_tiny_patch16_224", "timm/convnext_atto", "timm/mobilenetv3_large_100"]
+    # Some timm and torchvision builders write identical state dicts (resnet18): both are right.
+    same = {"resnet18": {"timm/resnet18"}, "resnet50": {"timm/resnet50"}, "densenet121": {"timm/densenet121"},
+            "timm/efficientnet_b0": {"timm/tf_efficientnet_b0"},
+            "timm/vit_tiny_patch16_224": {"timm/deit_tiny_patch16_224"}}
+    for architecture in cases:
+        with torch.device("meta"):
+            model = build_torchvision_classifier(architecture, 7, (3, 224, 224))
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        found = detect_architecture(state)
+        best = found[0]
+        assert best.architecture == architecture or best.architecture in same.get(architecture, set()), found[:2]
+        assert best.confidence == 1.0 and best.num_classes == 7 and best.prefix == "model."
+        if "vit" in architecture:
+            assert best.input_size == (3, 224, 224)
