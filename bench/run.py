@@ -121,6 +121,41 @@ def bench_formats(root: Path, repeats: int) -> list[dict]:
     return rows
 
 
+TASK_MODELS = (("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
+               ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
+               ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18"))
+
+
+def bench_tasks(root: Path, repeats: int) -> list[dict]:
+    """Per task: ONNX export time, file size, batch-1 latency in ONNX Runtime vs the PyTorch wrapper."""
+    import torch
+
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.checkpoint import load_checkpoint
+    from exporter.formats import get_format
+    from exporter.service import build_wrapped
+    from exporter.validation import load_images
+
+    torch.set_num_threads(2)
+    ws = Workspace(root)
+    rows = []
+    for project_id, experiment_id in TASK_MODELS:
+        project = ws.project(project_id)
+        experiment = project.experiment(experiment_id)
+        spec, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment)
+        x = load_images(project.sample_images()[:1], spec.input_size, spec.normalization)  # a real scene
+        with torch.no_grad():
+            eager = _latency(module, x, repeats)
+        record = export_checkpoint(ws, ExportRequest(project_id, experiment_id))
+        runner = get_format("onnx").load(project.exports_dir / record["id"] / record["output_file"])
+        ort = _latency(lambda a, runner=runner: runner.run({"input": a}), x.numpy(), repeats)
+        rows.append({"task": spec.task, "model": spec.architecture, "input": list(x.shape),
+                     "export_s": round(sum(record["timings_s"].values()), 2), "size_mb": record["output_size_mb"],
+                     "verdict": record["validation"]["verdict"], "metrics": record["validation"]["task_metrics"],
+                     "eager_ms": eager, "onnxruntime_ms": ort, "speedup": round(eager["median"] / ort["median"], 2)})
+    return rows
+
+
 def bench_download(root: Path, size_bytes: int) -> dict:
     """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null."""
     import httpx
@@ -184,6 +219,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row['model']} | {row['format']} | {row.get('export_s', '—')} | {row.get('size_mb', '—')} | "
                      f"{row.get('verdict', '—')} | {row.get('top1_agreement', '—')} | "
                      f"{t['median']:.1f} [{t['min']:.1f}–{t['max']:.1f}] | {row['speedup']} |")
+    lines += ["", "| task | model | export s | file MB | validation | PyTorch batch-1 ms | ONNX Runtime ms | × |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in results.get("tasks", []):
+        e, o = row["eager_ms"], row["onnxruntime_ms"]
+        lines.append(f"| {row['task']} | {row['model']} | {row['export_s']} | {row['size_mb']} | {row['verdict']} | "
+                     f"{e['median']:.1f} [{e['min']:.1f}–{e['max']:.1f}] | {o['median']:.1f} [{o['min']:.1f}–"
+                     f"{o['max']:.1f}] | {row['speedup']} |")
     d = results["download"]
     lines += ["", f"Streaming a {d['bytes'] / 1e9:.2f} GB download: server RSS {d['rss_before_mb']} → peak "
               f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s."]
@@ -199,6 +241,7 @@ def main() -> None:
         results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
                    "formats": bench_formats(root / "exports", 10 if args.quick else 30),
+                   "tasks": bench_tasks(root / "exports", 10 if args.quick else 30),
                    "download": bench_download(root / "download", (256 if args.quick else 1024) << 20)}
     finally:
         shutil.rmtree(root, ignore_errors=True)

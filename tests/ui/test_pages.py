@@ -59,7 +59,7 @@ def test_export_page_flow(app, demo_ws):
 
 def test_running_export_can_be_cancelled(app, demo_ws):
     at = app.run()
-    at.text_input(key="opt-onnx-classification-input_shape").set_value("1,3,1024,1024").run()
+    at.text_input(key="opt-onnx-anomaly_detection-input_shape").set_value("1,3,1024,1024").run()
     at.button(key="export").click().run()
     export_id = at.session_state["last_export_id"]
     at.run()
@@ -75,7 +75,7 @@ def test_running_export_can_be_cancelled(app, demo_ws):
 def test_bad_option_shows_a_readable_error(app, demo_ws):
     at = app.run()
     assert at.sidebar.selectbox[0].value == "demo-anomaly"
-    at.text_input(key="opt-onnx-classification-input_shape").set_value("1,3,-4,5").run()
+    at.text_input(key="opt-onnx-anomaly_detection-input_shape").set_value("1,3,-4,5").run()
     at.button(key="export").click().run()
     assert not at.exception
     assert "positive integers" in at.error[0].value
