@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench import scale
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -226,6 +228,24 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row['task']} | {row['model']} | {row['export_s']} | {row['size_mb']} | {row['verdict']} | "
                      f"{e['median']:.1f} [{e['min']:.1f}–{e['max']:.1f}] | {o['median']:.1f} [{o['min']:.1f}–"
                      f"{o['max']:.1f}] | {row['speedup']} |")
+    o = results["overhead"]
+    lines += ["", f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
+              f"{o['ours_s']['max']}] vs raw tools {o['raw_s']['median']} s [{o['raw_s']['min']}–{o['raw_s']['max']}]"
+              f" → **{o['ratio']}×** (target ≤ {o['target_ratio']}×; {o['note']}).",
+              "", "| model | params M | checkpoint MB | export+validate s | peak RSS MB | growth MB | growth / ckpt | "
+              "validation |", "|---|---|---|---|---|---|---|---|"]
+    for row in results["cost"]:
+        lines.append(f"| {row['model']} @{row['input']} | {row['params_m']} | {row['checkpoint_mb']} | "
+                     f"{row['seconds']} | {row['peak_rss_mb']} | {row['growth_mb']} | "
+                     f"{row['growth_per_checkpoint']}× | {row['verdict']} |")
+    dash = results["dashboard"]
+    lines += ["", "| dashboard (Chromium, warm server) | median s [min–max] |", "|---|---|"]
+    for name, t in dash["pages"].items():
+        lines.append(f"| {name} page | {t['median']} [{t['min']}–{t['max']}] |")
+    h, a = dash["history_with_records"], dash["api_exports_ms"]
+    lines += [f"| history with {h['records']:,} exports | {h['median']} [{h['min']}–{h['max']}] |",
+              f"| GET /api/exports with {a['records']:,} exports | {a['median'] / 1000:.3f} [{a['min'] / 1000:.3f}–"
+              f"{a['max'] / 1000:.3f}] |"]
     d = results["download"]
     lines += ["", f"Streaming a {d['bytes'] / 1e9:.2f} GB download: server RSS {d['rss_before_mb']} → peak "
               f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s."]
@@ -238,14 +258,20 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
     try:
+        started = time.perf_counter()
         results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
                    "formats": bench_formats(root / "exports", 10 if args.quick else 30),
                    "tasks": bench_tasks(root / "exports", 10 if args.quick else 30),
+                   "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
+                   "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
+                   "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
                    "download": bench_download(root / "download", (256 if args.quick else 1024) << 20)}
+        results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
+    scale.cost_plot(results["cost"], RESULTS)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "latest.md").write_text(markdown(results))
     sys.stdout.write(markdown(results))

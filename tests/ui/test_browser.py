@@ -94,7 +94,7 @@ def test_export_in_the_browser_and_download(page, base_url, tmp_path):
 def test_projects_jump_to_export_preselected(page, base_url):
     page.goto(f"{base_url}/projects")
     page.get_by_role("heading", name="Projects").wait_for()
-    page.get_by_test_id("stButton").filter(has_text="Export →").nth(3).click()
+    page.locator(".st-key-go-demo-detection-exp-fasterrcnn-resnet18-fpn button").click()
     page.get_by_role("heading", name="Export a checkpoint").wait_for()
     expect = playwright_api.expect
     expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("Demo · shape detection")
