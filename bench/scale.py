@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 COST_MODELS = [("mobilenet_v3_small", 224), ("resnet18", 224), ("resnet50", 224), ("convnext_base", 224),
                ("vit_b_16", 224), ("vit_l_16", 224)]
 
+# Peak memory is VmHWM (the address space's high-water mark, reset by exec); ru_maxrss is not:
+# Linux carries it over from the parent process across exec.
+_HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
 _RAW = r"""
-import json, sys, time, resource
+import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, onnx, onnxruntime as ort, onnxsim, torch, torchvision
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = HWM
 t1 = time.perf_counter()
 ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 model = torchvision.models.get_model(sys.argv[2], weights=None, num_classes=1000)
@@ -31,21 +34,20 @@ simplified, _ = onnxsim.simplify(onnx.load(sys.argv[4]))
 onnx.save(simplified, sys.argv[4])
 session = ort.InferenceSession(sys.argv[4], providers=["CPUExecutionProvider"])
 session.run(None, {"input": x.numpy()})
-print(json.dumps({"seconds": time.perf_counter() - t1, "base_kb": base,
-                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+print(json.dumps({"seconds": time.perf_counter() - t1, "base_kb": base, "peak_kb": HWM}))
+""".replace("HWM", _HWM)
 
 _OURS = r"""
-import json, sys, time, resource
+import json, sys, time
 import numpy, onnx, onnxruntime, onnxsim, torch, torchvision
 from exporter import ExportRequest, Workspace, export_checkpoint
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = HWM
 t1 = time.perf_counter()
 record = export_checkpoint(Workspace(sys.argv[1]), ExportRequest(sys.argv[2], sys.argv[3]))
 print(json.dumps({"seconds": time.perf_counter() - t1, "base_kb": base,
-                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "verdict": (record.get("validation") or {}).get("verdict"), "status": record["status"]}))
-"""
+                  "peak_kb": HWM, "verdict": (record.get("validation") or {}).get("verdict"),
+                  "status": record["status"]}))
+""".replace("HWM", _HWM)
 
 
 def _child(code: str, *args: str) -> dict:
@@ -126,9 +128,34 @@ def cost_plot(rows: list[dict], folder: Path) -> Path:
     figure.write_html(path, include_plotlyjs="cdn")
     try:
         figure.write_image(folder / "cost_vs_params.png")
-    except Exception:  # noqa: BLE001 - kaleido is not installed here; the HTML is the artefact
-        pass
+    except Exception:  # noqa: BLE001 - plotly's PNG export needs kaleido + Chrome, absent here
+        _png_with_pillow(rows, folder / "cost_vs_params.png")
     return path
+
+
+def _png_with_pillow(rows: list[dict], path: Path) -> None:
+    """The same two log-log panels drawn with Pillow (no kaleido on this machine)."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (1000, 420), "white")
+    draw = ImageDraw.Draw(image)
+    panels = [("export + validation time (s)", "seconds", (60, 40, 480, 360)),
+              ("peak RSS above baseline (MB)", "growth_mb", (560, 40, 980, 360))]
+    xs = [math.log10(max(r["params_m"], 1e-3)) for r in rows]
+    for title, key, (x0, y0, x1, y1) in panels:
+        ys = [math.log10(max(r[key], 1e-3)) for r in rows]
+        lo_x, hi_x, lo_y, hi_y = min(xs) - 0.1, max(xs) + 0.1, min(ys) - 0.1, max(ys) + 0.1
+        draw.rectangle((x0, y0, x1, y1), outline="black")
+        draw.text((x0, y0 - 18), title + " vs parameters (M), log-log", fill="black")
+        points = [(x0 + (x - lo_x) / (hi_x - lo_x) * (x1 - x0), y1 - (y - lo_y) / (hi_y - lo_y) * (y1 - y0))
+                  for x, y in zip(xs, ys, strict=True)]
+        draw.line(points, fill=(31, 119, 180), width=2)
+        for (px, py), row in zip(points, rows, strict=True):
+            draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=(31, 119, 180))
+            draw.text((px + 6, py - 14), f"{row['model']} {row[key]:g}", fill="black")
+    image.save(path)
 
 
 def bench_dashboard(workspace: Path, records: int, repeats: int) -> dict:

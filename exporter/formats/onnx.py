@@ -226,7 +226,8 @@ def _simplify(model: Any, warn: list[str]) -> Any:
     try:
         import onnxsim
 
-        simplified, ok = onnxsim.simplify(model)
+        with _quiet_native_stderr():  # its constant folder prints a WARNING line per skipped node
+            simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # noqa: BLE001 - never fail an export for simplification
         warn.append(f"onnxsim failed, kept the unsimplified graph: {one_line(exc, 200)}")
         return model
@@ -236,6 +237,23 @@ def _simplify(model: Any, warn: list[str]) -> Any:
     # onnxsim adds ~20 bookkeeping props; keep the file's metadata ours.
     del simplified.metadata_props[:]
     return simplified
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence C++ code writing straight to file descriptor 2 (Python's sys.stderr is untouched)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _to_fp16(model: Any) -> Any:
