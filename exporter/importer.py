@@ -94,6 +94,11 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
                   **_given(request)}
     if not model_meta.get("architecture"):
         raise ArchitectureError(_choose_message(detected, task), stage="build")
+    if model_meta["architecture"].startswith("timm/") and "normalization" not in model_meta:
+        from exporter.models.classification import timm_normalization  # ViTs use 0.5, most others ImageNet's
+
+        if norm := timm_normalization(model_meta["architecture"].removeprefix("timm/")):
+            model_meta["normalization"] = norm
     spec = ModelSpec.resolve({}, model_meta)
     adapter = get_task(spec.task)
     model = adapter.build(spec)
@@ -121,12 +126,6 @@ def _given(request: ImportRequest) -> dict[str, Any]:
         given["num_classes"] = request.num_classes
     if request.input_size is not None:
         given["input_size"] = list(request.input_size)
-    if given.get("architecture", "").startswith("timm/") and "normalization" not in given:
-        from exporter.models.classification import timm_normalization
-
-        norm = timm_normalization(given["architecture"].removeprefix("timm/"))
-        if norm:
-            given["normalization"] = norm
     return given
 
 
@@ -146,12 +145,6 @@ def _detect(state_dict: dict[str, Any], task: str, request: ImportRequest,
         guessed["num_classes"] = best.num_classes
     if best.input_size:
         guessed["input_size"] = list(best.input_size)
-    if best.architecture.startswith("timm/"):
-        from exporter.models.classification import timm_normalization
-
-        norm = timm_normalization(best.architecture.removeprefix("timm/"))
-        if norm:
-            guessed["normalization"] = norm
     return [c.to_dict() for c in candidates], guessed
 
 
