@@ -21,13 +21,9 @@ import time
 from pathlib import Path
 
 from bench import scale
+from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "runs": len(values)}
 
 
 def bench_exports(root: Path, repeats: int) -> list[dict]:

@@ -77,7 +77,7 @@ def bench_overhead(root: Path, repeats: int) -> dict:
     for i in range(repeats):
         raw.append(_child(_RAW, str(path), "resnet50", "224", str(root / f"raw-{i}.onnx"))["seconds"])
         ours.append(_child(_OURS, str(root), project, experiment)["seconds"])
-    return {"model": "resnet50 @224", "ours_s": _stats(ours), "raw_s": _stats(raw),
+    return {"model": "resnet50 @224", "ours_s": stats(ours), "raw_s": stats(raw),
             "ratio": round(statistics.median(ours) / statistics.median(raw), 2), "target_ratio": 1.25,
             "note": "ours also validates at batch 1 and 2 on 6 inputs and writes the record"}
 
@@ -175,7 +175,7 @@ def bench_dashboard(workspace: Path, records: int, repeats: int) -> dict:
                 start = time.perf_counter()
                 assert http.get("/api/exports").status_code == 200
                 api.append((time.perf_counter() - start) * 1000)
-        timings["api_exports_ms"] = {**_stats(api), "records": records, "target_ms": 200}
+        timings["api_exports_ms"] = {**stats(api), "records": records, "target_ms": 200}
         timings["history_with_records"] = {**_page_timings(base, ("history",), repeats)["history"],
                                            "records": records, "target_s": 2.0}
     timings["target_page_s"] = 1.5
@@ -204,7 +204,7 @@ def _page_timings(base: str, pages: tuple[str, ...], repeats: int) -> dict[str, 
                 page.get_by_role("heading", name=heading[name]).wait_for()
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
                 seconds.append(time.perf_counter() - start)
-            out[name] = _stats(seconds)
+            out[name] = stats(seconds)
         browser.close()
     return out
 
@@ -223,6 +223,6 @@ def _fill_index(workspace: Path, count: int) -> None:
     store.index_path.write_text(json.dumps(entries))
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def stats(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
             "max": round(max(values), 3), "runs": len(values)}

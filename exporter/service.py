@@ -296,7 +296,7 @@ def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: 
                     dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
                     output_names=adapter.outputs(options), options=options, metadata=meta,
                     calibration=pool.numpy())
-    settings = postprocess_settings(job)
+    settings = task_settings(job)
     if settings:  # e.g. score/IoU thresholds and max_detections baked into the graph
         meta["postprocess"] = json.dumps(settings)
     return job
@@ -320,10 +320,10 @@ def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any, n_samp
     return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
                     pool=pool[:VALIDATION_IMAGES], pool_kind=pool_kind, batch_sizes=sizes, tolerance=tolerance,
                     task=task, min_agreement=fmt.min_agreement(options),
-                    n_samples=min(n_samples, MAX_SAMPLE_IMAGES), settings=postprocess_settings(job))
+                    n_samples=min(n_samples, MAX_SAMPLE_IMAGES), settings=task_settings(job))
 
 
-def postprocess_settings(job: Any) -> dict[str, Any]:
+def task_settings(job: Any) -> dict[str, Any]:
     """Task options with the thresholds the wrapped model actually applies (model defaults filled in)."""
     from exporter.models.task_options import task_option_specs
 

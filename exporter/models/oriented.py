@@ -171,7 +171,7 @@ class OrientedDetectionTask(TaskAdapter):
 
 
 def rotated_corners(boxes: Any) -> Any:
-    """Corners ``[..., 4, 2]`` of ``(cx, cy, w, h, θ)`` boxes (numpy or torch)."""
+    """Corners ``[..., 4, 2]`` of ``(cx, cy, w, h, θ)`` boxes, as numpy."""
     import numpy as np
 
     boxes = np.asarray(boxes, dtype=np.float64)
