@@ -1,4 +1,4 @@
-"""Benchmarks: export + validation time per model, and server memory while streaming 1 GB.
+"""Benchmarks: export + validation time per model, and server memory while streaming 1 GB each way.
 
     python -m bench.run [--quick]      (make bench)
 
@@ -9,6 +9,7 @@ with min and max; runs happen side by side in one process on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -154,10 +155,10 @@ def bench_tasks(root: Path, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_download(root: Path, size_bytes: int) -> dict:
-    """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null."""
+def bench_streaming(root: Path, size_bytes: int) -> dict:
+    """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null, and while
+    one streams a ``size_bytes`` checkpoint to ``POST /api/uploads`` (the dashboard's import path)."""
     import httpx
-    import psutil
 
     from exporter.store import ExportStore
     from exporter.workspace import Workspace
@@ -168,39 +169,52 @@ def bench_download(root: Path, size_bytes: int) -> dict:
     store = ExportStore.for_project(Workspace(root), "bench-download")
     record = store.create({"id": None, "status": "completed", "created_at": "x", "format": "onnx"})
     path = store.export_dir(record["id"]) / "model.onnx"
+    block = os.urandom(1 << 20)
     with open(path, "wb") as fh:
-        block = os.urandom(1 << 20)
         for _ in range(size_bytes >> 20):
             fh.write(block)
     store.update(record["id"], output_file="model.onnx",
                  files=[{"name": "model.onnx", "size_bytes": path.stat().st_size, "sha256": "-"}])
-    with running_server(root) as base:
-        port = int(base.rsplit(":", 1)[1])
-        server = next(p for p in psutil.process_iter(["cmdline"])
-                      if p.info["cmdline"] and "streamlit" in " ".join(p.info["cmdline"])
-                      and str(port) in p.info["cmdline"])
+    with running_server(root, AISTUDIO_MAX_CHECKPOINT_MB=str(2 * (size_bytes >> 20))) as base:
         httpx.get(f"{base}/api/formats")  # warm up
-        before = server.memory_info().rss
-        peak = [before]
-        done = threading.Event()
+        with _server_rss(base) as download:
+            with httpx.stream("GET", f"{base}/api/export/{record['id']}/download", timeout=600) as response:
+                download["bytes"] = sum(len(chunk) for chunk in response.iter_bytes(1 << 20))
+        with _server_rss(base) as upload:
+            response = httpx.post(f"{base}/api/uploads", params={"filename": "big.ckpt"}, timeout=600,
+                                  content=(block for _ in range(size_bytes >> 20)))
+            upload["bytes"] = response.json()["size_bytes"]
+    return {"download": download, "upload": upload, "target_growth_mb": 64}
 
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], server.memory_info().rss)
-                time.sleep(0.02)
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        start, received = time.perf_counter(), 0
-        with httpx.stream("GET", f"{base}/api/export/{record['id']}/download", timeout=600) as response:
-            for chunk in response.iter_bytes(1 << 20):
-                received += len(chunk)
+@contextlib.contextmanager
+def _server_rss(base: str):
+    """Sample the server's RSS every 20 ms while the block runs; fill in seconds, MB/s and growth."""
+    import psutil
+
+    port = base.rsplit(":", 1)[1]
+    server = next(p for p in psutil.process_iter(["cmdline"])
+                  if p.info["cmdline"] and "streamlit" in " ".join(p.info["cmdline"]) and port in p.info["cmdline"])
+    before = server.memory_info().rss
+    peak, done, result = [before], threading.Event(), {}
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
-    return {"bytes": received, "seconds": round(seconds, 2), "mb_per_s": round(received / 1e6 / seconds, 1),
-            "rss_before_mb": round(before / 1e6, 1), "rss_peak_mb": round(peak[0] / 1e6, 1),
-            "rss_growth_mb": round((peak[0] - before) / 1e6, 1), "target_growth_mb": 64}
+    result.update({"seconds": round(seconds, 2), "mb_per_s": round(result["bytes"] / 1e6 / seconds, 1),
+                   "rss_before_mb": round(before / 1e6, 1), "rss_peak_mb": round(peak[0] / 1e6, 1),
+                   "rss_growth_mb": round((peak[0] - before) / 1e6, 1)})
 
 
 def markdown(results: dict) -> str:
@@ -242,9 +256,10 @@ def markdown(results: dict) -> str:
     lines += [f"| history with {h['records']:,} exports | {h['median']} [{h['min']}–{h['max']}] |",
               f"| GET /api/exports with {a['records']:,} exports | {a['median'] / 1000:.3f} [{a['min'] / 1000:.3f}–"
               f"{a['max'] / 1000:.3f}] |"]
-    d = results["download"]
-    lines += ["", f"Streaming a {d['bytes'] / 1e9:.2f} GB download: server RSS {d['rss_before_mb']} → peak "
-              f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s."]
+    lines.append("")
+    for way, d in (("download", results["streaming"]["download"]), ("upload", results["streaming"]["upload"])):
+        lines.append(f"Streaming a {d['bytes'] / 1e9:.2f} GB {way}: server RSS {d['rss_before_mb']} → peak "
+                     f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s.  ")
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +277,7 @@ def main() -> None:
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
-                   "download": bench_download(root / "download", (256 if args.quick else 1024) << 20)}
+                   "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20)}
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 Every error answers ``{"error": {"type", "message"}}`` with a 4xx status (a 500 never carries
 a traceback). When ``AISTUDIO_API_TOKEN`` is set, every route requires
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>`` — except that ``POST /api/uploads`` also takes an
+``X-Upload-Ticket`` the dashboard hands its own upload widget (:func:`upload_ticket`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hmac
 import io
 import os
+import secrets
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,8 @@ from exporter.workspace import Workspace
 MAX_BODY_BYTES = 1 << 20
 TOKEN_ENV = "AISTUDIO_API_TOKEN"
 CHUNK = 1 << 20
+TICKET_TTL_S = 12 * 3600
+_TICKETS: dict[str, float] = {}  # upload ticket → expiry (this process only: the dashboard serves the API)
 # Streamlit's gzip middleware would re-encode model files (dropping Content-Length and Range,
 # burning CPU on GBs); it leaves responses that already declare an encoding alone.
 NO_GZIP = {"Content-Encoding": "identity"}
@@ -50,9 +55,25 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
 
+def upload_ticket() -> str | None:
+    """A ticket that lets the dashboard's browser widget stream a file to ``POST /api/uploads`` when
+    the API requires a token (the token itself never reaches the page); ``None`` when none is set."""
+    if not os.environ.get(TOKEN_ENV):
+        return None
+    now = time.time()
+    for stale in [t for t, expiry in _TICKETS.items() if expiry < now]:
+        _TICKETS.pop(stale, None)
+    ticket = secrets.token_urlsafe(24)
+    _TICKETS[ticket] = now + TICKET_TTL_S
+    return ticket
+
+
 def _require_token(request: Request) -> None:
     token = os.environ.get(TOKEN_ENV)
     if not token:
+        return
+    ticket = request.headers.get("x-upload-ticket", "")
+    if request.method == "POST" and request.url.path.endswith("/uploads") and _TICKETS.get(ticket, 0) > time.time():
         return
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -80,7 +101,7 @@ def create_api() -> FastAPI:
     async def cap_body(request: Request, call_next):
         from exporter.checkpoint import max_checkpoint_bytes
 
-        upload = request.method == "POST" and request.url.path.endswith("/experiments")
+        upload = request.method == "POST" and request.url.path.endswith(("/experiments", "/uploads"))
         limit = max_checkpoint_bytes() + MAX_BODY_BYTES if upload else MAX_BODY_BYTES
         length = request.headers.get("content-length")
         if length and (not length.isdigit() or int(length) > limit):
@@ -99,21 +120,39 @@ def create_api() -> FastAPI:
     def projects() -> list[dict[str, Any]]:
         return [project_tree(p) for p in workspace().projects()]
 
+    @api.post("/uploads", status_code=201,
+              summary="Stream a checkpoint to the server (raw body) and stage it for import as upload_id")
+    async def upload(request: Request, filename: str = Query("checkpoint.ckpt", max_length=255)) -> dict[str, Any]:
+        from exporter.importer import keep_upload, receive_upload
+
+        root = workspace().root
+        with receive_upload(root) as (path, sink):
+            async for chunk in request.stream():
+                sink(chunk)
+            return keep_upload(root, path, filename)
+
     @api.post("/projects/{project_id}/experiments", status_code=201,
-              summary="Import a checkpoint as a new experiment (multipart upload, streamed to disk)")
+              summary="Import a checkpoint as a new experiment (multipart `file`, or `upload_id` from /uploads)")
     async def import_experiment(
-            project_id: str, file: Annotated[UploadFile, File()], task: Annotated[str | None, Form()] = None,
+            project_id: str, file: Annotated[UploadFile | None, File()] = None,
+            upload_id: Annotated[str | None, Form()] = None, task: Annotated[str | None, Form()] = None,
             architecture: Annotated[str | None, Form()] = None, num_classes: Annotated[int | None, Form()] = None,
             input_size: Annotated[str | None, Form()] = None, name: Annotated[str | None, Form()] = None,
             create_project: Annotated[bool, Form()] = False,
             project_name: Annotated[str | None, Form()] = None) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
 
-        from exporter.importer import ImportRequest, import_checkpoint, parse_input_size, receive_upload
+        from exporter.errors import UsageError
+        from exporter.importer import ImportRequest, import_checkpoint, import_staged, parse_input_size, receive_upload
 
+        if (file is None) == (upload_id is None):
+            raise UsageError("Send the checkpoint as the multipart field `file`, or `upload_id` from "
+                             "POST /api/uploads (one of the two).")
         request = ImportRequest(project_id, task=task or None, architecture=architecture or None,
                                 num_classes=num_classes, input_size=parse_input_size(input_size), name=name or None,
                                 create_project=create_project, project_name=project_name or None)
+        if upload_id is not None:
+            return await run_in_threadpool(import_staged, workspace(), request, upload_id)
         with receive_upload(workspace().root) as (path, sink):
             while chunk := await file.read(1 << 20):
                 sink(chunk)

@@ -87,7 +87,9 @@ class OutputFileError(ExportError):
 
 
 class ResourceLimitError(ExportError):
-    """The export needed more memory than its worker may use."""
+    """The export needed more memory than its worker may use, or an upload is over the size limit."""
+
+    http_status = 413
 
 
 class Interrupted(ExportError):

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from exporter.workspace import Workspace, check_id
 
 DETECTABLE_TASKS = ("classification", "regression")
 AUTO_PICK_CONFIDENCE = 0.99  # below this, the user must choose among the detected candidates
+UPLOAD_TTL_S = 24 * 3600  # staged uploads nobody imported are removed after this
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def _unique_id(folder: Path, name: str) -> str:
 
 @contextlib.contextmanager
 def receive_upload(root: Path):
-    """A private file under ``<workspace>/.uploads`` to stream an upload into, removed afterwards.
+    """A private file under ``<workspace>/.uploads`` to stream an upload into, removed afterwards
+    (unless :func:`keep_upload` staged it).
 
     Yields ``(path, sink)``; ``sink(chunk)`` appends and enforces the checkpoint size limit.
 
@@ -213,9 +216,7 @@ def receive_upload(root: Path):
     from exporter.checkpoint import max_checkpoint_bytes
     from exporter.errors import ResourceLimitError
 
-    folder = root / ".uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"upload-{uuid.uuid4().hex}.ckpt"
+    path = _uploads(root) / f"upload-{uuid.uuid4().hex}.ckpt"
     limit, written = max_checkpoint_bytes(), 0
     try:
         with path.open("wb") as handle:
@@ -231,6 +232,73 @@ def receive_upload(root: Path):
             yield path, sink
     finally:
         path.unlink(missing_ok=True)
+
+
+def keep_upload(root: Path, path: Path, filename: str | None) -> dict[str, Any]:
+    """Stage a received upload under an id (``.uploads/<id>/<filename>``), so it can be inspected and
+    imported later, and retried with other fields without sending the file again. Staged files
+    nobody imports go after a day.
+
+    Returns:
+        ``{"upload_id", "filename", "size_bytes", "created_at"}``.
+    """
+    prune_uploads(root)
+    upload_id = uuid.uuid4().hex
+    name = re.sub(r"[^A-Za-z0-9._ +-]+", "_", Path(filename or "").name).strip()[-120:]
+    info = {"upload_id": upload_id, "filename": name if name.strip(".") else "checkpoint.ckpt",
+            "size_bytes": path.stat().st_size, "created_at": utc_now()}
+    folder = _uploads(root) / upload_id
+    folder.mkdir()
+    os.replace(path, folder / info["filename"])
+    (_uploads(root) / f"{upload_id}.json").write_text(json.dumps(info))
+    return info
+
+
+def staged_upload(root: Path, upload_id: str) -> tuple[Path, dict[str, Any]]:
+    """The staged file and its ``keep_upload`` description.
+
+    Raises:
+        NotFoundError: no such upload (imported already, pruned, or a malformed id).
+    """
+    folder = _uploads(root)
+    if re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = json.loads((folder / f"{upload_id}.json").read_text())
+            if (path := folder / upload_id / info["filename"]).is_file():
+                return path, info
+    raise NotFoundError(f"Upload {upload_id!r} is not on the server (imported already, or older than a day); "
+                        "upload the file again.")
+
+
+def import_staged(workspace: Workspace, request: ImportRequest, upload_id: str) -> dict[str, Any]:
+    """:func:`import_checkpoint` on a staged upload, which is removed once imported (kept on failure,
+    so the import can be retried with other fields)."""
+    path, info = staged_upload(workspace.root, upload_id)
+    experiment = import_checkpoint(workspace, request, path, filename=info["filename"])
+    discard_upload(workspace.root, upload_id)
+    return experiment
+
+
+def discard_upload(root: Path, upload_id: str) -> None:
+    """Remove a staged upload (imported, or replaced by another file)."""
+    path, _ = staged_upload(root, upload_id)
+    shutil.rmtree(path.parent, ignore_errors=True)
+    (_uploads(root) / f"{upload_id}.json").unlink(missing_ok=True)
+
+
+def prune_uploads(root: Path, max_age_s: float = UPLOAD_TTL_S) -> None:
+    """Delete staged uploads and stray partial files older than ``max_age_s``."""
+    cutoff = time.time() - max_age_s
+    for path in _uploads(root).iterdir():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _uploads(root: Path) -> Path:
+    folder = root / ".uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:

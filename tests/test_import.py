@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from exporter import ExportRequest, Workspace, export_checkpoint
+from exporter.errors import NotFoundError
 from tests.helpers import lively_init
 from tests.server import running_server
 from tests.test_cli import cli
@@ -136,6 +138,66 @@ def test_api_import_then_export_and_hostile_uploads(tmp_path, files):
         assert response.status_code == 404
     assert not Path("/tmp/aistudio-import-pwned").exists()
     assert not list((root / ".uploads").iterdir())
+
+
+def test_api_staged_upload_import_retry_and_refusals(tmp_path, files):
+    """POST /api/uploads streams a raw body to disk; the staged file is imported by id, kept for a retry
+    when the import fails, removed once imported; token, size limit and bad requests are refused."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    auth = {"Authorization": "Bearer t0ken"}
+    body = files["bare"].read_bytes()
+    chunks = lambda data: (data[i:i + 65536] for i in range(0, len(data), 65536))  # noqa: E731 - chunked, no length
+    with running_server(root, AISTUDIO_API_TOKEN="t0ken", AISTUDIO_MAX_CHECKPOINT_MB="8") as base, \
+            httpx.Client(base_url=base, timeout=120) as http:
+        assert http.post("/api/uploads", content=body).status_code == 401
+        assert http.post("/api/uploads", content=body, headers={"X-Upload-Ticket": "forged"}).status_code == 401
+        response = http.post("/api/uploads", params={"filename": "../../bare.pt"}, content=chunks(body), headers=auth)
+        assert response.status_code == 201, response.text
+        staged = response.json()
+        assert staged["size_bytes"] == len(body) and staged["filename"] == "bare.pt"
+        staged_file = root / ".uploads" / staged["upload_id"] / "bare.pt"
+        assert hashlib.sha256(staged_file.read_bytes()).digest() == hashlib.sha256(body).digest()
+
+        form = {"upload_id": staged["upload_id"], "create_project": "true", "input_size": "3,64,64"}
+        wrong = http.post("/api/projects/p/experiments", data={**form, "architecture": "resnet18", "num_classes": "3"},
+                      headers=auth)
+        assert wrong.status_code == 422, wrong.text
+        assert not (root / "projects" / "p").exists() and staged_file.exists()  # kept: retry without re-sending
+        imported = http.post("/api/projects/p/experiments", data=form, headers=auth)
+        assert imported.status_code == 201, imported.text
+        assert imported.json()["model"]["architecture"] == "mobilenet_v3_small"
+        assert http.post("/api/projects/p/experiments", data=form, headers=auth).status_code == 404  # consumed
+        export_passes(root, "p", imported.json()["id"])
+
+        big = os.urandom(9 << 20)
+        assert http.post("/api/uploads", content=big, headers=auth).status_code == 413  # declared length
+        assert http.post("/api/uploads", content=chunks(big), headers=auth).status_code == 413  # streamed past it
+        neither = http.post("/api/projects/p/experiments", data={"input_size": "3,64,64"}, headers=auth)
+        assert neither.status_code == 400 and "upload_id" in neither.json()["error"]["message"]
+        escape = http.post("/api/projects/p/experiments", data={"upload_id": "../../etc"}, headers=auth)
+        assert escape.status_code == 404
+    assert not list((root / ".uploads").iterdir())
+
+
+def test_staged_uploads_older_than_a_day_are_pruned(tmp_path):
+    from exporter.importer import UPLOAD_TTL_S, keep_upload, prune_uploads, receive_upload, staged_upload
+
+    with receive_upload(tmp_path) as (path, sink):
+        sink(b"x" * 10)
+        old = keep_upload(tmp_path, path, "../old.pt")
+    with receive_upload(tmp_path) as (path, sink):
+        sink(b"y")
+        fresh = keep_upload(tmp_path, path, "fresh.pt")
+    stale = time.time() - UPLOAD_TTL_S - 60
+    for file in (tmp_path / ".uploads").glob(f"{old['upload_id']}*"):
+        os.utime(file, (stale, stale))
+    prune_uploads(tmp_path)
+    assert staged_upload(tmp_path, fresh["upload_id"])[0].read_bytes() == b"y"
+    left = sorted(p.name for p in (tmp_path / ".uploads").iterdir())
+    assert left == [fresh["upload_id"], fresh["upload_id"] + ".json"]
+    with pytest.raises(NotFoundError, match="upload the file again"):
+        staged_upload(tmp_path, old["upload_id"])
 
 
 @pytest.mark.parametrize("key, text", [("zero", "empty"), ("truncated", ""), ("pickle", ""), ("wrong", "")])

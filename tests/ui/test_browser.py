@@ -111,8 +111,10 @@ def test_history_page_lists_and_opens_exports(page, base_url):
     page.screenshot(path=str(ARTIFACTS / "history-page.png"), full_page=True)
 
 
-def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, base_url, tmp_path):
-    """Projects → Import: upload a bare state dict into a new project, then export it from the page."""
+def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template, tmp_path):
+    """Projects → Import on a server that requires an API token: the picker streams the file to
+    /api/uploads (with the page's upload ticket), a broken file is refused with the reason, the
+    weights' architecture is proposed, and the imported checkpoint exports from the Export page."""
     import torch
     import torchvision
 
@@ -121,19 +123,36 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, base_url, tmp_
     state = lively_init(torchvision.models.resnet18(weights=None, num_classes=5)).state_dict()
     upload = tmp_path / "my_resnet18.pt"
     torch.save({"model": state}, upload)
-    page.goto(f"{base_url}/projects")
-    page.get_by_role("heading", name="Projects").wait_for()
-    page.get_by_text("Import a checkpoint").click()
-    page.get_by_label("New project id").fill("uploaded")
-    page.get_by_label("Input size C,H,W").fill("3,64,64")
-    page.locator('input[type="file"]').set_input_files(str(upload))
-    page.get_by_text("my_resnet18.pt").wait_for()
-    page.screenshot(path=str(ARTIFACTS / "import-form.png"), full_page=True)
-    page.get_by_role("button", name="Import", exact=True).click()
-    page.get_by_text("Imported exp-my_resnet18 into uploaded").first.wait_for()
-    page.get_by_role("link", name="Export the imported checkpoint →").click()
-    page.get_by_role("heading", name="Export a checkpoint").wait_for()
-    playwright_api.expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("uploaded")
-    playwright_api.expect(selectbox(page, "Experiment")).to_have_value("exp-my_resnet18 (exp-my_resnet18)")
-    page.get_by_role("button", name="🚀 Export").click()
-    page.get_by_text("validation passed").first.wait_for()
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(upload.read_bytes()[:4096])
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_template, ws, copy_function=os.link)
+    with running_server(ws, AISTUDIO_API_TOKEN="t0ken") as base:
+        page.goto(f"{base}/projects")
+        page.get_by_role("heading", name="Projects").wait_for()
+        page.get_by_text("Import a checkpoint").click()
+        page.get_by_label("New project id").fill("uploaded")
+        page.get_by_label("New project id").press("Enter")
+        picker = page.get_by_label("Checkpoint file")
+        picker.set_input_files(str(broken))
+        page.get_by_text("✓ broken.ckpt").wait_for()
+        page.get_by_text("Checkpoint broken.ckpt is truncated or corrupt").wait_for()
+        playwright_api.expect(page.get_by_role("button", name="Import", exact=True)).to_have_count(0)
+
+        picker.set_input_files(str(upload))
+        page.get_by_text("✓ my_resnet18.pt · 44.8 MB on the server").wait_for()
+        page.get_by_text("the weights fit:").wait_for()  # the first detection builds 111 fingerprints (~9 s)
+        playwright_api.expect(selectbox(page, "Architecture")).to_have_value("resnet18 (100%)")
+        playwright_api.expect(page.get_by_label("Classes", exact=True)).to_have_value("5")
+        page.get_by_label("Input size C,H,W").fill("3,64,64")
+        page.get_by_label("Input size C,H,W").press("Enter")
+        page.screenshot(path=str(ARTIFACTS / "import-form.png"), full_page=True)
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.get_by_text("Imported exp-my_resnet18 into uploaded").first.wait_for()
+        assert not list((ws / ".uploads").iterdir())  # the broken file went when replaced, this one once imported
+        page.get_by_role("link", name="Export the imported checkpoint →").click()
+        page.get_by_role("heading", name="Export a checkpoint").wait_for()
+        playwright_api.expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("uploaded")
+        playwright_api.expect(selectbox(page, "Experiment")).to_have_value("exp-my_resnet18 (exp-my_resnet18)")
+        page.get_by_role("button", name="🚀 Export").click()
+        page.get_by_text("validation passed").first.wait_for()

@@ -1,0 +1,104 @@
+"""The import form's parts: a streamed file picker, what the file says, the fields it leaves open.
+
+``st.file_uploader`` holds the whole file in the server's memory (capped at
+``server.maxUploadSize``); checkpoints can be several GB. The picker here is a small component
+that sends the file as the raw body of one request to ``POST /api/uploads``, which writes it to
+disk in chunks and stages it under an id; the page then imports it with the same service
+function as the CLI and the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from exporter.api import TICKET_TTL_S, upload_ticket
+from exporter.checkpoint import max_checkpoint_bytes
+from exporter.errors import ExportError
+from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
+from exporter.models.task_options import BUILTIN_TASKS
+
+_STATIC = Path(__file__).with_name("static")
+_picker = st.components.v2.component(
+    "aistudio_checkpoint_upload", html=(_STATIC / "upload.html").read_text(),
+    css=(_STATIC / "upload.css").read_text(), js=(_STATIC / "upload.js").read_text())
+OTHER = "other…"
+
+
+def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin") -> dict[str, Any] | None:
+    """The staged upload (``{"upload_id", "filename", "size_bytes"}``) once the file is on the server;
+    a file this session staged before and replaced is removed."""
+    ticket, issued = st.session_state.get("upload_ticket", (None, 0.0))
+    if time.time() - issued > TICKET_TTL_S / 2:  # renewed well before it expires
+        ticket, issued = st.session_state["upload_ticket"] = (upload_ticket(), time.time())
+    base = "/" + st.get_option("server.baseUrlPath").strip("/")
+    limit = max_checkpoint_bytes()
+    result = _picker(key=key, on_upload_change=lambda: None,
+                     data={"url": base.rstrip("/") + "/api/uploads", "accept": accept, "max_bytes": limit,
+                           "limit": f"{limit >> 20} MiB", "ticket": ticket})
+    upload = result.get("upload") if result else None
+    previous = st.session_state.get("staged_upload_id")
+    if upload and previous not in (None, upload["upload_id"]):
+        with contextlib.suppress(ExportError):
+            discard_upload(root, previous)
+    if upload:
+        st.session_state["staged_upload_id"] = upload["upload_id"]
+    return upload
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the file and matching its weights against known architectures…")
+def inspect_staged(root: Path, upload_id: str) -> dict[str, Any]:
+    """``inspect_checkpoint`` of a staged upload, plus its ``filename`` (read once per upload)."""
+    path, info = staged_upload(root, upload_id)
+    return {**inspect_checkpoint(path), "filename": info["filename"]}
+
+
+def import_fields(about: dict[str, Any], project_task: str | None, key: str) -> dict[str, Any] | None:
+    """Task, architecture, classes, input size and name, prefilled from the file and the detected
+    architectures; ``None`` while a field is invalid (the reason is shown under it)."""
+    hp, candidates = about["hyper_parameters"], about["candidates"]
+    said = [f"{k} **{hp[k]}**" for k in ("task", "architecture", "num_classes", "input_size") if hp.get(k)]
+    st.caption(f"`{about['filename']}`: {about['tensors']} tensors · "
+               + (f"the file says {', '.join(said)}" if said else "no hyper-parameters in the file")
+               + ("" if hp.get("architecture") else " · the weights fit: " + (", ".join(
+                   f"`{c['architecture']}` {c['confidence']:.0%}" for c in candidates) or "no known architecture")))
+    best = candidates[0] if candidates and not hp.get("architecture") else {}
+    task = hp.get("task") or project_task or "classification"
+    cols = st.columns(4)
+    task = cols[0].selectbox("Task", BUILTIN_TASKS, index=BUILTIN_TASKS.index(task) if task in BUILTIN_TASKS else 0,
+                             key=f"import-task-{key}")
+    if best:
+        shown = {c["architecture"]: f"{c['architecture']} ({c['confidence']:.0%})" for c in candidates}
+        architecture = cols[1].selectbox("Architecture", [*shown, OTHER], key=f"import-pick-{key}",
+                                         format_func=lambda a: shown.get(a, a))
+    else:
+        architecture = OTHER
+    if architecture == OTHER:
+        architecture = cols[1].text_input("Architecture" if not best else "Other architecture",
+                                          value=hp.get("architecture", ""), key=f"import-arch-{key}",
+                                          placeholder="torchvision name or timm/<name>")
+    num_classes = cols[2].number_input("Classes", min_value=0, value=int(hp.get("num_classes") or best.get(
+        "num_classes") or 0), key=f"import-classes-{key}", help="0 = from the file or the weights")
+    size = hp.get("input_size") or best.get("input_size")
+    input_size = cols[3].text_input("Input size C,H,W", value=",".join(map(str, size)) if size else "",
+                                    key=f"import-size-{key}", placeholder="3,224,224")
+    name = st.text_input("Experiment name", key=f"import-name-{key}", placeholder=Path(about["filename"]).stem)
+    try:
+        parsed_size = parse_input_size(input_size)
+    except ExportError as exc:
+        cols[3].error(exc.message)
+        return None
+    return {"task": task, "architecture": architecture.strip() or None, "num_classes": num_classes or None,
+            "input_size": parsed_size, "name": name.strip() or None}
+
+
+def import_notice(experiment: dict[str, Any], project_id: str) -> str:
+    """One line saying what was imported (shown here and on the Export page it links to)."""
+    model, detected = experiment["model"], experiment["detected"]
+    return (f"Imported `{experiment['id']}` into `{project_id}`: {model['task']} · `{model['architecture']}` · "
+            f"{model.get('num_classes')} classes · input {model.get('input_size')}"
+            + (f" (detected from the weights, {detected[0]['confidence']:.0%} match)" if detected else ""))
