@@ -193,11 +193,13 @@ class _Pipeline:
         ckpt = load_checkpoint(ref.path)
         self.enter("build")
         spec, module, shape = _build(ckpt, experiment, project.task, options)
-        self._save(checkpoint_sha256=ckpt.sha256, model=spec.metadata())
+        sha256 = ckpt.sha256
+        del ckpt  # the weights live in the module now; keeping the state dict too would add 1× to the peak
+        self._save(checkpoint_sha256=sha256, model=spec.metadata())
         self.workdir.mkdir(parents=True, exist_ok=True)
         samples = project.sample_images()
         pool, pool_kind = _input_pool(samples, shape, spec, options)
-        job = _job(module, spec, shape, options, self.record, ckpt.sha256, pool)
+        job = _job(module, spec, shape, options, self.record, sha256, pool)
         self.enter("export")
         artifact = fmt.export(job, self.workdir, self.enter)
         self.enter("validate")

@@ -118,12 +118,16 @@ class OnnxFormat(ExportFormat):
                  earlier: list[str]) -> ExportArtifact:
         warn = [f"exporter {e}" for e in earlier]
         progress("export")
-        model = _torch_export(exporter, job, workdir / "raw")
-        _check_opset(model, job.options["opset_version"], exporter)
+        import onnx
+
+        raw, output_shapes = _torch_export(exporter, job, workdir / "raw")
+        _check_opset(onnx.load(str(raw), load_external_data=False), job.options["opset_version"], exporter)
         if job.options["simplify"]:
             progress("simplify")
-            model = _simplify(model, warn)
-        import onnx
+            model = _simplify(raw, warn)
+        else:
+            model = onnx.load(str(raw))
+        _concrete_output_dims(model, output_shapes, job.dynamic_batch)
 
         options = job.options
         if options["precision"] == "fp16":
@@ -135,10 +139,10 @@ class OnnxFormat(ExportFormat):
             model = _quantize(model, workdir, job)
         files = _save(model, workdir, options["external_data"])
         shutil.rmtree(workdir / "raw", ignore_errors=True)
+        info = describe_model(model, exporter)
+        del model  # ONNX Runtime holds its own copy of the weights from here on
         progress("validate")
-        runner = _checked_runner(files[0], job)
-        return ExportArtifact(files=files, runner=runner, info=describe_model(model, exporter),
-                              warnings=warn)
+        return ExportArtifact(files=files, runner=_checked_runner(files[0], job), info=info, warnings=warn)
 
 
 def exporter_order(choice: str, opset: int) -> list[str]:
@@ -157,8 +161,8 @@ def exporter_order(choice: str, opset: int) -> list[str]:
     return usable
 
 
-def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
-    import onnx
+def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, list[tuple[int, ...]]]:
+    """The exported file, and the output shapes PyTorch produced on the example."""
     import torch
 
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -179,10 +183,7 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> Any:
         with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
             warnings.simplefilter("ignore")
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
-            reference = job.module(example)
-        model = onnx.load(str(path), load_external_data=True)
-        _concrete_output_dims(model, [tuple(t.shape) for t in reference], job.dynamic_batch)
-        return model
+            return path, [tuple(t.shape) for t in job.module(example)]
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
         raise resource_error(exc, "export") or ExporterError(one_line(exc), stage="export") from None
 
@@ -222,18 +223,22 @@ def _check_opset(model: Any, opset: int, exporter: str) -> None:
                             stage="export")
 
 
-def _simplify(model: Any, warn: list[str]) -> Any:
+def _simplify(path: Path, warn: list[str]) -> Any:
+    """onnxsim on the file (given a path it holds ~2× the model at its peak; given a loaded
+    ModelProto, ~5×), or the file as exported when simplification fails."""
+    import onnx
+
     try:
         import onnxsim
 
         with _quiet_native_stderr():  # its constant folder prints a WARNING line per skipped node
-            simplified, ok = onnxsim.simplify(model)
+            simplified, ok = onnxsim.simplify(str(path))
     except Exception as exc:  # noqa: BLE001 - never fail an export for simplification
         warn.append(f"onnxsim failed, kept the unsimplified graph: {one_line(exc, 200)}")
-        return model
+        return onnx.load(str(path))
     if not ok:
         warn.append("onnxsim could not verify the simplified graph; kept the unsimplified one")
-        return model
+        return onnx.load(str(path))
     # onnxsim adds ~20 bookkeeping props; keep the file's metadata ours.
     del simplified.metadata_props[:]
     return simplified
