@@ -145,6 +145,16 @@ class OnnxFormat(ExportFormat):
         return ExportArtifact(files=files, runner=_checked_runner(files[0], job), info=info, warnings=warn)
 
 
+def intermediate_onnx(job: ExportJob, workdir: Path, progress: Progress, **options: Any) -> ExportArtifact:
+    """The ONNX export another format converts from: ONNX defaults plus ``options``, in ``workdir/onnx``."""
+    import dataclasses
+
+    onnx_dir = workdir / "onnx"
+    onnx_dir.mkdir()
+    onnx_options = {**{s.name: s.default for s in OnnxFormat.format_options}, **options}
+    return OnnxFormat().export(dataclasses.replace(job, options={**job.options, **onnx_options}), onnx_dir, progress)
+
+
 def exporter_order(choice: str, opset: int) -> list[str]:
     """Which exporters to try, in order, for ``choice`` at ``opset``.
 

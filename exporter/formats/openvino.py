@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, one_line, resource_error
-from exporter.formats.onnx import DEFAULT_OPSET, OnnxFormat, describe_model, exporter_order
+from exporter.formats.onnx import DEFAULT_OPSET, describe_model, exporter_order, intermediate_onnx
 from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
 from exporter.options import OptionSpec
 
@@ -69,12 +68,7 @@ class OpenVinoFormat(ExportFormat):
         return OpenVinoRunner(path)
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
-        onnx_dir = workdir / "onnx"
-        onnx_dir.mkdir()
-        onnx_options = {**{s.name: s.default for s in OnnxFormat.format_options},
-                        "opset_version": job.options["opset_version"]}
-        onnx_job = dataclasses.replace(job, options={**job.options, **onnx_options})
-        onnx_artifact = OnnxFormat().export(onnx_job, onnx_dir, progress)
+        onnx_artifact = intermediate_onnx(job, workdir, progress, opset_version=job.options["opset_version"])
         progress("export")
         ov = _openvino()
         xml = workdir / "model.xml"
@@ -90,7 +84,7 @@ class OpenVinoFormat(ExportFormat):
 
         info = describe_model(onnx.load(str(onnx_artifact.files[0])), "openvino.convert_model")
         info["openvino_version"] = ov.get_version()
-        shutil.rmtree(onnx_dir, ignore_errors=True)
+        shutil.rmtree(workdir / "onnx", ignore_errors=True)
         progress("validate")
         runner = OpenVinoRunner(xml, fp16=job.options["compress_to_fp16"])
         return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner, info=info,

@@ -131,3 +131,20 @@ def test_tensorrt_unavailable_without_the_package_or_a_gpu(tmp_path, monkeypatch
         get_format("tensorrt")
     row = next(f for f in get_available_formats() if f["name"] == "tensorrt")
     assert [o["name"] for o in row["options"]][-2:] == ["precision", "max_batch"]
+
+
+def test_tensorrt_option_checks_and_refusals_without_a_gpu():
+    from exporter.errors import InvalidOptionError
+    from exporter.formats.tensorrt import TensorRtFormat, profile_shapes
+
+    fmt = TensorRtFormat()
+    with pytest.raises(InvalidOptionError, match="max_batch must be at least 2"):
+        fmt.check_options({"dynamic_batch": True, "max_batch": 1, "precision": "fp32"})
+    fmt.check_options({"dynamic_batch": False, "max_batch": 1, "precision": "fp32"})
+    with pytest.raises(InvalidOptionError, match="fp16 cannot carry object_detection"):
+        fmt.check_task("object_detection", {"precision": "fp16"})
+    fmt.check_task("classification", {"precision": "fp16"})
+    assert fmt.default_tolerance({"precision": "fp16"}) > fmt.default_tolerance({"precision": "fp32"})
+    assert profile_shapes((1, 3, 64, 64), True, 8) == {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64],
+                                                       "max": [8, 3, 64, 64]}
+    assert profile_shapes((4, 3, 64, 64), False, 8)["max"] == [4, 3, 64, 64]
