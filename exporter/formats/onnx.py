@@ -291,7 +291,12 @@ class _Calibration:
 
 
 def _quantize(model: Any, workdir: Path, job: ExportJob) -> Any:
-    """INT8 with onnxruntime: dynamic (weights only) or static QDQ calibrated on real inputs."""
+    """INT8 with onnxruntime: dynamic (weights only) or static QDQ calibrated on real inputs.
+
+    Unsigned 8-bit activations with signed weights (U8S8) is ONNX Runtime's fast x86 path
+    (VNNI): resnet50 static 6.4 ms vs 15.9 ms for S8S8 and 18.5 ms FP32; dynamic with unsigned
+    weights 19.7 ms vs 99 ms signed (ConvInteger). On AVX2 CPUs without VNNI, U8S8 products can
+    saturate; validation on the target's own inputs is what tells."""
     import onnx
     from onnxruntime import quantization as q
 
@@ -302,10 +307,10 @@ def _quantize(model: Any, workdir: Path, job: ExportJob) -> Any:
             reader = _Calibration(job.input_names[0], job.calibration.astype(np.float32),
                                   job.options["calibration_samples"])
             q.quantize_static(str(source), str(target), reader, quant_format=q.QuantFormat.QDQ,
-                              per_channel=True, activation_type=q.QuantType.QInt8,
+                              per_channel=True, activation_type=q.QuantType.QUInt8,
                               weight_type=q.QuantType.QInt8)
         else:
-            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QInt8, per_channel=True)
+            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QUInt8, per_channel=True)
         quantized = onnx.load(str(target))
     except Exception as exc:  # noqa: BLE001
         raise ExporterError(f"int8 quantization failed: {one_line(exc)}", stage="export") from None
