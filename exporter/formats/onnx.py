@@ -66,7 +66,8 @@ class OnnxFormat(ExportFormat):
                    "fp16 halves the file (float32 inputs/outputs kept); int8 quarters it.",
                    choices=tuple(PRECISION_TOLERANCE)),
         OptionSpec("quantization", "choice", "dynamic",
-                   "int8 only: dynamic (weights), or static (QDQ, calibrated on samples + synthetic images).",
+                   "int8 only: dynamic (weights only: ¼ size, about FP32 speed on CNNs), or static (QDQ "
+                   "calibrated on samples + synthetic images: ¼ size and ~3× faster than FP32 on x86).",
                    choices=("dynamic", "static")),
         OptionSpec("calibration_samples", "int", 16, "int8 static: images used to calibrate activations.",
                    minimum=1, maximum=512),
