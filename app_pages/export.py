@@ -55,6 +55,8 @@ for col, fmt in zip(st.columns(len(formats)), formats, strict=True):
         title = f"**{fmt['display_name']}** `{fmt['suffix']}`"
         st.markdown(title if fmt["available"] else f":gray[{title}]")
         st.caption("Available" if fmt["available"] else f":gray[{fmt['reason']}]")
+        if fmt["note"]:
+            st.caption(f"ⓘ {fmt['note']}")
 available = [f["name"] for f in formats if f["available"]]
 format_name = st.radio("Export as", available, horizontal=True, key="format",
                        format_func=lambda n: next(f["display_name"] for f in formats if f["name"] == n))

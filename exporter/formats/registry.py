@@ -65,6 +65,7 @@ class ExportFormat:
     suffix: ClassVar[str] = ""
     format_options: ClassVar[tuple[OptionSpec, ...]] = ()
     unsupported_tasks: ClassVar[dict[str, str]] = {}  # task → why this format cannot carry its models
+    note: ClassVar[str] = ""  # a caveat every user of the format should read before choosing it
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -160,6 +161,6 @@ def get_available_formats(task: str | None = None) -> list[dict[str, Any]]:
         if available and task in cls.unsupported_tasks:
             available, reason = False, f"cannot carry {task} models: {cls.unsupported_tasks[task]}"
         rows.append({"name": cls.name, "display_name": cls.display_name, "suffix": cls.suffix,
-                     "available": available, "reason": reason,
+                     "available": available, "reason": reason, "note": cls.note,
                      "options": [spec.describe() for spec in cls.options()]})
     return rows

@@ -101,6 +101,7 @@ class TrtRunner:
 class TensorRtFormat(ExportFormat):
     """ONNX (as for the ONNX format, FP16 ONNX for fp16) → TensorRT builder → serialized engine."""
 
+    note = "An engine runs only with the TensorRT version and GPU model it was built on."
     format_options = (
         OptionSpec("precision", "choice", "fp32", "fp16 is built from an FP16 ONNX (TensorRT 11 has no precision "
                    "flags).", choices=("fp32", "fp16")),

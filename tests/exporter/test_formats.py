@@ -131,6 +131,7 @@ def test_tensorrt_unavailable_without_the_package_or_a_gpu(tmp_path, monkeypatch
         get_format("tensorrt")
     row = next(f for f in get_available_formats() if f["name"] == "tensorrt")
     assert [o["name"] for o in row["options"]][-2:] == ["precision", "max_batch"]
+    assert "TensorRT version and GPU model" in row["note"]  # shown on the format's card
 
 
 def test_tensorrt_option_checks_and_refusals_without_a_gpu():
