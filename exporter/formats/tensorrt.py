@@ -60,7 +60,7 @@ def _trt():
 class TrtRunner:
     """A deserialized engine run on the GPU through torch's CUDA tensors (no pycuda needed)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, output_order: list[str] | None = None) -> None:
         trt = _trt()
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -71,6 +71,8 @@ class TrtRunner:
         mode = self.engine.get_tensor_mode
         self.inputs = [n for n in names if mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if mode(n) == trt.TensorIOMode.OUTPUT]
+        if output_order and sorted(output_order) == sorted(self.outputs):  # validation pairs outputs by position
+            self.outputs = list(output_order)
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -134,7 +136,8 @@ class TensorRtFormat(ExportFormat):
         return 0.99 if options["precision"] == "fp16" else None
 
     def load(self, path: Path) -> TrtRunner:
-        return TrtRunner(path)
+        meta = path.with_name(META_FILE)
+        return TrtRunner(path, json.loads(meta.read_text()).get("outputs") if meta.is_file() else None)
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         onnx_artifact = intermediate_onnx(job, workdir, progress, precision=job.options["precision"])
@@ -160,7 +163,7 @@ class TensorRtFormat(ExportFormat):
         progress("validate")
         note = (f"The engine runs only with TensorRT {built_for['tensorrt_version']} on a {built_for['gpu']} "
                 f"(compute capability {built_for['compute_capability']}); rebuild it for another GPU or version.")
-        return ExportArtifact(files=[engine, workdir / META_FILE], runner=TrtRunner(engine),
+        return ExportArtifact(files=[engine, workdir / META_FILE], runner=TrtRunner(engine, list(job.output_names)),
                               info={**info, **built_for}, warnings=[*onnx_artifact.warnings, note])
 
 
