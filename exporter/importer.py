@@ -96,11 +96,10 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
                   **_given(request)}
     if not model_meta.get("architecture"):
         raise ArchitectureError(_choose_message(detected, task), stage="build")
-    if model_meta["architecture"].startswith("timm/") and "normalization" not in model_meta:
-        from exporter.models.classification import timm_normalization  # ViTs use 0.5, most others ImageNet's
+    from exporter.models.classification import timm_normalization
 
-        if norm := timm_normalization(model_meta["architecture"].removeprefix("timm/")):
-            model_meta["normalization"] = norm
+    if "normalization" not in model_meta and (norm := timm_normalization(model_meta["architecture"])):
+        model_meta["normalization"] = norm
     spec = ModelSpec.resolve({}, model_meta)
     adapter = get_task(spec.task)
     model = adapter.build(spec)

@@ -87,10 +87,7 @@ class OnnxFormat(ExportFormat):
 
     def check_task(self, task: str | None, options: dict[str, Any]) -> None:
         super().check_task(task, options)
-        if options["precision"] == "fp16" and task in FP16_UNSUPPORTED:
-            raise InvalidOptionError(
-                f"precision=fp16 cannot carry {task} models: onnxconverter-common retypes the Cast nodes "
-                "around the in-graph NMS and the file no longer loads. Use fp32 (or int8).")
+        refuse_fp16(task, options["precision"], instead="fp32 (or int8)")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return PRECISION_TOLERANCE[options["precision"]]
@@ -144,6 +141,18 @@ class OnnxFormat(ExportFormat):
         del model  # ONNX Runtime holds its own copy of the weights from here on
         progress("validate")
         return ExportArtifact(files=files, runner=_checked_runner(files[0], job), info=info, warnings=warn)
+
+
+def refuse_fp16(task: str | None, precision: str, instead: str) -> None:
+    """FP16 ONNX cannot carry the in-graph NMS of detection tasks (ONNX and TensorRT, which builds from it).
+
+    Raises:
+        InvalidOptionError: ``precision`` is fp16 and ``task`` is a detection task.
+    """
+    if precision == "fp16" and task in FP16_UNSUPPORTED:
+        raise InvalidOptionError(
+            f"precision=fp16 cannot carry {task} models: onnxconverter-common retypes the Cast nodes "
+            f"around the in-graph NMS and the file no longer loads. Use {instead}.")
 
 
 def intermediate_onnx(job: ExportJob, workdir: Path, progress: Progress, **options: Any) -> ExportArtifact:

@@ -87,9 +87,14 @@ class ExportFormat:
             FormatUnavailableError: the format cannot carry the task at all.
             InvalidOptionError: it can, but not with these options.
         """
-        if task in self.unsupported_tasks:
-            raise FormatUnavailableError(f"Format {self.name!r} cannot carry {task} models: "
-                                         f"{self.unsupported_tasks[task]}.")
+        if why := self.cannot_carry(task):
+            raise FormatUnavailableError(f"Format {self.name!r} {why}.")
+
+    @classmethod
+    def cannot_carry(cls, task: str | None) -> str:
+        """Why this format cannot carry ``task`` models at all ("" when it can)."""
+        reason = cls.unsupported_tasks.get(task) if task else None
+        return f"cannot carry {task} models: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""
@@ -158,8 +163,8 @@ def get_available_formats(task: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for cls in _FORMATS.values():
         available, reason = cls.is_available()
-        if available and task in cls.unsupported_tasks:
-            available, reason = False, f"cannot carry {task} models: {cls.unsupported_tasks[task]}"
+        if available and (why := cls.cannot_carry(task)):
+            available, reason = False, why
         rows.append({"name": cls.name, "display_name": cls.display_name, "suffix": cls.suffix,
                      "available": available, "reason": reason, "note": cls.note,
                      "options": [spec.describe() for spec in cls.options()]})

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.onnx import FP16_UNSUPPORTED, describe_model, intermediate_onnx
+from exporter.formats.onnx import describe_model, intermediate_onnx, refuse_fp16
 from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
 from exporter.options import OptionSpec
 
@@ -125,9 +125,7 @@ class TensorRtFormat(ExportFormat):
 
     def check_task(self, task: str | None, options: dict[str, Any]) -> None:
         super().check_task(task, options)
-        if options["precision"] == "fp16" and task in FP16_UNSUPPORTED:
-            raise InvalidOptionError(f"precision=fp16 cannot carry {task} models (the FP16 ONNX it is built from "
-                                     "does not load); use fp32.")
+        refuse_fp16(task, options["precision"], instead="fp32")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return TOLERANCE[options["precision"]]

@@ -40,8 +40,12 @@ def build_timm_classifier(name: str, num_classes: int, input_size: tuple) -> nn.
     return model
 
 
-def timm_normalization(name: str) -> dict[str, list[float]] | None:
-    """The mean/std a timm model was configured with (ViTs use 0.5, most others ImageNet's)."""
+def timm_normalization(architecture: str) -> dict[str, list[float]] | None:
+    """The mean/std a ``timm/<name>`` model was configured with (ViTs use 0.5, most others ImageNet's);
+    None for other architectures."""
+    if not architecture.startswith(TIMM_PREFIX):
+        return None
+    name = architecture.removeprefix(TIMM_PREFIX)
     try:
         import timm
 

@@ -60,6 +60,7 @@ class _Fingerprint:
 def detect_architecture(state_dict: dict[str, Any], top: int = 5, min_confidence: float = 0.5) -> list[Candidate]:
     """The best-matching classifier architectures for ``state_dict``, most confident first."""
     from exporter.checkpoint import strip_prefix
+    from exporter.models.classification import TIMM_PREFIX
 
     tensors = {k: v for k, v in state_dict.items() if hasattr(v, "shape") and not k.endswith("num_batches_tracked")}
     found = []
@@ -69,7 +70,7 @@ def detect_architecture(state_dict: dict[str, Any], top: int = 5, min_confidence
         if score >= min_confidence:
             found.append(Candidate(name, score, _num_classes(stripped, print_), _input_size(stripped), prefix))
     # Equal confidence: prefer torchvision (no extra dependency), then the shorter name.
-    found.sort(key=lambda c: (-c.confidence, c.architecture.startswith("timm/"), len(c.architecture)))
+    found.sort(key=lambda c: (-c.confidence, c.architecture.startswith(TIMM_PREFIX), len(c.architecture)))
     return found[:top]
 
 
@@ -103,9 +104,9 @@ def _input_size(stripped: dict[str, Any]) -> tuple[int, int, int] | None:
 def _fingerprints() -> dict[str, _Fingerprint]:
     import warnings
 
-    from exporter.models.classification import torchvision_classifiers
+    from exporter.models.classification import TIMM_PREFIX, torchvision_classifiers
 
-    names = list(torchvision_classifiers()) + [f"timm/{n}" for n in TIMM_CANDIDATES if _timm_has(n)]
+    names = list(torchvision_classifiers()) + [TIMM_PREFIX + n for n in TIMM_CANDIDATES if _timm_has(n)]
     prints = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
