@@ -4,7 +4,7 @@ import streamlit as st
 
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats, get_format
-from exporter.jobs import cancel_export, start_export
+from exporter.jobs import ACTIVE, cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
@@ -79,11 +79,21 @@ if st.button("🚀 Export", type="primary", key="export"):
         st.toast(f"Started {record['id']}")
 
 
-@st.fragment(run_every=1.0)
-def live_exports() -> None:
-    """Running exports of this project and the latest result, read from disk (a refresh loses nothing)."""
-    entries = store.list()
-    active = [e for e in entries if e["status"] in ("pending", "running")]
+active_ids = [e["id"] for e in store.list() if e["status"] in ACTIVE]
+
+
+@st.fragment(run_every=1.0 if active_ids else 5.0)
+def running_exports() -> None:
+    """This project's pending/running exports: progress every second while there are any, and a
+    look every 5 s otherwise for exports started elsewhere (CLI, API, another tab).
+
+    Only this fragment reruns on the timer; the result below is drawn by full runs alone, and its
+    download is a plain link the browser fetches by itself. When an export starts or ends, the
+    whole page reruns once (to show the result and set the timer's pace).
+    """
+    active = [e for e in store.list() if e["status"] in ACTIVE]
+    if [e["id"] for e in active] != active_ids:
+        st.rerun()
     if active:
         st.subheader("Running")
     for entry in active:
@@ -93,14 +103,14 @@ def live_exports() -> None:
         if right.button("Cancel", key=f"cancel-{entry['id']}"):
             cancel_export(workspace, entry["id"])
             st.rerun()
-    finished = [e for e in entries if e["status"] not in ("pending", "running")]
-    wanted = st.session_state.get("last_export_id")
-    latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
-    if latest:
-        st.subheader("Result")
-        result_view(store.get(latest["id"]), store, key="export")
-    elif not active:
-        st.caption("Exports you start appear here with live progress; the History page keeps them all.")
 
 
-live_exports()
+running_exports()
+finished = [e for e in store.list() if e["status"] not in ACTIVE]
+wanted = st.session_state.get("last_export_id")
+latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
+if latest:
+    st.subheader("Result")
+    result_view(store.get(latest["id"]))
+elif not active_ids:
+    st.caption("Exports you start appear here with live progress; the History page keeps them all.")

@@ -63,7 +63,7 @@ with actions[1].popover("🗑️ Delete"):
         except ExportError as exc:
             st.error(exc.message)
 
-result_view(record, store, key="history")
+result_view(record)
 
 st.divider()
 st.subheader("Compare exports")

@@ -2,8 +2,9 @@
 
 Every error answers ``{"error": {"type", "message"}}`` with a 4xx status (a 500 never carries
 a traceback). When ``AISTUDIO_API_TOKEN`` is set, every route requires
-``Authorization: Bearer <token>`` — except that ``POST /api/uploads`` also takes an
-``X-Upload-Ticket`` the dashboard hands its own upload widget (:func:`upload_ticket`).
+``Authorization: Bearer <token>`` — except the two routes the dashboard's own browser widgets call,
+which also take the page's ticket (:func:`page_ticket`): ``POST /api/uploads`` as the
+``X-Upload-Ticket`` header, ``GET /api/export/{id}/download`` as ``?ticket=`` (a link cannot send headers).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MAX_BODY_BYTES = 1 << 20
 TOKEN_ENV = "AISTUDIO_API_TOKEN"
 CHUNK = 1 << 20
 TICKET_TTL_S = 12 * 3600
-_TICKETS: dict[str, float] = {}  # upload ticket → expiry (this process only: the dashboard serves the API)
+_TICKETS: dict[str, float] = {}  # page ticket → expiry (this process only: the dashboard serves the API)
 # Streamlit's gzip middleware would re-encode model files (dropping Content-Length and Range,
 # burning CPU on GBs); it leaves responses that already declare an encoding alone.
 NO_GZIP = {"Content-Encoding": "identity"}
@@ -55,9 +56,10 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
 
-def upload_ticket() -> str | None:
-    """A ticket that lets the dashboard's browser widget stream a file to ``POST /api/uploads`` when
-    the API requires a token (the token itself never reaches the page); ``None`` when none is set."""
+def page_ticket() -> str | None:
+    """A ticket that lets the dashboard's browser widgets stream a file to ``POST /api/uploads`` and
+    download from ``GET /api/export/{id}/download`` when the API requires a token (the token itself
+    never reaches the page); ``None`` when none is set."""
     if not os.environ.get(TOKEN_ENV):
         return None
     now = time.time()
@@ -72,12 +74,21 @@ def _require_token(request: Request) -> None:
     token = os.environ.get(TOKEN_ENV)
     if not token:
         return
-    ticket = request.headers.get("x-upload-ticket", "")
-    if request.method == "POST" and request.url.path.endswith("/uploads") and _TICKETS.get(ticket, 0) > time.time():
+    if _TICKETS.get(_page_ticket_of(request), 0) > time.time():
         return
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise _ApiError(401, "Unauthorized", f"Send 'Authorization: Bearer <token>' (set by {TOKEN_ENV}).")
+
+
+def _page_ticket_of(request: Request) -> str:
+    """The ticket a page widget sent, on the only routes that take one ("" elsewhere)."""
+    path = request.url.path
+    if request.method == "POST" and path.endswith("/uploads"):
+        return request.headers.get("x-upload-ticket", "")
+    if request.method == "GET" and path.endswith("/download"):
+        return request.query_params.get("ticket", "")
+    return ""
 
 
 class _ApiError(Exception):

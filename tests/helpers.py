@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from tests.conftest import ROOT
+
+# Demo (project, experiment) pairs: tensor-compared tasks, then tasks with their own comparison.
+DEMO = [("demo-classification", "exp-resnet18-shapes"), ("demo-regression", "exp-resnet18-center"),
+        ("demo-anomaly", "exp-padim-resnet18"), ("demo-anomaly", "exp-autoencoder")]
+TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
+              ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
+              ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
+
+
+def cli(*args, workspace=None) -> subprocess.CompletedProcess:
+    """Run `python -m exporter ARGS` as a user would (a real subprocess, text output)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "exporter", *args]
+    if workspace:
+        cmd += ["--workspace", str(workspace)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
 def lively_init(model: nn.Module, seed: int = 0) -> nn.Module:

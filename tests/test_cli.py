@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from exporter.demo import DEMO_PROJECTS
-from tests.conftest import ROOT, read_index
-from tests.exporter.test_service import TASK_DEMOS
-
-
-def cli(*args, workspace=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "exporter", *args]
-    if workspace:
-        cmd += ["--workspace", str(workspace)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+from tests.conftest import read_index
+from tests.helpers import TASK_DEMOS, cli
 
 
 @pytest.fixture(scope="module")

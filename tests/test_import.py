@@ -15,9 +15,8 @@ import torch
 
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import NotFoundError
-from tests.helpers import lively_init
+from tests.helpers import cli, lively_init
 from tests.server import running_server
-from tests.test_cli import cli
 
 TIMM = ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "convnext_atto"]
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import time
 from typing import Any
+from urllib.parse import quote
 
 import streamlit as st
 
 from exporter import report
-from exporter.store import ExportStore
+from exporter.api import TICKET_TTL_S, page_ticket
 from exporter.workspace import Workspace
 
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
@@ -77,7 +80,7 @@ def progress_panel(record: dict[str, Any]) -> None:
     st.progress(float(progress.get("fraction", 0.0)), text=f"{record['id']} · {label}")
 
 
-def result_view(record: dict[str, Any], store: ExportStore, key: str) -> None:
+def result_view(record: dict[str, Any]) -> None:
     """Everything about one export: state, file, model, validation, how to run it, download."""
     st.markdown(f"#### {record['id']} &nbsp; {badge(record)}")
     st.caption(f"{record.get('project_id')} / {record.get('experiment_id')} · checkpoint "
@@ -103,7 +106,7 @@ def result_view(record: dict[str, Any], store: ExportStore, key: str) -> None:
         st.code(report.usage_snippet(record), language="python")
     with tabs[3]:
         st.json(record, expanded=False)
-    download_section(record, store, key)
+    download_section(record)
 
 
 def _summary_metrics(record: dict[str, Any]) -> None:
@@ -183,16 +186,44 @@ def model_section(record: dict[str, Any]) -> None:
     st.caption("Environment: " + ", ".join(f"{k} {v}" for k, v in (record.get("environment") or {}).items() if v))
 
 
-def download_section(record: dict[str, Any], store: ExportStore, key: str) -> None:
-    """Download button for a small file, or the streamed API link for large / multi-file ones."""
-    url = f"/api/export/{record['id']}/download"
-    if report.download_kind(record) == "button":
-        path = report.primary_file(record, store.root)
-        st.download_button(f"⬇️ Download {path.name}", data=lambda: path.read_bytes(), file_name=path.name,
-                           mime="application/octet-stream", key=f"dl-{key}-{record['id']}", type="primary")
-    else:
-        st.link_button("⬇️ Download (streamed)", url, type="primary")
-    st.caption(f"API: `GET {url}`")
+def session_ticket() -> str | None:
+    """This browser session's ticket for the API routes its widgets call (``None`` without a token)."""
+    ticket, issued = st.session_state.get("page_ticket", (None, 0.0))
+    if time.time() - issued > TICKET_TTL_S / 2:  # renewed well before it expires
+        ticket, issued = st.session_state["page_ticket"] = (page_ticket(), time.time())
+    return ticket
+
+
+def api_url(path: str) -> str:
+    """``/api/<path>`` under the server's base URL path."""
+    base = "/" + st.get_option("server.baseUrlPath").strip("/")
+    return base.rstrip("/") + "/api/" + path.lstrip("/")
+
+
+def download_section(record: dict[str, Any]) -> None:
+    """A download link to the streamed API route (one file, or a zip of several).
+
+    A plain link, not ``st.download_button``: the browser fetches the file from disk on its own
+    (Range, ETag), so no rerun of the page — a progress timer, another export finishing — can
+    cancel a download in flight, and no file is held in the server's memory.
+    """
+    path = f"export/{record['id']}/download"
+    files = record.get("files") or []
+    name = files[0]["name"] if len(files) == 1 else f"{record['id']}-{record.get('format')}.zip"
+    href = api_url(path) + (f"?ticket={quote(ticket)}" if (ticket := session_ticket()) else "")
+    size = sum(f.get("size_bytes", 0) for f in files) / 1e6
+    st.html(f'<a class="aistudio-download" href="{html.escape(href)}" download="{html.escape(name)}" '
+            f'role="button">⬇️ Download {html.escape(name)}</a>'
+            f'<span class="aistudio-download-size">{size:.1f} MB, streamed</span>' + _DOWNLOAD_CSS)
+    st.caption(f"API: `GET /api/{path}`")
+
+
+_DOWNLOAD_CSS = """<style>
+a.aistudio-download { display: inline-block; padding: 0.4rem 0.9rem; border-radius: 0.5rem;
+  background: #ff4b4b; color: #fff !important; text-decoration: none !important; font-weight: 500; }
+a.aistudio-download:hover { background: #e03e3e; }
+.aistudio-download-size { margin-left: 0.75rem; opacity: 0.7; font-size: 0.9rem; }
+</style>"""
 
 
 def option_inputs(specs: list[Any], defaults: dict[str, Any], key: str) -> dict[str, Any]:

@@ -10,17 +10,16 @@ function as the CLI and the API.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from exporter.api import TICKET_TTL_S, upload_ticket
 from exporter.checkpoint import max_checkpoint_bytes
 from exporter.errors import ExportError
 from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
 from exporter.models.task_options import BUILTIN_TASKS
+from ui.components import api_url, session_ticket
 
 _STATIC = Path(__file__).with_name("static")
 _picker = st.components.v2.component(
@@ -32,13 +31,10 @@ OTHER = "other…"
 def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin") -> dict[str, Any] | None:
     """The staged upload (``{"upload_id", "filename", "size_bytes"}``) once the file is on the server;
     a file this session staged before and replaced is removed."""
-    ticket, issued = st.session_state.get("upload_ticket", (None, 0.0))
-    if time.time() - issued > TICKET_TTL_S / 2:  # renewed well before it expires
-        ticket, issued = st.session_state["upload_ticket"] = (upload_ticket(), time.time())
-    base = "/" + st.get_option("server.baseUrlPath").strip("/")
+    ticket = session_ticket()
     limit = max_checkpoint_bytes()
     result = _picker(key=key, on_upload_change=lambda: None,
-                     data={"url": base.rstrip("/") + "/api/uploads", "accept": accept, "max_bytes": limit,
+                     data={"url": api_url("uploads"), "accept": accept, "max_bytes": limit,
                            "limit": f"{limit >> 20} MiB", "ticket": ticket})
     upload = result.get("upload") if result else None
     previous = st.session_state.get("staged_upload_id")

@@ -10,7 +10,7 @@ import pytest
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import FormatUnavailableError
 from exporter.formats import get_available_formats, get_format
-from tests.exporter.test_service import DEMO, TASK_DEMOS
+from tests.helpers import DEMO, TASK_DEMOS
 
 CLS = ("demo-classification", "exp-resnet18-shapes")
 # What a format cannot carry, declared in its availability for the task (not a late failure).

@@ -10,7 +10,7 @@ from exporter.formats import format_names, get_available_formats, get_format
 from exporter.formats.onnx import _simplify
 from exporter.models import task_names
 from exporter.models.task_options import BUILTIN_TASKS
-from tests.exporter.test_service import DEMO, TASK_DEMOS
+from tests.helpers import DEMO, TASK_DEMOS
 
 ROUND_TRIP_TESTED_FORMATS = {"onnx", "torchscript", "openvino"}
 

@@ -14,13 +14,7 @@ from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import FormatUnavailableError, InvalidOptionError, NotFoundError, UnknownFormatError
 from exporter.store import ExportStore
 from tests.conftest import read_index
-from tests.helpers import classifier_checkpoint, write_experiment
-
-DEMO = [("demo-classification", "exp-resnet18-shapes"), ("demo-regression", "exp-resnet18-center"),
-        ("demo-anomaly", "exp-padim-resnet18"), ("demo-anomaly", "exp-autoencoder")]
-TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
-              ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
-              ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
+from tests.helpers import DEMO, classifier_checkpoint, write_experiment
 
 
 def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:

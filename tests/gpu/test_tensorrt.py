@@ -12,7 +12,7 @@ import pytest
 
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.formats.tensorrt import TensorRtFormat
-from tests.exporter.test_service import DEMO, TASK_DEMOS
+from tests.helpers import DEMO, TASK_DEMOS
 
 available, reason = TensorRtFormat.is_available()
 pytestmark = pytest.mark.skipif(not available, reason=f"TensorRT unavailable here: {reason}")

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -80,15 +81,47 @@ def test_export_in_the_browser_and_download(page, base_url, tmp_path):
     chart.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "result-histogram.png"))
 
-    with page.expect_download() as info:
-        page.get_by_role("button", name="⬇️ Download model.onnx").click()
-    target = tmp_path / "model.onnx"
-    info.value.save_as(target)
+    target = download(page, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": np.random.rand(2, 3, 64, 64).astype(np.float32)})
     assert logits.shape == (2, 3)
     sha_line = page.get_by_text("sha256").first.inner_text()
     assert hashlib.sha256(target.read_bytes()).hexdigest() in sha_line
+
+
+def download(page, target):
+    """Click the result's download link and save the file to ``target``."""
+    with page.expect_download() as info:
+        page.get_by_role("button", name=f"⬇️ Download {target.name}").click()
+    info.value.save_as(target)
+    return target
+
+
+def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
+    """Ten downloads in a row, each while another export of the project runs (so the page's progress
+    timer fires during every download, and the page reruns when that export ends): every file is
+    byte-identical to the record's sha256 — no download is cancelled by a refresh."""
+    project, experiment = "demo-classification", "exp-resnet18-shapes"
+    api = httpx.Client(base_url=f"{base_url}/api", timeout=30)
+    page.goto(base_url)
+    choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
+    page.get_by_role("button", name="🚀 Export").click()
+    page.get_by_text("validation passed").first.wait_for()
+    shown = page.locator("h4").filter(has_text="export-").first.inner_text().split()[0]
+    expected = api.get(f"/export/{shown}").json()["files"][0]["sha256"]
+    busy = 0
+    for attempt in range(10):
+        running = [e for e in api.get("/exports", params={"project_id": project}).json()
+                   if e["status"] in ("pending", "running")]
+        if not running:  # keep one export going in the background (the page started none of them)
+            api.post("/export", json={"project_id": project, "experiment_id": experiment,
+                                      "options": {"input_shape": [1, 3, 160, 160]}}).raise_for_status()
+        page.get_by_role("heading", name="Running").wait_for()  # the 1 s timer is on
+        busy += 1
+        target = download(page, tmp_path / f"try-{attempt}" / "model.onnx")
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == expected, f"download {attempt} differs"
+        playwright_api.expect(page.locator("h4").filter(has_text=shown)).to_have_count(1)  # still the same result
+    assert busy == 10
 
 
 def test_projects_jump_to_export_preselected(page, base_url):
@@ -156,3 +189,10 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
         playwright_api.expect(selectbox(page, "Experiment")).to_have_value("exp-my_resnet18 (exp-my_resnet18)")
         page.get_by_role("button", name="🚀 Export").click()
         page.get_by_text("validation passed").first.wait_for()
+        # The download link carries the page's ticket: the token never reaches the page.
+        href = page.get_by_role("button", name="⬇️ Download model.onnx").get_attribute("href")
+        assert "ticket=" in href and "t0ken" not in page.content()
+        saved = download(page, tmp_path / "model.onnx")
+        assert ort.InferenceSession(str(saved), providers=["CPUExecutionProvider"]).get_outputs()[0].name == "logits"
+        forged = href.split("ticket=")[0] + "ticket=forged"
+        assert httpx.get(f"{base}{forged}").status_code == 401
