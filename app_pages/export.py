@@ -75,8 +75,8 @@ if st.button("🚀 Export", type="primary", key="export"):
     except ExportError as exc:
         st.error(exc.message)
     else:
-        st.session_state["last_export_id"] = record["id"]
-        st.toast(f"Started {record['id']}")
+        st.session_state["last_export_id"] = record.id
+        st.toast(f"Started {record.id}")
 
 
 active_ids = [e["id"] for e in store.list() if e["status"] in ACTIVE]

@@ -4,7 +4,7 @@ import streamlit as st
 
 from exporter import report
 from exporter.errors import ExportError
-from exporter.jobs import cancel_export, start_export
+from exporter.jobs import delete_export, start_export
 from exporter.service import ExportRequest
 from exporter.store import all_exports, find_export
 from exporter.workspace import Workspace
@@ -33,7 +33,8 @@ st.dataframe([{
     "id": e["id"], "created": e["created_at"], "project": e["project_id"], "experiment": e["experiment_id"],
     "checkpoint": e["checkpoint"], "format": e["format"], "status": e["status"],
     "validation": (e.get("validation") or {}).get("verdict") or "—",
-    "size MB": e.get("output_size_mb"), "stale": "⚠️ stale" if report.is_stale(e) else "",
+    "size MB": e.get("output_size_mb"),
+    "stale": "⚠️ stale" if report.is_stale(e.get("checkpoint_sha256"), e.get("checkpoint_path")) else "",
 } for e in shown[:500]], hide_index=True, width="stretch")
 
 if not records:
@@ -42,22 +43,21 @@ if not records:
 
 selected = st.selectbox("Open export", list(records), key="h_selected",
                         format_func=lambda i: f"{i} · {records[i]['experiment_id']} · {records[i]['status']}")
-store, record = find_export(workspace, selected)
+_, record = find_export(workspace, selected)
 actions = st.columns([1, 1, 2])
 if actions[0].button("🔁 Re-run with the same options", key="h_rerun"):
-    options = {k: v for k, v in (record.get("options") or {}).items() if v is not None}
+    options = {k: v for k, v in record.options.items() if v is not None}
     try:
-        new = start_export(workspace, ExportRequest(record["project_id"], record["experiment_id"],
-                                                    record["checkpoint"], record["format"], options))
-        st.success(f"Started {new['id']}; follow it on the Export page or here.")
+        new = start_export(workspace, ExportRequest(record.project_id, record.experiment_id,
+                                                    record.checkpoint, record.format, options))
+        st.success(f"Started {new.id}; follow it on the Export page or here.")
     except ExportError as exc:
         st.error(exc.message)
 with actions[1].popover("🗑️ Delete"):
     st.write(f"Delete **{selected}** and its files? This cannot be undone.")
     if st.button("Yes, delete it", type="primary", key="h_delete"):
         try:
-            cancel_export(workspace, selected)
-            store.delete(selected)
+            delete_export(workspace, selected)
             st.session_state.pop("h_selected", None)
             st.rerun()
         except ExportError as exc:

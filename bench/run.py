@@ -29,8 +29,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def bench_exports(root: Path, repeats: int) -> list[dict]:
     """End-to-end export (load → build → export → simplify → validate → store) per model."""
+    from demo import build_demo
     from exporter import ExportRequest, Workspace, export_checkpoint
-    from exporter.demo import build_demo
     from tests.helpers import classifier_checkpoint
 
     build_demo(root)
@@ -43,7 +43,7 @@ def bench_exports(root: Path, repeats: int) -> list[dict]:
             totals, stages, record = [], [], None
             for _ in range(repeats):
                 start = time.perf_counter()
-                record = export_checkpoint(ws, ExportRequest(project.id, experiment.id))
+                record = export_checkpoint(ws, ExportRequest(project.id, experiment.id)).to_json()
                 totals.append(time.perf_counter() - start)
                 stages.append(record["timings_s"])
             rows.append({"model": f"{project.id}/{experiment.id}", "architecture": record["model"]["architecture"],
@@ -81,7 +81,7 @@ def bench_formats(root: Path, repeats: int) -> list[dict]:
     from exporter import ExportRequest, Workspace, export_checkpoint
     from exporter.checkpoint import load_checkpoint
     from exporter.formats import get_format
-    from exporter.service import build_wrapped
+    from exporter.pipeline import build_wrapped
 
     torch.set_num_threads(2)
     ws = Workspace(root)
@@ -96,7 +96,8 @@ def bench_formats(root: Path, repeats: int) -> list[dict]:
         rows.append({"model": spec.architecture, "input": list(x.shape), "format": "pytorch eager",
                      "latency_ms": eager, "speedup": 1.0})
         for label, fmt, options in FORMATS:
-            record = export_checkpoint(ws, ExportRequest(project_id, experiment_id, format=fmt, options=options))
+            request = ExportRequest(project_id, experiment_id, format=fmt, options=options)
+            record = export_checkpoint(ws, request).to_json()
             folder = ws.project(project_id).exports_dir / record["id"]
             path = folder / record["output_file"]
             if fmt == "torchscript":  # in-process, like a deployment would load it
@@ -106,7 +107,7 @@ def bench_formats(root: Path, repeats: int) -> list[dict]:
                     with torch.no_grad():
                         return loaded(a)
             else:
-                runner = get_format(fmt).load(path)
+                runner = get_format(fmt).load(path, record["model"])
 
                 def run(a, runner=runner):
                     return runner.run({"input": a.numpy() if hasattr(a, "numpy") else a})
@@ -132,7 +133,7 @@ def bench_tasks(root: Path, repeats: int) -> list[dict]:
     from exporter import ExportRequest, Workspace, export_checkpoint
     from exporter.checkpoint import load_checkpoint
     from exporter.formats import get_format
-    from exporter.service import build_wrapped
+    from exporter.pipeline import build_wrapped
     from exporter.validation import load_images
 
     torch.set_num_threads(2)
@@ -145,8 +146,8 @@ def bench_tasks(root: Path, repeats: int) -> list[dict]:
         x = load_images(project.sample_images()[:1], spec.input_size, spec.normalization)  # a real scene
         with torch.no_grad():
             eager = _latency(module, x, repeats)
-        record = export_checkpoint(ws, ExportRequest(project_id, experiment_id))
-        runner = get_format("onnx").load(project.exports_dir / record["id"] / record["output_file"])
+        record = export_checkpoint(ws, ExportRequest(project_id, experiment_id)).to_json()
+        runner = get_format("onnx").load(project.exports_dir / record["id"] / record["output_file"], record["model"])
         ort = _latency(lambda a, runner=runner: runner.run({"input": a}), x.numpy(), repeats)
         rows.append({"task": spec.task, "model": spec.architecture, "input": list(x.shape),
                      "export_s": round(sum(record["timings_s"].values()), 2), "size_mb": record["output_size_mb"],
@@ -167,18 +168,19 @@ def bench_streaming(root: Path, size_bytes: int) -> dict:
 
     write_project(root, "bench-download")
     store = ExportStore.for_project(Workspace(root), "bench-download")
-    record = store.create({"id": None, "status": "completed", "created_at": "x", "format": "onnx"})
-    path = store.export_dir(record["id"]) / "model.onnx"
+    record = store.create(project_id="bench-download", experiment_id="-", checkpoint="best", format="onnx",
+                          status="completed", created_at="x")
+    path = store.export_dir(record.id) / "model.onnx"
     block = os.urandom(1 << 20)
     with open(path, "wb") as fh:
         for _ in range(size_bytes >> 20):
             fh.write(block)
-    store.update(record["id"], output_file="model.onnx",
+    store.update(record.id, output_file="model.onnx",
                  files=[{"name": "model.onnx", "size_bytes": path.stat().st_size, "sha256": "-"}])
     with running_server(root, AISTUDIO_MAX_CHECKPOINT_MB=str(2 * (size_bytes >> 20))) as base:
         httpx.get(f"{base}/api/formats")  # warm up
         with _server_rss(base) as download:
-            with httpx.stream("GET", f"{base}/api/export/{record['id']}/download", timeout=600) as response:
+            with httpx.stream("GET", f"{base}/api/export/{record.id}/download", timeout=600) as response:
                 download["bytes"] = sum(len(chunk) for chunk in response.iter_bytes(1 << 20))
         with _server_rss(base) as upload:
             response = httpx.post(f"{base}/api/uploads", params={"filename": "big.ckpt"}, timeout=600,

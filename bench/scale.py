@@ -43,7 +43,7 @@ import numpy, onnx, onnxruntime, onnxsim, torch, torchvision
 from exporter import ExportRequest, Workspace, export_checkpoint
 base = HWM
 t1 = time.perf_counter()
-record = export_checkpoint(Workspace(sys.argv[1]), ExportRequest(sys.argv[2], sys.argv[3]))
+record = export_checkpoint(Workspace(sys.argv[1]), ExportRequest(sys.argv[2], sys.argv[3])).to_json()
 print(json.dumps({"seconds": time.perf_counter() - t1, "base_kb": base,
                   "peak_kb": HWM, "verdict": (record.get("validation") or {}).get("verdict"),
                   "status": record["status"]}))

@@ -6,11 +6,11 @@ Public API::
     record = export_checkpoint(Workspace("workspace"), ExportRequest("proj", "exp"))
 """
 
-__version__ = "0.1.0"
+from exporter.errors import ExportError
+from exporter.record import ExportRecord
+from exporter.service import ExportRequest, export_checkpoint, prepare_export, run_export
+from exporter.version import __version__
+from exporter.workspace import Workspace
 
-from exporter.errors import ExportError  # noqa: E402
-from exporter.service import ExportRequest, export_checkpoint, prepare_export, run_export  # noqa: E402
-from exporter.workspace import Workspace  # noqa: E402
-
-__all__ = ["ExportError", "ExportRequest", "Workspace", "__version__", "export_checkpoint",
+__all__ = ["ExportError", "ExportRecord", "ExportRequest", "Workspace", "__version__", "export_checkpoint",
            "prepare_export", "run_export"]

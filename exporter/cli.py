@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.errors import ExportError, UsageError
+
+if TYPE_CHECKING:
+    from exporter.record import ExportRecord
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,7 +107,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from exporter.demo import build_demo
+    from demo import build_demo
 
     ws = _workspace(args)
     built = build_demo(ws.root, force=args.force, projects=args.projects,
@@ -120,27 +123,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     projects = [ws.project(args.project)] if args.project else ws.projects()
     if args.what == "projects":
-        rows = [{**p.meta, "id": p.id, "experiments": [e.id for e in p.experiments()]} for p in projects]
+        rows = [p.describe() for p in projects]
         lines = [f"{r['id']:<28} {str(r.get('task')):<20} {len(r['experiments'])} experiment(s)  {r.get('name', '')}"
                  for r in rows]
     elif args.what == "experiments":
-        rows = [_experiment_row(e) for p in projects for e in p.experiments()]
+        rows = [e.describe() for p in projects for e in p.experiments()]
         lines = [f"{r['project_id']:<24} {r['id']:<26} {str(r['architecture']):<18} "
-                 f"checkpoints: {', '.join(r['checkpoints'])}  metrics: {r['metrics']}" for r in rows]
+                 f"checkpoints: {', '.join(c['name'] for c in r['checkpoints'])}  metrics: {r['metrics']}"
+                 for r in rows]
     else:
         rows = all_exports(ws, args.project)
         lines = [f"{r['id']}  {r['created_at']}  {r['project_id']}/{r['experiment_id']}:{r['checkpoint']}  "
                  f"{r['format']}  {r['status']}  validation={r['validation'].get('verdict')}" for r in rows]
     _emit(args, rows, lines)
     return 0
-
-
-def _experiment_row(experiment: Any) -> dict[str, Any]:
-    return {"project_id": experiment.project_id, "id": experiment.id, "name": experiment.name,
-            "task": experiment.task, "architecture": experiment.model.get("architecture"),
-            "metrics": experiment.metrics,
-            "checkpoints": {c.name: {"epoch": c.epoch, "metric": c.metric, "size_bytes": c.size_bytes}
-                            for c in experiment.checkpoints()}}
 
 
 def export_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,9 +161,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     request = ExportRequest(args.project, args.experiment, args.checkpoint, args.format, export_options(args))
     record = export_checkpoint(_workspace(args), request)
-    ok = record["status"] == "completed" and (record.get("validation") or {}).get("passed")
+    ok = record.verdict == "passed"
     if args.json:
-        print(json.dumps(record, indent=2, default=str))
+        print(json.dumps(record.to_json(), indent=2))
     else:
         print(summary_line(record))
     if not ok:
@@ -175,33 +171,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def summary_line(record: dict[str, Any]) -> str:
+def summary_line(record: ExportRecord) -> str:
     """One human line for a finished export (✅ / ❌ / ⚠️)."""
-    seconds = sum((record.get("timings_s") or {}).values())
-    if record["status"] != "completed":
-        return f"❌ {record['id']} failed after {seconds:.1f}s: {failure_reason(record)}"
-    v = record.get("validation") or {}
-    mark = {"passed": "✅", "failed": "❌"}.get(v.get("verdict"), "⚠️")
-    return (f"{mark} {record['id']} exported in {seconds:.1f}s: {record['output_file']} "
-            f"({record['output_size_mb']:.1f} MB); validation {v.get('verdict')} "
-            f"(max diff {v.get('max_diff'):.2e} at batch sizes {v.get('batch_sizes')})")
+    seconds = sum(record.timings_s.values())
+    if record.status != "completed" or record.validation is None:
+        return f"❌ {record.id} failed after {seconds:.1f}s: {failure_reason(record)}"
+    v = record.validation
+    mark = {"passed": "✅", "failed": "❌"}.get(v.verdict, "⚠️")
+    return (f"{mark} {record.id} exported in {seconds:.1f}s: {record.output_file} "
+            f"({record.output_size_mb:.1f} MB); validation {v.verdict} "
+            f"(max diff {v.max_diff:.2e} at batch sizes {v.batch_sizes})")
 
 
-def failure_reason(record: dict[str, Any]) -> str:
+def failure_reason(record: ExportRecord) -> str:
     """Why an export did not succeed, in one line."""
-    if record.get("error"):
-        err = record["error"]
-        return f"{err['type']} at {err.get('stage')}: {err['message']}"
-    v = record.get("validation") or {}
-    bad = [f"{o['name']}: {_output_problem(o)}" for o in v.get("outputs", [])
-           if not o["passed"] or o.get("problem")]
-    return f"validation {v.get('verdict')}: " + "; ".join(bad + v.get("messages", []))
-
-
-def _output_problem(output: dict[str, Any]) -> str:
-    if output.get("problem"):
-        return output["problem"]
-    return f"max diff {output['max_abs_diff']:.2e} > allowed {output['allowed_abs_diff']:.2e}"
+    if record.error:
+        return f"{record.error.type} at {record.error.stage}: {record.error.message}"
+    v = record.validation
+    if v is None:
+        return f"the export is {record.status}"
+    bad = [f"{o.name}: {o.problem or f'max diff {o.max_abs_diff:.2e} > allowed {o.allowed_abs_diff:.2e}'}"
+           for o in v.outputs if not o.passed or o.problem]
+    return f"validation {v.verdict}: " + "; ".join(bad + v.messages)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -229,7 +220,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from exporter.service import run_export
 
     record = run_export(_workspace(args), args.project, args.export_id)
-    return 0 if record["status"] == "completed" else 1
+    return 0 if record.status == "completed" else 1
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,

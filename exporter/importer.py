@@ -25,9 +25,9 @@ from typing import Any
 
 from exporter.errors import ArchitectureError, InvalidOptionError, NotFoundError, UsageError, one_line
 from exporter.store import utc_now
-from exporter.workspace import Workspace, check_id
+from exporter.tasks import DEFAULT_TASK, task_traits
+from exporter.workspace import Workspace, check_id, write_experiment_json, write_project_json
 
-DETECTABLE_TASKS = ("classification", "regression")
 AUTO_PICK_CONFIDENCE = 0.99  # below this, the user must choose among the detected candidates
 UPLOAD_TTL_S = 24 * 3600  # staged uploads nobody imported are removed after this
 
@@ -53,7 +53,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         CheckpointError: the file is not a loadable, safe checkpoint.
     """
     from exporter.checkpoint import load_checkpoint
-    from exporter.models.detect import detect_architecture
+    from exporter.models.recognize import detect_architecture
 
     ckpt = load_checkpoint(path)
     hp = dict(ckpt.hyper_parameters)
@@ -76,8 +76,8 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
     """
     import torch
 
-    from exporter.checkpoint import load_checkpoint, load_weights
-    from exporter.models import ModelSpec, get_task
+    from exporter.checkpoint import load_checkpoint
+    from exporter.pipeline import build_from
 
     check_id("project", request.project_id)
     project_dir = workspace.root / "projects" / request.project_id
@@ -88,7 +88,7 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
     ckpt = load_checkpoint(source)
     hp = dict(ckpt.hyper_parameters)
     project_task = workspace.project(request.project_id).task if exists else None
-    task = request.task or hp.get("task") or project_task or "classification"
+    task = request.task or hp.get("task") or project_task or DEFAULT_TASK
     if project_task and task != project_task:
         raise InvalidOptionError(f"Project {request.project_id!r} holds {project_task} models, not {task}.")
     detected, guessed = _detect(ckpt.state_dict, task, request, hp)
@@ -100,13 +100,10 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
 
     if "normalization" not in model_meta and (norm := timm_normalization(model_meta["architecture"])):
         model_meta["normalization"] = norm
-    spec = ModelSpec.resolve({}, model_meta)
-    adapter = get_task(spec.task)
-    model = adapter.build(spec)
-    load_weights(model, ckpt.state_dict)
+    spec, module = build_from({}, model_meta, ckpt.state_dict)
     try:
         with torch.no_grad():
-            adapter.wrap(model.eval(), spec)(torch.rand(1, *spec.input_size))
+            module(torch.rand(1, *spec.input_size))
     except Exception as exc:  # noqa: BLE001 - a model that cannot run is not imported
         raise InvalidOptionError(f"The model does not run at input size {list(spec.input_size)}: "
                                  f"{one_line(exc, 240)}", stage="build") from None
@@ -133,9 +130,9 @@ def _given(request: ImportRequest) -> dict[str, Any]:
 def _detect(state_dict: dict[str, Any], task: str, request: ImportRequest,
             hp: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Detected candidates, and what to take from the best one (architecture only when sure)."""
-    if request.architecture or hp.get("architecture") or task not in DETECTABLE_TASKS:
+    if request.architecture or hp.get("architecture") or not _detectable(task):
         return [], {}
-    from exporter.models.detect import detect_architecture
+    from exporter.models.recognize import detect_architecture
 
     candidates = detect_architecture(state_dict)
     if not candidates or candidates[0].confidence < AUTO_PICK_CONFIDENCE:
@@ -149,11 +146,16 @@ def _detect(state_dict: dict[str, Any], task: str, request: ImportRequest,
     return [c.to_dict() for c in candidates], guessed
 
 
+def _detectable(task: str) -> bool:
+    traits = task_traits(task)
+    return bool(traits and traits.detectable)
+
+
 def _choose_message(detected: list[dict[str, Any]], task: str) -> str:
     if detected:
         listed = ", ".join(f"{c['architecture']} ({c['confidence']:.0%})" for c in detected)
         return f"The weights match no architecture with certainty; closest: {listed}. Pass the architecture."
-    if task not in DETECTABLE_TASKS:
+    if not _detectable(task):
         return f"Name the architecture: it cannot be detected for {task} checkpoints."
     return "No known architecture matches these weights; pass the architecture (torchvision name or timm/<name>)."
 
@@ -169,19 +171,18 @@ def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exis
     try:
         (target_experiment / "checkpoints").mkdir(parents=True)
         shutil.copyfile(source, target_experiment / "checkpoints" / "best.ckpt")
-        meta = {"id": experiment_id, "name": request.name or experiment_id, "project_id": request.project_id,
-                "task": model_meta["task"], "model": model_meta, "metrics": {}, "status": "imported",
-                "created_at": utc_now(), "source": {"filename": filename or source.name, "sha256": ckpt.sha256,
-                                                    "epoch": ckpt.epoch, "detected": detected},
-                "checkpoints": {"best": {"path": "checkpoints/best.ckpt", "epoch": ckpt.epoch}}}
-        (target_experiment / "experiment.json").write_text(json.dumps(_jsonable(meta), indent=2))
+        meta = write_experiment_json(
+            target_experiment, experiment_id=experiment_id, name=request.name or experiment_id,
+            project_id=request.project_id, task=model_meta["task"], model=model_meta, metrics={}, status="imported",
+            source={"filename": filename or source.name, "sha256": ckpt.sha256, "epoch": ckpt.epoch,
+                    "detected": detected},
+            checkpoints={"best": {"path": "checkpoints/best.ckpt", "epoch": ckpt.epoch}})
         if exists:
             experiments.mkdir(exist_ok=True)
             os.replace(target_experiment, experiments / experiment_id)
         else:
-            project = {"id": request.project_id, "name": request.project_name or request.project_id,
-                       "task": model_meta["task"], "created_at": utc_now()}
-            (staging / "project.json").write_text(json.dumps(project, indent=2))
+            write_project_json(staging, request.project_id, request.project_name or request.project_id,
+                               model_meta["task"])
             os.replace(staging, project_dir)
     except FileExistsError:
         raise UsageError(f"Project {request.project_id!r} was created meanwhile; import again.") from None

@@ -14,14 +14,16 @@ import re
 import shutil
 import threading
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from exporter.errors import NotFoundError, OutputFileError
-from exporter.workspace import Project, Workspace
+from exporter.record import ExportRecord
+from exporter.workspace import Project, Workspace, utc_now
+
+__all__ = ["ExportStore", "all_exports", "atomic_write_json", "find_export", "summarize", "utc_now"]
 
 EXPORT_ID = re.compile(r"^export-[0-9a-f]{8}$")
 RECORD_FILE = "export.json"
@@ -31,11 +33,6 @@ WORKER_LOG = "worker.log"
 LOCK_TIMEOUT_S = 60
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC timestamp with a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -56,19 +53,18 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise OutputFileError(f"Could not write {path.name}: {exc}", stage="store") from None
 
 
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
+def summarize(record: ExportRecord) -> dict[str, Any]:
     """The index entry for a record (DESIGN.md §2)."""
-    validation = record.get("validation") or {}
-    model = record.get("model") or {}
+    validation = record.validation
     return {
-        "id": record["id"], "project_id": record.get("project_id"),
-        "experiment_id": record.get("experiment_id"), "checkpoint": record.get("checkpoint"),
-        "format": record.get("format"), "status": record.get("status"),
-        "created_at": record.get("created_at"), "finished_at": record.get("finished_at"),
-        "output_size_mb": record.get("output_size_mb"),
-        "task": model.get("task"), "architecture": model.get("architecture"),
-        "checkpoint_sha256": record.get("checkpoint_sha256"), "checkpoint_path": record.get("checkpoint_path"),
-        "validation": {"passed": validation.get("passed"), "verdict": validation.get("verdict")},
+        "id": record.id, "project_id": record.project_id, "experiment_id": record.experiment_id,
+        "checkpoint": record.checkpoint, "format": record.format, "status": record.status,
+        "created_at": record.created_at, "finished_at": record.finished_at,
+        "output_size_mb": record.output_size_mb, "task": record.model.task,
+        "architecture": record.model.architecture, "checkpoint_sha256": record.checkpoint_sha256,
+        "checkpoint_path": record.checkpoint_path,
+        "validation": {"passed": validation.passed if validation else None,
+                       "verdict": validation.verdict if validation else None},
     }
 
 
@@ -110,8 +106,12 @@ class ExportStore:
                 continue
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
-    def create(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Give ``record`` a fresh unique id, write it and add it to the index."""
+    def create(self, **fields: Any) -> ExportRecord:
+        """A new record with a fresh unique id and ``fields``, written and added to the index.
+
+        Raises:
+            pydantic.ValidationError: a field is unknown or has the wrong type (a bug, not user input).
+        """
         with self.lock():
             while True:
                 export_id = f"export-{uuid.uuid4().hex[:8]}"
@@ -124,26 +124,33 @@ class ExportStore:
                 except OSError as exc:
                     raise OutputFileError(f"Cannot create an export folder in {self.root}: {exc}",
                                           stage="store") from None
-            record = {**record, "id": export_id}
             try:
+                record = ExportRecord(id=export_id, **fields)
                 self._write(record)
-            except OutputFileError:
+            except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
         return record
 
-    def get(self, export_id: str) -> dict[str, Any]:
-        """The record of ``export_id``; raises ``NotFoundError``."""
+    def get(self, export_id: str) -> ExportRecord:
+        """The record of ``export_id`` (migrated if written by an older version); raises ``NotFoundError``."""
         path = self.export_dir(export_id) / RECORD_FILE
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return ExportRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             raise NotFoundError(f"No export {export_id!r} in project {self.project.id!r}.") from None
 
-    def update(self, export_id: str, **changes: Any) -> dict[str, Any]:
-        """Merge ``changes`` into the record and rewrite it and its index entry atomically."""
+    def update(self, export_id: str, **changes: Any) -> ExportRecord:
+        """Set record fields and rewrite the record and its index entry atomically.
+
+        Raises:
+            TypeError: a field the record does not have (a misspelling must not add a field).
+        """
+        unknown = set(changes) - ExportRecord.fields()
+        if unknown:
+            raise TypeError(f"ExportRecord has no field(s) {sorted(unknown)}")
         with self.lock():
-            record = {**self.get(export_id), **changes}
+            record = ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes})
             self._write(record)
         return record
 
@@ -163,21 +170,21 @@ class ExportStore:
         entries = self._read_index()
         return sorted(entries, key=lambda e: str(e.get("created_at") or ""), reverse=True)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[ExportRecord]:
         """Every readable record on disk (the source of truth behind the index)."""
         if not self.root.is_dir():
             return []
         found = []
         for folder in sorted(self.root.glob("export-*")):
             try:
-                found.append(json.loads((folder / RECORD_FILE).read_text(encoding="utf-8")))
+                found.append(ExportRecord.from_json(json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))))
             except (OSError, ValueError):
                 continue
         return found
 
-    def _write(self, record: dict[str, Any]) -> None:
-        atomic_write_json(self.export_dir(record["id"]) / RECORD_FILE, record)
-        entries = [e for e in self._read_index() if e.get("id") != record["id"]]
+    def _write(self, record: ExportRecord) -> None:
+        atomic_write_json(self.export_dir(record.id) / RECORD_FILE, record.to_json())
+        entries = [e for e in self._read_index() if e.get("id") != record.id]
         self._write_index([*entries, summarize(record)])
 
     def _read_index(self) -> list[dict[str, Any]]:
@@ -190,13 +197,13 @@ class ExportStore:
                 return []
         except (OSError, ValueError):
             pass
-        return [summarize(r) for r in self.records() if EXPORT_ID.match(str(r.get("id")))]
+        return [summarize(r) for r in self.records() if EXPORT_ID.match(r.id)]
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         atomic_write_json(self.index_path, entries)
 
 
-def find_export(workspace: Workspace, export_id: str) -> tuple[ExportStore, dict[str, Any]]:
+def find_export(workspace: Workspace, export_id: str) -> tuple[ExportStore, ExportRecord]:
     """Locate an export by id across all projects; raises ``NotFoundError``."""
     for project in workspace.projects():
         store = ExportStore(project)

@@ -123,16 +123,17 @@ def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names
     """Compare ``module`` and ``runner`` on every image of ``pool`` at each batch size.
 
     The first ``n_samples`` images of the pool are the project's samples; detection and
-    segmentation need something detected there (``task_validation``).
+    segmentation need something detected there (``exporter.tasks.compare``).
 
     Returns:
         A report with one ``OutputComparison`` per output; never raises for a mismatch.
     """
-    from exporter import task_validation
+    from exporter.tasks import get_task
 
+    task_model = get_task(task)
     pairs, messages = _run_batches(module, runner, input_name, pool, batch_sizes)
     settings = {**(settings or {}), "min_agreement": min_agreement}
-    by_task = task_validation.check(task, pairs, output_names, tolerance, n_samples, settings) if pairs else None
+    by_task = task_model.compare(pairs, output_names, tolerance, n_samples, settings) if pairs else None
     if by_task is not None:
         outputs = [_from_row(row) for row in by_task.rows]
         if not by_task.rows or output_names[0] == "logits":  # segmentation logits: raw diffs as well
@@ -140,7 +141,7 @@ def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names
         metrics, messages = by_task.metrics, [*messages, *by_task.messages]
     else:
         outputs = _raw(pairs, output_names, tolerance) if pairs else []
-        metrics = task_agreement(task, pairs)
+        metrics = task_model.agreement(pairs)
     verdict = _verdict(outputs, messages, bool(pairs))
     if verdict == "failed" and _agreement_rescues(outputs, messages, metrics, min_agreement):
         verdict = "passed"
@@ -245,15 +246,6 @@ def diff_histogram(diff: np.ndarray) -> dict[str, list[float]]:
     counts, _ = np.histogram(np.clip(nonzero, edges[0], edges[-1]), bins=edges)
     return {"edges": edges.tolist(), "counts": counts.astype(int).tolist(),
             "exact_zero": [int(diff.size - nonzero.size)]}
-
-
-def task_agreement(task: str, pairs: list[tuple[list[int], list, list]]) -> dict[str, float]:
-    """Task-level agreement (classification: top-1 agreement of the first output)."""
-    if task != "classification" or not pairs:
-        return {}
-    ref = np.concatenate([r[0] for _, r, _ in pairs])
-    cand = np.concatenate([c[0] for _, _, c in pairs])
-    return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean())}
 
 
 def _agreement_rescues(outputs: list[OutputComparison], messages: list[str], metrics: dict[str, float],

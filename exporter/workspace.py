@@ -1,4 +1,4 @@
-"""Discover projects, experiments and checkpoints under a workspace root (read-only).
+"""Discover projects, experiments and checkpoints under a workspace root; write their JSON files.
 
 The layout is the training side's contract (DESIGN.md §2)::
 
@@ -14,6 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,13 @@ class Experiment:
         metrics = self.meta.get("metrics")
         return metrics if isinstance(metrics, dict) else {}
 
+    def describe(self) -> dict[str, Any]:
+        """The experiment as JSON (API, CLI): ids, task, model, metrics and its checkpoints."""
+        return {"project_id": self.project_id, "id": self.id, "name": self.name, "task": self.task,
+                "architecture": self.model.get("architecture"), "model": self.model, "metrics": self.metrics,
+                "checkpoints": [{"name": c.name, "epoch": c.epoch, "metric": c.metric, "size_bytes": c.size_bytes}
+                                for c in self.checkpoints()]}
+
     def checkpoints(self) -> list[CheckpointRef]:
         """The experiment's ``best`` / ``last`` checkpoints that exist on disk."""
         return [ref for ref in (self._checkpoint_ref(n) for n in CHECKPOINT_NAMES) if ref.exists]
@@ -140,6 +148,11 @@ class Project:
     @property
     def exports_dir(self) -> Path:
         return self.path / "exports"
+
+    def describe(self) -> dict[str, Any]:
+        """The project as JSON (API, CLI): its ``project.json`` with every experiment described."""
+        return {**self.meta, "id": self.id, "name": self.name, "task": self.task,
+                "experiments": [e.describe() for e in self.experiments()]}
 
     def experiments(self) -> list[Experiment]:
         """All experiments, oldest first (by ``created_at``, then id)."""
@@ -196,3 +209,31 @@ class Workspace:
             known = ", ".join(p.id for p in self.projects()) or "none"
             raise NotFoundError(f"No project {project_id!r} in {self.root} (known: {known}).")
         return Project(project_id, path, read_json(path / "project.json"))
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with a ``Z`` suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_project_json(folder: Path, project_id: str, name: str, task: str, **extra: Any) -> dict[str, Any]:
+    """Write a project's ``project.json`` (DESIGN.md §2) into ``folder``; the importer and the demo use this."""
+    meta = {"id": project_id, "name": name, "task": task, "created_at": utc_now(), **extra}
+    _write_json(folder / "project.json", meta)
+    return meta
+
+
+def write_experiment_json(folder: Path, *, experiment_id: str, name: str, project_id: str, task: str,
+                          model: dict[str, Any], checkpoints: dict[str, Any], metrics: dict[str, Any],
+                          status: str, **extra: Any) -> dict[str, Any]:
+    """Write an experiment's ``experiment.json`` (DESIGN.md §2) into ``folder``; returns it as written."""
+    meta = {"id": experiment_id, "name": name, "project_id": project_id, "task": task, "model": model,
+            "metrics": metrics, "status": status, "created_at": utc_now(), **extra, "checkpoints": checkpoints}
+    return _write_json(folder / "experiment.json", meta)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters can hold tuples, tensors or paths: keep what JSON can say."""
+    text = json.dumps(data, indent=2, default=str)
+    path.write_text(text)
+    return json.loads(text)

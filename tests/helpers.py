@@ -23,6 +23,12 @@ TASK_DEMOS = [("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
               ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18")]
 
 
+def record_fields(**fields: Any) -> dict[str, Any]:
+    """Fields for ``ExportStore.create`` of a hand-made record (store and index tests)."""
+    return {"project_id": "proj", "experiment_id": "exp", "checkpoint": "best", "format": "onnx",
+            "created_at": "x", **fields}
+
+
 def cli(*args, workspace=None) -> subprocess.CompletedProcess:
     """Run `python -m exporter ARGS` as a user would (a real subprocess, text output)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

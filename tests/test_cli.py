@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from exporter.demo import DEMO_PROJECTS
+from demo import DEMO_PROJECTS
 from tests.conftest import read_index
 from tests.helpers import TASK_DEMOS, cli
 
@@ -41,7 +41,7 @@ def test_list(cli_ws):
     assert {p["id"] for p in projects} == set(DEMO_PROJECTS)
     experiments = json.loads(cli("list", "experiments", "--project", "demo-anomaly", "--json", workspace=cli_ws).stdout)
     assert {e["id"] for e in experiments} == {"exp-padim-resnet18", "exp-autoencoder"}
-    assert set(experiments[0]["checkpoints"]) == {"best", "last"}
+    assert {c["name"] for c in experiments[0]["checkpoints"]} == {"best", "last"}
 
 
 def test_export_json_exit_0(cli_ws):
@@ -111,8 +111,8 @@ def test_task_demo_exports_and_reproduces_pytorch(cli_ws, project_id, experiment
     import torch
 
     from exporter.checkpoint import load_checkpoint
-    from exporter.service import build_wrapped
-    from exporter.task_validation import _match
+    from exporter.pipeline import build_wrapped
+    from exporter.tasks.compare import match_detections
     from exporter.validation import load_images
     from exporter.workspace import Workspace
 
@@ -146,7 +146,7 @@ def test_task_demo_exports_and_reproduces_pytorch(cli_ws, project_id, experiment
     assert n >= 1 and int(got[3][0]) == n
     ref = {"boxes": want[0][0, :n], "scores": want[1][0, :n], "labels": want[2][0, :n]}
     out = {"boxes": got[0][0, :n], "scores": got[1][0, :n], "labels": got[2][0, :n]}
-    assert len(_match(ref, out, rotated=project_id == "demo-oriented")) == n
+    assert len(match_detections(ref, out, rotated=project_id == "demo-oriented")) == n
     assert np.abs(np.sort(ref["scores"]) - np.sort(out["scores"])).max() < 1e-3
 
 

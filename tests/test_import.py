@@ -89,7 +89,7 @@ def _lightning_checkpoint(path: Path) -> None:
 
 
 def export_passes(root: Path, project: str, experiment: str) -> dict:
-    record = export_checkpoint(Workspace(root), ExportRequest(project, experiment))
+    record = export_checkpoint(Workspace(root), ExportRequest(project, experiment)).to_json()
     assert record["status"] == "completed", record["error"]
     assert record["validation"]["verdict"] == "passed", record["validation"]["messages"]
     return record
@@ -216,7 +216,7 @@ def test_cli_hostile_imports_leave_the_workspace_unchanged(tmp_path, files, key,
 def test_detection_names_the_right_builder_from_weights_alone():
     """Fourteen models, state dicts only (meta tensors: shapes without memory), prefixes included."""
     from exporter.models.classification import build_torchvision_classifier
-    from exporter.models.detect import detect_architecture
+    from exporter.models.recognize import detect_architecture
 
     cases = ["resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "convnext_tiny",
              "densenet121", "vit_b_16", "squeezenet1_1", "shufflenet_v2_x1_0", "timm/efficientnet_b0",

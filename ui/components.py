@@ -11,6 +11,7 @@ import streamlit as st
 
 from exporter import report
 from exporter.api import TICKET_TTL_S, page_ticket
+from exporter.record import ExportRecord, OutputCheck
 from exporter.workspace import Workspace
 
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
@@ -19,10 +20,10 @@ BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "�
           "unvalidated": ("gray", "•", "not validated")}
 
 
-def badge(record: dict[str, Any]) -> str:
+def badge(record: ExportRecord) -> str:
     """Markdown badge for a record's state."""
-    word = report.verdict(record)
-    if record.get("status") == "completed" and word == "failed":
+    word = record.verdict
+    if record.status == "completed" and word == "failed":
         word_label = "validation failed"
     else:
         word_label = BADGES.get(word, ("gray", "•", word))[2]
@@ -64,7 +65,7 @@ def empty_workspace(workspace: Workspace) -> None:
              "oriented detection and semantic and instance segmentation, "
              "trained for a few seconds on synthetic images.")
     if st.button("Build the demo workspace", type="primary", key="build_demo"):
-        from exporter.demo import build_demo
+        from demo import build_demo
 
         bar = st.progress(0.0, text="Starting…")
         build_demo(workspace.root, progress=lambda msg, frac: bar.progress(min(frac, 1.0), text=msg))
@@ -72,29 +73,25 @@ def empty_workspace(workspace: Workspace) -> None:
         st.rerun()
 
 
-def progress_panel(record: dict[str, Any]) -> None:
+def progress_panel(record: ExportRecord) -> None:
     """Stage and progress bar of a pending/running export."""
-    progress = record.get("progress") or {}
-    stage = progress.get("stage", "load")
-    label = "Queued" if record["status"] == "pending" else f"Stage: {stage}"
-    st.progress(float(progress.get("fraction", 0.0)), text=f"{record['id']} · {label}")
+    label = "Queued" if record.status == "pending" else f"Stage: {record.stage}"
+    st.progress(record.progress.fraction, text=f"{record.id} · {label}")
 
 
-def result_view(record: dict[str, Any]) -> None:
+def result_view(record: ExportRecord) -> None:
     """Everything about one export: state, file, model, validation, how to run it, download."""
-    st.markdown(f"#### {record['id']} &nbsp; {badge(record)}")
-    st.caption(f"{record.get('project_id')} / {record.get('experiment_id')} · checkpoint "
-               f"`{record.get('checkpoint')}` · {str(record.get('format', '')).upper()} · "
-               f"created {record.get('created_at')}")
-    if report.is_stale(record):
+    st.markdown(f"#### {record.id} &nbsp; {badge(record)}")
+    st.caption(f"{record.project_id} / {record.experiment_id} · checkpoint `{record.checkpoint}` · "
+               f"{record.format.upper()} · created {record.created_at}")
+    if report.is_stale(record.checkpoint_sha256, record.checkpoint_path):
         st.warning("Stale: the checkpoint file has changed since this export (sha256 differs). Re-run it.")
-    if record["status"] in ("pending", "running"):
+    if record.active:
         progress_panel(record)
         return
-    if record.get("error"):
-        err = record["error"]
-        st.error(f"**{err['type']}** at stage `{err.get('stage')}`: {err['message']}")
-    if record["status"] != "completed":
+    if record.error:
+        st.error(f"**{record.error.type}** at stage `{record.error.stage}`: {record.error.message}")
+    if record.status != "completed":
         return
     _summary_metrics(record)
     tabs = st.tabs(["Validation", "Model", "Run it", "Record"])
@@ -105,49 +102,52 @@ def result_view(record: dict[str, Any]) -> None:
     with tabs[2]:
         st.code(report.usage_snippet(record), language="python")
     with tabs[3]:
-        st.json(record, expanded=False)
+        st.json(record.to_json(), expanded=False)
     download_section(record)
 
 
-def _summary_metrics(record: dict[str, Any]) -> None:
-    model, validation = record.get("model") or {}, record.get("validation") or {}
+def _summary_metrics(record: ExportRecord) -> None:
+    model, validation = record.model, record.validation
     cols = st.columns(5)
-    cols[0].metric("File", record.get("output_file") or "—")
-    cols[1].metric("Size", f"{record.get('output_size_mb', 0):.1f} MB")
-    cols[2].metric("Opset", model.get("opset", "—"))
-    cols[3].metric("Nodes", model.get("node_count", "—"))
-    cols[4].metric("Max |diff|", f"{validation.get('max_diff', float('nan')):.2e}")
-    for warning in record.get("warnings") or []:
+    cols[0].metric("File", record.output_file or "—")
+    cols[1].metric("Size", f"{record.output_size_mb or 0:.1f} MB")
+    cols[2].metric("Opset", model.opset or "—")
+    cols[3].metric("Nodes", model.node_count or "—")
+    cols[4].metric("Max |diff|", f"{validation.max_diff:.2e}" if validation else "—")
+    for warning in record.warnings:
         st.info(warning)
-    sha = (record.get("files") or [{}])[0].get("sha256", "")
-    st.caption(f"sha256 `{sha}` · total {sum((record.get('timings_s') or {}).values()):.1f}s "
-               f"({', '.join(f'{k} {v:.2f}s' for k, v in (record.get('timings_s') or {}).items())})")
+    sha = record.files[0].sha256 if record.files else ""
+    st.caption(f"sha256 `{sha}` · total {sum(record.timings_s.values()):.1f}s "
+               f"({', '.join(f'{k} {v:.2f}s' for k, v in record.timings_s.items())})")
 
 
-def validation_section(record: dict[str, Any]) -> None:
+def validation_section(record: ExportRecord) -> None:
     """Per-output table, |diff| histograms, batch sizes and task metrics."""
-    validation = record.get("validation") or {}
-    st.write(f"Checked at batch sizes **{validation.get('batch_sizes')}** on **{validation.get('inputs')}** inputs; "
+    validation = record.validation
+    if validation is None:
+        st.caption("This export was not validated.")
+        return
+    st.write(f"Checked at batch sizes **{validation.batch_sizes}** on **{validation.inputs}** inputs; "
              f"an output passes when max |diff| ≤ tolerance × max(1, max |output|) "
-             f"(tolerance {validation.get('tolerance')}).")
-    rows = [{"output": o["name"], "shape": str(o["shape"]), "max abs": o["max_abs_diff"],
-             "mean abs": o["mean_abs_diff"], "max rel": o["max_rel_diff"], "allowed": o["allowed_abs_diff"],
-             "pass": "✅" if o["passed"] and not o.get("problem") else ("⚠️" if o.get("degenerate") else "❌"),
-             "note": o.get("problem") or o.get("note") or ""} for o in validation.get("outputs", [])]
+             f"(tolerance {validation.tolerance}).")
+    rows = [{"output": o.name, "shape": str(o.shape), "max abs": o.max_abs_diff, "mean abs": o.mean_abs_diff,
+             "max rel": o.max_rel_diff, "allowed": o.allowed_abs_diff,
+             "pass": "✅" if o.passed and not o.problem else ("⚠️" if o.degenerate else "❌"),
+             "note": o.problem or o.note or ""} for o in validation.outputs]
     st.dataframe(rows, hide_index=True, width="stretch")
-    metrics = list((validation.get("task_metrics") or {}).items())
+    metrics = list(validation.task_metrics.items())
     for start in range(0, len(metrics), 4):
         for column, (metric, value) in zip(st.columns(4), metrics[start:start + 4], strict=False):
             shown = f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
             column.metric(metric.replace("_", " "), shown)
-    say = st.warning if validation.get("verdict") == "inconclusive" else st.error
-    for message in validation.get("messages") or []:
+    say = st.warning if validation.verdict == "inconclusive" else st.error
+    for message in validation.messages:
         say(message)
-    if validation.get("outputs"):
-        st.plotly_chart(diff_histogram_figure(validation["outputs"]), key=f"hist-{record['id']}")
+    if validation.outputs:
+        st.plotly_chart(diff_histogram_figure(validation.outputs), key=f"hist-{record.id}")
 
 
-def diff_histogram_figure(outputs: list[dict[str, Any]]):
+def diff_histogram_figure(outputs: list[OutputCheck]):
     """Plotly bars of |PyTorch − exported| per output on a log x-axis."""
     import math
 
@@ -155,35 +155,34 @@ def diff_histogram_figure(outputs: list[dict[str, Any]]):
 
     figure = go.Figure()
     for out in outputs:
-        hist = out.get("histogram") or {}
-        edges, counts = hist.get("edges", []), hist.get("counts", [])
+        edges, counts = out.histogram.get("edges", []), out.histogram.get("counts", [])
         centres = [math.sqrt(a * b) for a, b in zip(edges[:-1], edges[1:], strict=False)]
-        figure.add_bar(x=centres, y=counts, name=out["name"],
+        figure.add_bar(x=centres, y=counts, name=out.name,
                        width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=False)])
-        figure.add_vline(x=out["allowed_abs_diff"], line_dash="dash", annotation_text=f"allowed ({out['name']})")
+        figure.add_vline(x=out.allowed_abs_diff, line_dash="dash", annotation_text=f"allowed ({out.name})")
     figure.update_layout(title="|PyTorch − exported| per element", xaxis_type="log", barmode="overlay",
                          xaxis_title="absolute difference", yaxis_title="elements", height=340,
                          margin={"t": 40, "b": 40})
     return figure
 
 
-def model_section(record: dict[str, Any]) -> None:
+def model_section(record: ExportRecord) -> None:
     """Inputs, outputs, op-type counts and the environment the file was made with."""
-    model = record.get("model") or {}
+    model = record.model
     left, right = st.columns(2)
     with left:
         st.markdown("**Inputs / outputs**")
-        st.dataframe([{"role": role, **io, "shape": str(io["shape"])}
-                      for role in ("inputs", "outputs") for io in model.get(role, [])], hide_index=True)
-        st.markdown(f"Task `{model.get('task')}` · architecture `{model.get('architecture')}` · "
-                    f"exporter `{model.get('exporter')}` · IR {model.get('ir_version')}")
-        if model.get("class_names"):
-            st.caption("Classes: " + ", ".join(model["class_names"]))
+        st.dataframe([{"role": role, "name": io.name, "shape": str(io.shape), "dtype": io.dtype}
+                      for role, ios in (("inputs", model.inputs), ("outputs", model.outputs)) for io in ios],
+                     hide_index=True)
+        st.markdown(f"Task `{model.task}` · architecture `{model.architecture}` · "
+                    f"exporter `{model.exporter}` · IR {model.ir_version}")
+        if model.class_names:
+            st.caption("Classes: " + ", ".join(model.class_names))
     with right:
         st.markdown("**Operator counts**")
-        st.dataframe([{"op": k, "count": v} for k, v in (model.get("op_types") or {}).items()],
-                     hide_index=True, height=240)
-    st.caption("Environment: " + ", ".join(f"{k} {v}" for k, v in (record.get("environment") or {}).items() if v))
+        st.dataframe([{"op": k, "count": v} for k, v in model.op_types.items()], hide_index=True, height=240)
+    st.caption("Environment: " + ", ".join(f"{k} {v}" for k, v in record.environment.items() if v))
 
 
 def session_ticket() -> str | None:
@@ -200,18 +199,17 @@ def api_url(path: str) -> str:
     return base.rstrip("/") + "/api/" + path.lstrip("/")
 
 
-def download_section(record: dict[str, Any]) -> None:
+def download_section(record: ExportRecord) -> None:
     """A download link to the streamed API route (one file, or a zip of several).
 
     A plain link, not ``st.download_button``: the browser fetches the file from disk on its own
     (Range, ETag), so no rerun of the page — a progress timer, another export finishing — can
     cancel a download in flight, and no file is held in the server's memory.
     """
-    path = f"export/{record['id']}/download"
-    files = record.get("files") or []
-    name = files[0]["name"] if len(files) == 1 else f"{record['id']}-{record.get('format')}.zip"
+    path = f"export/{record.id}/download"
+    name = record.files[0].name if len(record.files) == 1 else f"{record.id}-{record.format}.zip"
     href = api_url(path) + (f"?ticket={quote(ticket)}" if (ticket := session_ticket()) else "")
-    size = sum(f.get("size_bytes", 0) for f in files) / 1e6
+    size = sum(f.size_bytes for f in record.files) / 1e6
     st.html(f'<a class="aistudio-download" href="{html.escape(href)}" download="{html.escape(name)}" '
             f'role="button">⬇️ Download {html.escape(name)}</a>'
             f'<span class="aistudio-download-size">{size:.1f} MB, streamed</span>' + _DOWNLOAD_CSS)

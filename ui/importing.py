@@ -18,7 +18,7 @@ import streamlit as st
 from exporter.checkpoint import max_checkpoint_bytes
 from exporter.errors import ExportError
 from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
-from exporter.models.task_options import BUILTIN_TASKS
+from exporter.tasks import DEFAULT_TASK, task_names
 from ui.components import api_url, session_ticket
 
 _STATIC = Path(__file__).with_name("static")
@@ -63,10 +63,10 @@ def import_fields(about: dict[str, Any], project_task: str | None, key: str) -> 
                + ("" if hp.get("architecture") else " · the weights fit: " + (", ".join(
                    f"`{c['architecture']}` {c['confidence']:.0%}" for c in candidates) or "no known architecture")))
     best = candidates[0] if candidates and not hp.get("architecture") else {}
-    task = hp.get("task") or project_task or "classification"
+    task = hp.get("task") or project_task or DEFAULT_TASK
+    tasks = task_names()
     cols = st.columns(4)
-    task = cols[0].selectbox("Task", BUILTIN_TASKS, index=BUILTIN_TASKS.index(task) if task in BUILTIN_TASKS else 0,
-                             key=f"import-task-{key}")
+    task = cols[0].selectbox("Task", tasks, index=tasks.index(task) if task in tasks else 0, key=f"import-task-{key}")
     if best:
         shown = {c["architecture"]: f"{c['architecture']} ({c['confidence']:.0%})" for c in candidates}
         architecture = cols[1].selectbox("Architecture", [*shown, OTHER], key=f"import-pick-{key}",

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
 from exporter.options import OptionSpec
+from exporter.tasks import task_traits
 
 LEGACY_OPSETS = (7, 20)
 DYNAMO_OPSETS = (18, 23)
@@ -27,7 +28,6 @@ DEFAULT_OPSET = 17
 PRECISION_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 MIN_AGREEMENT = 0.99  # top-1 agreement a reduced-precision classifier must keep
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
-FP16_UNSUPPORTED = ("object_detection", "instance_segmentation", "oriented_object_detection")
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 
@@ -47,11 +47,15 @@ class OrtRunner:
         """Run the graph; returns outputs in graph order."""
         return self.session.run(None, inputs)
 
+    def close(self) -> None:
+        self.session = None
+
 
 @register_format("onnx", display_name="ONNX", suffix=".onnx")
 class OnnxFormat(ExportFormat):
     """ONNX via torch.onnx (legacy or dynamo), simplified with onnxsim, run with ONNX Runtime."""
 
+    stages = ("export", "simplify", "quantize")
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET,
                    "ONNX opset; legacy exporter 7–20, dynamo 18–23.",
@@ -87,7 +91,7 @@ class OnnxFormat(ExportFormat):
 
     def check_task(self, task: str | None, options: dict[str, Any]) -> None:
         super().check_task(task, options)
-        refuse_fp16(task, options["precision"], instead="fp32 (or int8)")
+        refuse_precision(task, options["precision"], instead="fp32 (or int8)")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return PRECISION_TOLERANCE[options["precision"]]
@@ -95,8 +99,14 @@ class OnnxFormat(ExportFormat):
     def min_agreement(self, options: dict[str, Any]) -> float | None:
         return None if options["precision"] == "fp32" else MIN_AGREEMENT
 
-    def load(self, path: Path) -> OrtRunner:
+    def load(self, path: Path, model: dict[str, Any]) -> OrtRunner:
         return OrtRunner(path)
+
+    def usage(self, file: str, model: dict[str, Any]) -> Usage:
+        input_name = (model.get("inputs") or [{"name": "input"}])[0]["name"]
+        return Usage(imports=("import onnxruntime as ort",),
+                     load=(f'session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])',),
+                     run=(f'outputs = session.run(None, {{"{input_name}": x}})',))
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         """Export, simplify, annotate, save and smoke-run; see the module docstring."""
@@ -122,7 +132,7 @@ class OnnxFormat(ExportFormat):
         _check_opset(onnx.load(str(raw), load_external_data=False), job.options["opset_version"], exporter)
         if job.options["simplify"]:
             progress("simplify")
-            model = _simplify(raw, warn)
+            model = simplify_file(raw, warn)
         else:
             model = onnx.load(str(raw))
         _concrete_output_dims(model, output_shapes, job.dynamic_batch)
@@ -139,20 +149,19 @@ class OnnxFormat(ExportFormat):
         shutil.rmtree(workdir / "raw", ignore_errors=True)
         info = describe_model(model, exporter)
         del model  # ONNX Runtime holds its own copy of the weights from here on
-        progress("validate")
         return ExportArtifact(files=files, runner=_checked_runner(files[0], job), info=info, warnings=warn)
 
 
-def refuse_fp16(task: str | None, precision: str, instead: str) -> None:
-    """FP16 ONNX cannot carry the in-graph NMS of detection tasks (ONNX and TensorRT, which builds from it).
+def refuse_precision(task: str | None, precision: str, instead: str) -> None:
+    """Refuse a precision the task's graph cannot be converted to (ONNX, and TensorRT, which builds
+    from it): e.g. FP16 breaks the in-graph NMS of detection tasks.
 
     Raises:
-        InvalidOptionError: ``precision`` is fp16 and ``task`` is a detection task.
+        InvalidOptionError: the task refuses ``precision``, with the reason and what to use instead.
     """
-    if precision == "fp16" and task in FP16_UNSUPPORTED:
-        raise InvalidOptionError(
-            f"precision=fp16 cannot carry {task} models: onnxconverter-common retypes the Cast nodes "
-            f"around the in-graph NMS and the file no longer loads. Use {instead}.")
+    traits = task_traits(task)
+    if traits and (why := traits.refusal(precision=precision)):
+        raise InvalidOptionError(f"precision={precision} cannot carry {task} models: {why}. Use {instead}.")
 
 
 def intermediate_onnx(job: ExportJob, workdir: Path, progress: Progress, **options: Any) -> ExportArtifact:
@@ -243,7 +252,7 @@ def _check_opset(model: Any, opset: int, exporter: str) -> None:
                             stage="export")
 
 
-def _simplify(path: Path, warn: list[str]) -> Any:
+def simplify_file(path: Path, warn: list[str]) -> Any:
     """onnxsim on the file (given a path it holds ~2× the model at its peak; given a loaded
     ModelProto, ~5×), or the file as exported when simplification fails."""
     import onnx

@@ -10,7 +10,7 @@ import numpy as np
 
 from exporter.errors import ExporterError, one_line, resource_error
 from exporter.formats.onnx import DEFAULT_OPSET, describe_model, exporter_order, intermediate_onnx
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
 from exporter.options import OptionSpec
 
 FP32_TOLERANCE, FP16_TOLERANCE = 1e-4, 1e-2
@@ -35,13 +35,15 @@ class OpenVinoRunner:
         results = self.compiled(inputs)
         return [np.asarray(results[out]) for out in self.compiled.outputs]
 
+    def close(self) -> None:
+        self.compiled = None
+
 
 @register_format("openvino", display_name="OpenVINO IR", suffix=".xml")
 class OpenVinoFormat(ExportFormat):
     """ONNX (legacy/dynamo as for the ONNX format) → ``openvino.convert_model`` → ``save_model``."""
 
-    unsupported_tasks = {"instance_segmentation": "OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN "
-                                                  "masks into the image (Conversion is failed for: Loop)"}
+    stages = ("export", "simplify", "convert")
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
                    minimum=7, maximum=23),
@@ -64,12 +66,19 @@ class OpenVinoFormat(ExportFormat):
     def min_agreement(self, options: dict[str, Any]) -> float | None:
         return 0.99 if options["compress_to_fp16"] else None
 
-    def load(self, path: Path) -> OpenVinoRunner:
+    def load(self, path: Path, model: dict[str, Any]) -> OpenVinoRunner:
         return OpenVinoRunner(path)
+
+    def usage(self, file: str, model: dict[str, Any]) -> Usage:
+        return Usage(imports=("import openvino as ov",),
+                     load=(f'compiled = ov.Core().compile_model("{file}", "CPU")  # reads {Path(file).stem}.bin '
+                           "beside it",),
+                     run=("result = compiled(x)", "outputs = [result[port] for port in compiled.outputs]"))
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         onnx_artifact = intermediate_onnx(job, workdir, progress, opset_version=job.options["opset_version"])
-        progress("export")
+        onnx_artifact.runner.close()
+        progress("convert")
         ov = _openvino()
         xml = workdir / "model.xml"
         try:
@@ -85,7 +94,6 @@ class OpenVinoFormat(ExportFormat):
         info = describe_model(onnx.load(str(onnx_artifact.files[0])), "openvino.convert_model")
         info["openvino_version"] = ov.get_version()
         shutil.rmtree(workdir / "onnx", ignore_errors=True)
-        progress("validate")
         runner = OpenVinoRunner(xml, fp16=job.options["compress_to_fp16"])
         return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner, info=info,
                               warnings=onnx_artifact.warnings)

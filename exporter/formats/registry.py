@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from exporter.errors import FormatUnavailableError, UnknownFormatError
 from exporter.options import COMMON_OPTIONS, OptionSpec
+from exporter.tasks import task_traits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,10 +27,29 @@ _FORMATS: dict[str, type[ExportFormat]] = {}
 Progress = Callable[[str], None]
 
 
+@runtime_checkable
 class Runner(Protocol):
-    """A loaded exported file that can be run on numpy inputs."""
+    """A loaded exported file that can be run on numpy inputs, and closed when done."""
 
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the export's output order."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime (sessions, child processes, GPU memory); idempotent."""
+        ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How a user's own Python opens the file and runs it on ``x`` (float32 numpy ``[N, C, H, W]``).
+
+    ``run`` ends with ``outputs``: a list of numpy arrays in the export's output order.
+    """
+
+    imports: tuple[str, ...]
+    load: tuple[str, ...]
+    run: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -64,8 +84,8 @@ class ExportFormat:
     display_name: ClassVar[str] = ""
     suffix: ClassVar[str] = ""
     format_options: ClassVar[tuple[OptionSpec, ...]] = ()
-    unsupported_tasks: ClassVar[dict[str, str]] = {}  # task → why this format cannot carry its models
     note: ClassVar[str] = ""  # a caveat every user of the format should read before choosing it
+    stages: ClassVar[tuple[str, ...]] = ("export",)  # progress stages export() reports, in order
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -92,8 +112,9 @@ class ExportFormat:
 
     @classmethod
     def cannot_carry(cls, task: str | None) -> str:
-        """Why this format cannot carry ``task`` models at all ("" when it can)."""
-        reason = cls.unsupported_tasks.get(task) if task else None
+        """Why this format cannot carry ``task`` models at all ("" when it can): the task says."""
+        traits = task_traits(task)
+        reason = traits.refusal(cls.name) if traits else ""
         return f"cannot carry {task} models: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
@@ -105,11 +126,18 @@ class ExportFormat:
         return None
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
-        """Write the file(s) into ``workdir`` and return them with a runner."""
+        """Write the file(s) into ``workdir`` and return them with a runner.
+
+        ``progress`` is called with each of ``stages`` as the export reaches it.
+        """
         raise NotImplementedError
 
-    def load(self, path: Path) -> Runner:
-        """Open an exported file for inference."""
+    def load(self, path: Path, model: dict[str, Any]) -> Runner:
+        """Open an exported file for inference; ``model`` is its record's ``model`` section."""
+        raise NotImplementedError
+
+    def usage(self, file: str, model: dict[str, Any]) -> Usage:
+        """The code that opens ``file`` (as downloaded, beside the user's script) and runs it."""
         raise NotImplementedError
 
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.onnx import describe_model, intermediate_onnx, refuse_fp16
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.formats.onnx import describe_model, intermediate_onnx, refuse_precision
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
 from exporter.options import OptionSpec
 
 ENGINE_FILE, META_FILE = "model.engine", "model.engine.json"
@@ -98,12 +98,16 @@ class TrtRunner:
         stream.synchronize()
         return [t.cpu().numpy() for t in outputs]
 
+    def close(self) -> None:
+        self.context = self.engine = None
+
 
 @register_format("tensorrt", display_name="TensorRT", suffix=".engine")
 class TensorRtFormat(ExportFormat):
     """ONNX (as for the ONNX format, FP16 ONNX for fp16) → TensorRT builder → serialized engine."""
 
     note = "An engine runs only with the TensorRT version and GPU model it was built on."
+    stages = ("export", "simplify", "engine")
     format_options = (
         OptionSpec("precision", "choice", "fp32", "fp16 is built from an FP16 ONNX (TensorRT 11 has no precision "
                    "flags).", choices=("fp32", "fp16")),
@@ -125,7 +129,7 @@ class TensorRtFormat(ExportFormat):
 
     def check_task(self, task: str | None, options: dict[str, Any]) -> None:
         super().check_task(task, options)
-        refuse_fp16(task, options["precision"], instead="fp32")
+        refuse_precision(task, options["precision"], instead="fp32")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return TOLERANCE[options["precision"]]
@@ -133,17 +137,37 @@ class TensorRtFormat(ExportFormat):
     def min_agreement(self, options: dict[str, Any]) -> float | None:
         return 0.99 if options["precision"] == "fp16" else None
 
-    def load(self, path: Path) -> TrtRunner:
+    def load(self, path: Path, model: dict[str, Any]) -> TrtRunner:
         meta = path.with_name(META_FILE)
         return TrtRunner(path, json.loads(meta.read_text()).get("outputs") if meta.is_file() else None)
 
+    def usage(self, file: str, model: dict[str, Any]) -> Usage:
+        outputs = [o["name"] for o in model.get("outputs") or []]
+        return Usage(
+            imports=("import tensorrt as trt", "import torch  # CUDA buffers"),
+            load=("with open(" + repr(file) + ', "rb") as f:',
+                  "    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(f.read())",
+                  "context = engine.create_execution_context()"),
+            run=("name = engine.get_tensor_name(0)  # the input",
+                 "image = torch.from_numpy(x).cuda()",
+                 "context.set_input_shape(name, tuple(image.shape))",
+                 "context.set_tensor_address(name, image.data_ptr())",
+                 "buffers = []",
+                 f"for out in {outputs!r}:",
+                 "    dtype = torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(out)))).dtype",
+                 "    buffers.append(torch.empty(tuple(context.get_tensor_shape(out)), dtype=dtype, device='cuda'))",
+                 "    context.set_tensor_address(out, buffers[-1].data_ptr())",
+                 "context.execute_async_v3(torch.cuda.current_stream().cuda_stream)",
+                 "torch.cuda.synchronize()",
+                 "outputs = [b.cpu().numpy() for b in buffers]"))
+
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         onnx_artifact = intermediate_onnx(job, workdir, progress, precision=job.options["precision"])
-        getattr(onnx_artifact.runner, "close", lambda: None)()
+        onnx_artifact.runner.close()
         import onnx
 
         info = describe_model(onnx.load(str(onnx_artifact.files[0]), load_external_data=False), "tensorrt")
-        progress("export")
+        progress("engine")
         shapes = profile_shapes(job.input_shape, job.dynamic_batch, job.options["max_batch"])
         engine = workdir / ENGINE_FILE
         try:
@@ -158,7 +182,6 @@ class TensorRtFormat(ExportFormat):
                                                      "inputs": list(job.input_names),
                                                      "outputs": list(job.output_names)}, indent=2))
         shutil.rmtree(workdir / "onnx", ignore_errors=True)
-        progress("validate")
         note = (f"The engine runs only with TensorRT {built_for['tensorrt_version']} on a {built_for['gpu']} "
                 f"(compute capability {built_for['compute_capability']}); rebuild it for another GPU or version.")
         return ExportArtifact(files=[engine, workdir / META_FILE], runner=TrtRunner(engine, list(job.output_names)),

@@ -12,11 +12,12 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, register_format
+from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
 from exporter.options import OptionSpec
 
 MODEL_FILE = "model.pt"
@@ -93,8 +94,18 @@ class TorchScriptFormat(ExportFormat):
     def is_available(cls) -> tuple[bool, str]:
         return True, ""
 
-    def load(self, path: Path, needs_torchvision: bool = False) -> IsolatedTorchScriptRunner:
-        return IsolatedTorchScriptRunner(path, needs_torchvision)
+    def load(self, path: Path, model: dict[str, Any]) -> IsolatedTorchScriptRunner:
+        return IsolatedTorchScriptRunner(path, needs_torchvision="torchvision" in (model.get("requires") or ()))
+
+    def usage(self, file: str, model: dict[str, Any]) -> Usage:
+        imports = ["import torch"]
+        if "torchvision" in (model.get("requires") or ()):
+            imports.append("import torchvision  # registers the nms / roi_align operators the graph calls")
+        return Usage(imports=tuple(imports),
+                     load=(f'module = torch.jit.load("{file}", map_location="cpu").eval()',),
+                     run=("with torch.no_grad():",
+                          "    result = module(torch.from_numpy(x))",
+                          "outputs = [t.numpy() for t in (result if isinstance(result, (tuple, list)) else [result])]"))
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         import torch
@@ -116,7 +127,6 @@ class TorchScriptFormat(ExportFormat):
             torch.jit.save(compiled, str(path), _extra_files={"metadata.json": json.dumps(job.metadata)})
         except OSError as exc:
             raise resource_error(exc, "export") or OutputFileError(str(exc), stage="export") from None
-        progress("validate")
         needs_torchvision = "torchvision::" in str(compiled.inlined_graph)
         warn = [TORCHVISION_OPS_WARNING] if needs_torchvision else []
         info = {"inputs": [{"name": job.input_names[0], "shape": ["batch" if job.dynamic_batch else n, c, h, w],
@@ -124,4 +134,4 @@ class TorchScriptFormat(ExportFormat):
                 "outputs": [{"name": name, "shape": [], "dtype": "float32"} for name in job.output_names],
                 "exporter": f"torch.jit.{job.options['method']}",
                 "requires": ["torchvision"] if needs_torchvision else []}
-        return ExportArtifact(files=[path], runner=self.load(path, needs_torchvision), info=info, warnings=warn)
+        return ExportArtifact(files=[path], runner=self.load(path, info), info=info, warnings=warn)

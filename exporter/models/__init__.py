@@ -1,6 +1,8 @@
-"""Model builders by task; see ``registry.py`` for the adapter interface."""
+"""The networks the exporter builds and wraps (UI-free, torch): builders, wrappers, post-processing.
 
-from exporter.models.registry import TaskAdapter, get_task, register_task, task_names
+Which task uses which is ``exporter.tasks``' business.
+"""
+
 from exporter.models.spec import ModelSpec
 
-__all__ = ["ModelSpec", "TaskAdapter", "get_task", "register_task", "task_names"]
+__all__ = ["ModelSpec"]

@@ -15,9 +15,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
 
-from exporter.models.registry import TaskAdapter, register_task
-from exporter.models.spec import ModelSpec
-
 
 class PadimModel(nn.Module):
     """PaDiM-style feature model with a diagonal Gaussian per feature position."""
@@ -88,32 +85,12 @@ class ConvAutoencoder(nn.Module):
 ARCHITECTURES = {"padim_resnet18": PadimModel, "autoencoder": ConvAutoencoder}
 
 
-class _AnomalyOutputs(nn.Module):
+class AnomalyOutputs(nn.Module):
+    """Eval wrapper: ``(anomaly_map, score)`` as a tuple."""
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002
         return self.model(input)
-
-
-@register_task("anomaly_detection")
-class AnomalyDetectionTask(TaskAdapter):
-    """Image → ``anomaly_map [N, 1, H, W]`` and ``score [N]``."""
-
-    output_names = ("anomaly_map", "score")
-
-    def architectures(self) -> list[str]:
-        return list(ARCHITECTURES)
-
-    def build(self, spec: ModelSpec) -> nn.Module:
-        self.check_architecture(spec.architecture)
-        import inspect
-
-        cls = ARCHITECTURES[spec.architecture]
-        params = inspect.signature(cls).parameters
-        kwargs = {k: v for k, v in spec.extra.items() if k in params and k != "input_size"}
-        return cls(spec.input_size, **kwargs)
-
-    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict | None = None) -> nn.Module:
-        return _AnomalyOutputs(model).eval()

@@ -8,8 +8,6 @@ import torch
 from torch import nn
 
 from exporter.errors import ArchitectureError
-from exporter.models.registry import TaskAdapter, register_task
-from exporter.models.spec import ModelSpec
 
 
 @functools.cache
@@ -72,7 +70,7 @@ def build_torchvision_classifier(architecture: str, num_classes: int, input_size
     return torchvision.models.get_model(architecture, **kwargs)
 
 
-class _FirstOutput(nn.Module):
+class FirstOutput(nn.Module):
     """Eval wrapper: one image batch in, the primary tensor out (drops aux heads)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -84,37 +82,3 @@ class _FirstOutput(nn.Module):
         if isinstance(out, tuple):  # GoogLeNet / Inception namedtuples
             out = out[0]
         return (out,)
-
-
-@register_task("classification")
-class ClassificationTask(TaskAdapter):
-    """Image → class logits ``[N, num_classes]``."""
-
-    output_names = ("logits",)
-    size_key = "num_classes"
-
-    def architectures(self) -> list[str]:
-        return list(torchvision_classifiers())
-
-    def check_architecture(self, architecture: str) -> None:
-        if not architecture.startswith(TIMM_PREFIX):  # timm names are checked by timm itself
-            super().check_architecture(architecture)
-
-    def build(self, spec: ModelSpec) -> nn.Module:
-        self.check_architecture(spec.architecture)
-        if not spec.num_classes or spec.num_classes <= 0:
-            raise ArchitectureError(
-                f"{self.task} needs a positive {self.size_key} in the checkpoint's "
-                "hyper_parameters or experiment.json.", stage="build")
-        return build_torchvision_classifier(spec.architecture, spec.num_classes, spec.input_size)
-
-    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict | None = None) -> nn.Module:
-        return _FirstOutput(model).eval()
-
-
-@register_task("regression")
-class RegressionTask(ClassificationTask):
-    """Image → ``[N, num_outputs]`` real values (a torchvision backbone with a linear head)."""
-
-    output_names = ("predictions",)
-    size_key = "num_outputs"

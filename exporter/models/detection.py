@@ -22,12 +22,8 @@ from torch import nn
 
 from exporter.errors import ArchitectureError
 from exporter.models.postprocess import flat_candidates, nms_padded, scatter_rows
-from exporter.models.registry import TaskAdapter, register_task
-from exporter.models.spec import ModelSpec
-from exporter.models.task_options import TASK_OPTIONS
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
-IDENTITY_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 
 # Our own compositions of torchvision parts: a resnet18 FPN with 64 channels and a slim box head
 # (torchvision's R-CNN classes, light enough to train on a CPU for the demo and tests).
@@ -286,44 +282,3 @@ class DetectionOutputs(nn.Module):
 
 def _large_enough(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
-
-
-class _TorchvisionDetectionTask(TaskAdapter):
-    """Shared by object detection and instance segmentation."""
-
-    input_normalization = IDENTITY_NORMALIZATION
-
-    def build(self, spec: ModelSpec) -> nn.Module:
-        self.check_architecture(spec.architecture)
-        if not spec.num_classes or spec.num_classes < 2:
-            raise ArchitectureError(f"{self.task} needs num_classes ≥ 2 (torchvision counts the background "
-                                    "class for R-CNN and SSD).", stage="build")
-        return build_detector(spec.architecture, spec.num_classes, spec.input_size)
-
-    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any] | None = None) -> nn.Module:
-        return DetectionOutputs(model, spec.input_size, options or {}).eval()
-
-
-@register_task("object_detection")
-class ObjectDetectionTask(_TorchvisionDetectionTask):
-    """Image → padded ``boxes [B, D, 4]``, ``scores [B, D]``, ``labels [B, D]``, ``num_detections [B]``."""
-
-    output_names = DETECTION_OUTPUTS
-    task_options = TASK_OPTIONS["object_detection"]
-
-    def architectures(self) -> list[str]:
-        names = [n for n in torchvision_detectors() if not n.startswith(("maskrcnn", "keypointrcnn"))]
-        return names + [n for n in COMPOSED if n.startswith("fasterrcnn")]
-
-
-@register_task("instance_segmentation")
-class InstanceSegmentationTask(_TorchvisionDetectionTask):
-    """Detection outputs plus ``masks [B, D, H, W]`` (uint8, or float probabilities)."""
-
-    output_names = (*DETECTION_OUTPUTS, "masks")
-    task_options = TASK_OPTIONS["instance_segmentation"]
-
-    def architectures(self) -> list[str]:
-        return [n for n in torchvision_detectors() if n.startswith("maskrcnn")] + [
-            n for n in COMPOSED if n.startswith("maskrcnn")]
-

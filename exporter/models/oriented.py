@@ -23,11 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
 
-from exporter.errors import ArchitectureError
-from exporter.models.detection import IDENTITY_NORMALIZATION
-from exporter.models.registry import TaskAdapter, register_task
-from exporter.models.spec import IMAGENET_NORMALIZATION, ModelSpec
-from exporter.models.task_options import DETECTION_OPTIONS
+from exporter.models.spec import IMAGENET_NORMALIZATION
 
 STRIDE = 8
 PRE_NMS_TOPK = 256
@@ -143,89 +139,3 @@ def _pad(values: torch.Tensor, size: int, fill: float = 0) -> torch.Tensor:
         return values
     pad = [0, 0] * (values.dim() - 2) + [0, missing]
     return F.pad(values, pad, value=fill)
-
-
-@register_task("oriented_object_detection")
-class OrientedDetectionTask(TaskAdapter):
-    """Image → padded ``boxes [B, D, 5]`` (cx, cy, w, h, θ), ``scores``, ``labels``, ``num_detections``."""
-
-    output_names = ("boxes", "scores", "labels", "num_detections")
-    task_options = DETECTION_OPTIONS
-    input_normalization = IDENTITY_NORMALIZATION
-
-    def architectures(self) -> list[str]:
-        return ["obb_resnet18"]
-
-    def build(self, spec: ModelSpec) -> nn.Module:
-        self.check_architecture(spec.architecture)
-        if not spec.num_classes or spec.num_classes < 1:
-            raise ArchitectureError("oriented_object_detection needs num_classes ≥ 1.", stage="build")
-        _, h, w = spec.input_size
-        if h % STRIDE or w % STRIDE:
-            raise ArchitectureError(f"obb_resnet18 needs an input size divisible by {STRIDE}; got {h}×{w}.",
-                                    stage="build")
-        return OrientedDetector(spec.num_classes)
-
-    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any] | None = None) -> nn.Module:
-        return OrientedOutputs(model, options or {}).eval()
-
-
-def rotated_corners(boxes: Any) -> Any:
-    """Corners ``[..., 4, 2]`` of ``(cx, cy, w, h, θ)`` boxes, as numpy."""
-    import numpy as np
-
-    boxes = np.asarray(boxes, dtype=np.float64)
-    cx, cy, w, h, t = (boxes[..., i] for i in range(5))
-    cos, sin = np.cos(t), np.sin(t)
-    dx = np.stack([w, -w, -w, w], -1) / 2
-    dy = np.stack([h, h, -h, -h], -1) / 2
-    return np.stack([cx[..., None] + dx * cos[..., None] - dy * sin[..., None],
-                     cy[..., None] + dx * sin[..., None] + dy * cos[..., None]], -1)
-
-
-def rotated_iou(box_a: Any, box_b: Any) -> float:
-    """Exact IoU of two rotated boxes by convex polygon clipping (Sutherland–Hodgman)."""
-    import numpy as np
-
-    poly_a, poly_b = rotated_corners(box_a), rotated_corners(box_b)
-
-    def area(poly: Any) -> float:
-        x, y = poly[:, 0], poly[:, 1]
-        return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-    def clip(subject: list, a: Any, b: Any) -> list:
-        def inside(p: Any) -> bool:
-            return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]) >= 0
-
-        def cross(p: Any, q: Any) -> Any:
-            d1, d2 = q - p, b - a
-            denom = d1[0] * d2[1] - d1[1] * d2[0]
-            t = ((a[0] - p[0]) * d2[1] - (a[1] - p[1]) * d2[0]) / denom if denom else 0.0
-            return p + t * d1
-
-        out = []
-        for i, current in enumerate(subject):
-            previous = subject[i - 1]
-            if inside(current):
-                if not inside(previous):
-                    out.append(cross(previous, current))
-                out.append(current)
-            elif inside(previous):
-                out.append(cross(previous, current))
-        return out
-
-    # both polygons counter-clockwise for the inside test
-    def ccw(poly: Any) -> Any:
-        x, y = poly[:, 0], poly[:, 1]
-        return poly if float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) > 0 else poly[::-1]
-
-    poly_a, poly_b = ccw(poly_a), ccw(poly_b)
-    clipped = list(poly_a)
-    for i in range(4):
-        if not clipped:
-            break
-        clipped = clip(clipped, poly_b[i], poly_b[(i + 1) % 4])
-    inter = area(np.array(clipped)) if len(clipped) >= 3 else 0.0
-    union = area(poly_a) + area(poly_b) - inter
-    return inter / union if union > 0 else 0.0
-

@@ -9,6 +9,7 @@ from typing import Any
 from exporter.errors import ArchitectureError
 
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+IDENTITY_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # graphs that normalise themselves
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import read_index
+from tests.helpers import record_fields
 from tests.server import running_server, wait_for
 
 CLS = {"project_id": "demo-classification", "experiment_id": "exp-resnet18-shapes"}
@@ -148,9 +149,9 @@ def test_not_completed_export_does_not_download(client, api_ws):
     from exporter.workspace import Workspace
 
     store = ExportStore.for_project(Workspace(api_ws), "demo-regression")
-    pending = store.create({"id": None, "status": "running", "created_at": "2000", "files": [],
-                            "worker": {"pid": os.getpid()}})
-    response = client.get(f"/api/export/{pending['id']}/download")
+    pending = store.create(**record_fields(project_id="demo-regression", status="running", created_at="2000",
+                                           worker={"pid": os.getpid()}))
+    response = client.get(f"/api/export/{pending.id}/download")
     assert response.status_code == 409 and "running" in response.json()["error"]["message"]
 
 
@@ -187,16 +188,16 @@ def test_token_and_recovery_on_start(demo_template, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(demo_template, ws, copy_function=os.link)
     store = ExportStore.for_project(Workspace(ws), "demo-regression")
-    orphan = store.create({"id": None, "status": "running", "created_at": "1", "files": [],
-                           "progress": {"stage": "export", "fraction": 0.3},
-                           "worker": {"pid": 999_999, "create_time": 1.0}})
-    (store.export_dir(orphan["id"]) / ".partial").mkdir()
+    orphan = store.create(**record_fields(project_id="demo-regression", status="running", created_at="1",
+                                          progress={"stage": "export", "fraction": 0.3},
+                                          worker={"pid": 999_999, "create_time": 1.0}))
+    (store.export_dir(orphan.id) / ".partial").mkdir()
     with running_server(ws, AISTUDIO_API_TOKEN="s3cret") as base:
         assert httpx.get(f"{base}/api/formats").status_code == 401
         assert httpx.get(f"{base}/api/formats", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = httpx.get(f"{base}/api/export/{orphan['id']}", headers={"Authorization": "Bearer s3cret"})
+        ok = httpx.get(f"{base}/api/export/{orphan.id}", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         record = ok.json()
     assert record["status"] == "failed" and record["error"]["type"] == "Interrupted"
     assert record["error"]["stage"] == "export"
-    assert not (store.export_dir(orphan["id"]) / ".partial").exists()
+    assert not (store.export_dir(orphan.id) / ".partial").exists()

@@ -18,7 +18,8 @@ CANNOT = {("openvino", "demo-instance-segmentation")}
 
 
 def export(root, project, experiment, fmt, **options):
-    record = export_checkpoint(Workspace(root), ExportRequest(project, experiment, format=fmt, options=options))
+    request = ExportRequest(project, experiment, format=fmt, options=options)
+    record = export_checkpoint(Workspace(root), request).to_json()
     assert record["status"] == "completed", record["error"]
     return record
 

@@ -18,7 +18,7 @@ MATRIX = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilen
 
 
 def export(root, **options):
-    return export_checkpoint(Workspace(root), ExportRequest("proj", "exp", options=options))
+    return export_checkpoint(Workspace(root), ExportRequest("proj", "exp", options=options)).to_json()
 
 
 def assert_passed(record):
@@ -117,7 +117,7 @@ def test_batch_baked_into_the_graph_fails_validation(tmp_path):
     """A file that only works at its export batch size must fail, whatever it declares."""
     import torch
 
-    from exporter.models.registry import TaskAdapter, register_task
+    from exporter.tasks import Task, TaskTraits, register_task
 
     class Flatten1(torch.nn.Module):
         def __init__(self):
@@ -128,9 +128,9 @@ def test_batch_baked_into_the_graph_fails_validation(tmp_path):
             out = self.conv(input)
             return (out.reshape(int(out.shape[0]), -1).sum(1) + out.mean(),)
 
-    @register_task("test_baked_batch")
-    class Baked(TaskAdapter):
-        output_names = ("output",)
+    @register_task
+    class Baked(Task):
+        traits = TaskTraits("test_baked_batch", outputs=("output",))
 
         def architectures(self):
             return ["flatten1"]

@@ -14,13 +14,14 @@ from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import FormatUnavailableError, InvalidOptionError, NotFoundError, UnknownFormatError
 from exporter.store import ExportStore
 from tests.conftest import read_index
-from tests.helpers import DEMO, classifier_checkpoint, write_experiment
+from tests.helpers import DEMO, classifier_checkpoint, record_fields, write_experiment
 
 
 def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:
     """Recompute |PyTorch - ORT| from scratch on the project's sample images."""
     from exporter.checkpoint import load_checkpoint, load_weights
-    from exporter.models import ModelSpec, get_task
+    from exporter.models import ModelSpec
+    from exporter.tasks import get_task
     from exporter.validation import load_images
 
     ws = Workspace(root)
@@ -28,10 +29,10 @@ def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:
     experiment = project.experiment(experiment_id)
     ckpt = load_checkpoint(experiment.checkpoint("best").path)
     spec = ModelSpec.resolve(ckpt.hyper_parameters, experiment.model)
-    adapter = get_task(spec.task)
-    model = adapter.build(spec)
+    task = get_task(spec.task)
+    model = task.build(spec)
     load_weights(model, ckpt.state_dict)
-    module = adapter.wrap(model, spec)
+    module = task.wrap(model, spec)
     images = load_images(project.sample_images(), spec.input_size, spec.normalization)
     with torch.no_grad():
         reference = [t.numpy() for t in module(images)]
@@ -42,7 +43,7 @@ def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:
 
 @pytest.mark.parametrize("project_id, experiment_id", DEMO)
 def test_demo_round_trip(demo_ws, project_id, experiment_id):
-    record = export_checkpoint(Workspace(demo_ws), ExportRequest(project_id, experiment_id))
+    record = export_checkpoint(Workspace(demo_ws), ExportRequest(project_id, experiment_id)).to_json()
     assert record["status"] == "completed", record["error"]
     validation = record["validation"]
     assert validation["verdict"] == "passed" and validation["passed"] is True
@@ -106,7 +107,7 @@ def test_failures_leave_a_failed_record_and_no_file(tmp_path, case, error_type, 
     else:
         classifier_checkpoint(tmp_path)
         options = {"input_shape": "1,1,64,64"}
-    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options=options))
+    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options=options)).to_json()
     assert record["status"] == "failed"
     assert record["error"]["type"] == error_type and text in record["error"]["message"]
     folder = tmp_path / "projects/proj/exports" / record["id"]
@@ -117,7 +118,7 @@ def test_failures_leave_a_failed_record_and_no_file(tmp_path, case, error_type, 
 
 def test_unsupported_op_at_opset_fails_with_the_exporter_reason(tmp_path):
     """grid_sample has no ONNX form before opset 16: the legacy exporter must say so, in one line."""
-    from exporter.models.registry import TaskAdapter, register_task
+    from exporter.tasks import Task, TaskTraits, register_task
 
     class Warp(torch.nn.Module):
         def __init__(self):
@@ -128,8 +129,10 @@ def test_unsupported_op_at_opset_fails_with_the_exporter_reason(tmp_path):
             grid = torch.tanh(self.conv(input)).permute(0, 2, 3, 1)
             return (torch.nn.functional.grid_sample(input, grid, align_corners=False),)
 
-    @register_task("test_warp")
-    class WarpTask(TaskAdapter):
+    @register_task
+    class WarpTask(Task):
+        traits = TaskTraits("test_warp", outputs=("output",))
+
         def architectures(self):
             return ["warp"]
 
@@ -142,12 +145,12 @@ def test_unsupported_op_at_opset_fails_with_the_exporter_reason(tmp_path):
     write_experiment(tmp_path, Warp().state_dict(), task="test_warp",
                      hparams={"task": "test_warp", "architecture": "warp", "input_size": [3, 16, 16]})
     record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options={
-        "opset_version": 11, "exporter": "legacy"}))
+        "opset_version": 11, "exporter": "legacy"})).to_json()
     assert record["status"] == "failed"
     assert record["error"]["type"] == "ExporterError" and record["error"]["stage"] == "export"
     assert "grid_sampler" in record["error"]["message"] and "opset" in record["error"]["message"]
     assert "\n" not in record["error"]["message"]
-    ok = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options={"opset_version": 16}))
+    ok = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options={"opset_version": 16})).to_json()
     assert ok["status"] == "completed" and ok["validation"]["verdict"] == "passed"
 
 
@@ -158,9 +161,9 @@ def test_concurrent_writers_keep_the_index_consistent(tmp_path):
 
     def create():
         for _ in range(10):
-            record = store.create({"id": None, "status": "pending", "created_at": "x"})
-            store.update(record["id"], status="completed")
-            ids.append(record["id"])
+            record = store.create(**record_fields(status="pending"))
+            store.update(record.id, status="completed")
+            ids.append(record.id)
 
     threads = [threading.Thread(target=create) for _ in range(4)]
     for t in threads:
@@ -175,12 +178,12 @@ def test_concurrent_writers_keep_the_index_consistent(tmp_path):
 def test_corrupt_index_is_rebuilt_from_records(tmp_path):
     classifier_checkpoint(tmp_path)
     store = ExportStore.for_project(Workspace(tmp_path), "proj")
-    first = store.create({"id": None, "status": "completed", "created_at": "1"})
+    first = store.create(**record_fields(status="completed", created_at="1"))
     store.index_path.write_text("{not json")
-    assert [e["id"] for e in store.list()] == [first["id"]]
-    second = store.create({"id": None, "status": "pending", "created_at": "2"})
-    assert [e["id"] for e in read_index(tmp_path, "proj")] == [first["id"], second["id"]]
-    store.delete(first["id"])
-    assert [e["id"] for e in read_index(tmp_path, "proj")] == [second["id"]]
+    assert [e["id"] for e in store.list()] == [first.id]
+    second = store.create(**record_fields(created_at="2"))
+    assert [e["id"] for e in read_index(tmp_path, "proj")] == [first.id, second.id]
+    store.delete(first.id)
+    assert [e["id"] for e in read_index(tmp_path, "proj")] == [second.id]
     with pytest.raises(NotFoundError):
-        store.get(first["id"])
+        store.get(first.id)

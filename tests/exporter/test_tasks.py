@@ -12,10 +12,11 @@ import torch
 
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import InvalidOptionError
+from exporter.geometry import rotated_iou
 from exporter.models.detection import DetectionOutputs, build_detector
-from exporter.models.oriented import cluster_nms, probiou_matrix, rotated_iou
+from exporter.models.oriented import cluster_nms, probiou_matrix
 from exporter.models.postprocess import nms_padded
-from exporter.task_validation import _match
+from exporter.tasks.compare import match_detections
 from tests.helpers import lively_init, write_experiment
 
 # Random detectors give no boxes or all-tied scores (FINDINGS.md). Each family gets an init that
@@ -63,7 +64,7 @@ def assert_same_detections(reference, exported, min_iou=0.99):
         assert n == len(ref["boxes"]), f"image {i}: {n} exported vs {len(ref['boxes'])} torchvision detections"
         r = {"boxes": ref["boxes"].numpy(), "scores": ref["scores"].numpy(), "labels": ref["labels"].numpy()}
         c = {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
-        assert len(_match(r, c, rotated=False, close=0.5)) == n
+        assert len(match_detections(r, c, rotated=False, close=0.5)) == n
         assert np.abs(np.sort(r["scores"]) - np.sort(c["scores"])).max(initial=0) < 5e-3
 
 
@@ -74,7 +75,7 @@ def test_detector_family_round_trip(tmp_path, architecture, size, score):
     # demo detector agrees to 3e-5 px at the default tolerance (test_cli).
     record = export_checkpoint(Workspace(tmp_path), ExportRequest(
         "proj", "exp", options={"score_threshold": score, "max_detections": 50, "iou_threshold": 0.5,
-                                "tolerance": 5e-3}))
+                                "tolerance": 5e-3})).to_json()
     assert record["status"] == "completed", record["error"]
     validation = record["validation"]
     assert validation["verdict"] == "passed", validation["messages"]
@@ -117,7 +118,7 @@ def test_wrapper_equals_torchvision_per_image_loop():
 def test_mask_rcnn_round_trip(tmp_path):
     model = detector_checkpoint(tmp_path, "maskrcnn_resnet50_fpn", 128, task="instance_segmentation")
     record = export_checkpoint(Workspace(tmp_path), ExportRequest(
-        "proj", "exp", options={"score_threshold": 0.8, "max_detections": 20}))
+        "proj", "exp", options={"score_threshold": 0.8, "max_detections": 20})).to_json()
     assert record["status"] == "completed", record["error"]
     validation = record["validation"]
     assert validation["verdict"] == "passed", validation["messages"]
@@ -151,7 +152,7 @@ def test_segmentation_round_trip(tmp_path, architecture, options, shape):
                                                                        {"aux_loss": False})))
     hparams = {"task": "segmentation", "architecture": architecture, "num_classes": 3, "input_size": [3, 64, 64]}
     write_experiment(tmp_path, model.state_dict(), hparams=hparams, task="segmentation")
-    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options=options))
+    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp", options=options)).to_json()
     assert record["status"] == "completed", record["error"]
     validation = record["validation"]
     assert validation["verdict"] in ("passed", "inconclusive"), validation["messages"]

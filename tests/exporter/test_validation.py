@@ -21,7 +21,7 @@ def test_untrained_zero_output_is_inconclusive_not_passed(tmp_path):
     torch.nn.init.zeros_(model.fc.bias)
     write_experiment(tmp_path, model.state_dict(), wrap="bare",
                      model_meta={"architecture": "resnet18", "num_classes": 3, "input_size": [3, 32, 32]})
-    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp"))
+    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp")).to_json()
     assert record["status"] == "completed"
     assert record["validation"]["verdict"] == "inconclusive"
     assert record["validation"]["passed"] is False
@@ -36,7 +36,7 @@ def test_nan_weights_are_reported(tmp_path):
         model.fc.weight[0, 0] = float("nan")
     write_experiment(tmp_path, model.state_dict(), wrap="bare",
                      model_meta={"architecture": "resnet18", "num_classes": 3, "input_size": [3, 32, 32]})
-    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp"))
+    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp")).to_json()
     assert record["validation"]["verdict"] == "failed"
     assert "NaN" in record["validation"]["outputs"][0]["problem"]
 
@@ -44,20 +44,20 @@ def test_nan_weights_are_reported(tmp_path):
 def test_a_file_of_other_weights_fails(tmp_path):
     """Compare a real ONNX file against a model with different weights: must fail."""
     from exporter.checkpoint import load_checkpoint, load_weights
-    from exporter.models.classification import _FirstOutput, build_torchvision_classifier
+    from exporter.models.classification import FirstOutput, build_torchvision_classifier
 
     classifier_checkpoint(tmp_path / "a", seed_note := "resnet18")  # noqa: F841
-    record = export_checkpoint(Workspace(tmp_path / "a"), ExportRequest("proj", "exp"))
+    record = export_checkpoint(Workspace(tmp_path / "a"), ExportRequest("proj", "exp")).to_json()
     onnx_path = tmp_path / "a/projects/proj/exports" / record["id"] / "model.onnx"
     other = build_torchvision_classifier("resnet18", 5, (3, 64, 64))
-    report = validate(_FirstOutput(other).eval(), OrtRunner(onnx_path), input_name="input",
+    report = validate(FirstOutput(other).eval(), OrtRunner(onnx_path), input_name="input",
                       output_names=("logits",), pool=torch.rand(3, 3, 64, 64), pool_kind="random",
                       batch_sizes=[1, 2], tolerance=1e-4, task="classification")
     assert report.verdict == "failed" and not report.outputs[0].passed
     # and the matching model passes on the same file
     model = build_torchvision_classifier("resnet18", 5, (3, 64, 64))
     load_weights(model, load_checkpoint(tmp_path / "a/projects/proj/experiments/exp/checkpoints/best.ckpt").state_dict)
-    ok = validate(_FirstOutput(model).eval(), OrtRunner(onnx_path), input_name="input", output_names=("logits",),
+    ok = validate(FirstOutput(model).eval(), OrtRunner(onnx_path), input_name="input", output_names=("logits",),
                   pool=torch.rand(3, 3, 64, 64), pool_kind="random", batch_sizes=[1, 2], tolerance=1e-4,
                   task="classification")
     assert ok.verdict == "passed" and ok.task_metrics["top1_agreement"] == 1.0

@@ -24,7 +24,7 @@ def test_engine_builds_validates_and_reloads(demo_ws, project, experiment, preci
     if precision == "fp16" and project in {"demo-detection", "demo-instance-segmentation", "demo-oriented"}:
         pytest.skip("fp16 is refused for detection tasks (see test_formats)")
     record = export_checkpoint(Workspace(demo_ws), ExportRequest(project, experiment, format="tensorrt",
-                                                                 options={"precision": precision}))
+                                                                 options={"precision": precision})).to_json()
     assert record["status"] == "completed", record["error"]
     assert record["validation"]["verdict"] == "passed", record["validation"]["messages"]
     folder = demo_ws / "projects" / project / "exports" / record["id"]

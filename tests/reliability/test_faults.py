@@ -38,17 +38,17 @@ def file_hashes(root: Path, project_id: str) -> dict[str, str]:
     store = ExportStore.for_project(Workspace(root), project_id)
     hashes = {}
     for record in store.records():
-        for f in record.get("files") or []:
-            path = store.export_dir(record["id"]) / f["name"]
-            hashes[f"{record['id']}/{f['name']}"] = hashlib.sha256(path.read_bytes()).hexdigest()
-            assert hashes[f"{record['id']}/{f['name']}"] == f["sha256"]
+        for f in record.files:
+            path = store.export_dir(record.id) / f.name
+            hashes[f"{record.id}/{f.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert hashes[f"{record.id}/{f.name}"] == f.sha256
     return hashes
 
 
 @pytest.fixture
 def seeded_ws(demo_ws) -> Path:
     """The demo workspace with one completed export to protect."""
-    record = export_checkpoint(Workspace(demo_ws), ExportRequest(*CLS))
+    record = export_checkpoint(Workspace(demo_ws), ExportRequest(*CLS)).to_json()
     assert record["status"] == "completed"
     return demo_ws
 
@@ -60,9 +60,9 @@ def test_sigkill_the_worker_at_random_moments(seeded_ws):
     rng = random.Random(7)
     outcomes = []
     for _ in range(20):
-        record = start_export(ws, ExportRequest(*CLS, options={"input_shape": "1,3,192,192"}))
+        record = start_export(ws, ExportRequest(*CLS, options={"input_shape": "1,3,192,192"})).to_json()
         time.sleep(rng.uniform(0.0, 2.5))
-        pid = ExportStore.for_project(ws, CLS[0]).get(record["id"])["worker"]["pid"]
+        pid = ExportStore.for_project(ws, CLS[0]).get(record["id"]).worker.pid
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -72,8 +72,8 @@ def test_sigkill_the_worker_at_random_moments(seeded_ws):
             time.sleep(0.05)
         recover_interrupted(ws)
         final = ExportStore.for_project(ws, CLS[0]).get(record["id"])
-        outcomes.append(final["status"])
-        assert final["status"] == "failed" and final["error"]["type"] == "Interrupted", final
+        outcomes.append(final.status)
+        assert final.status == "failed" and final.error.type == "Interrupted", final
         folder = seeded_ws / "projects" / CLS[0] / "exports" / record["id"]
         assert sorted(p.name for p in folder.iterdir()) <= ["export.json", "worker.log"]
         index = read_index(seeded_ws, CLS[0])  # valid JSON, one entry per record
@@ -121,19 +121,19 @@ def test_twelve_exports_at_once_through_api_and_cli(seeded_ws):
 def test_worker_limit_queues_exports_as_pending(seeded_ws, monkeypatch):
     monkeypatch.setenv("AISTUDIO_MAX_WORKERS", "1")
     ws = Workspace(seeded_ws)
-    records = [start_export(ws, ExportRequest(*CLS)) for _ in range(3)]
+    records = [start_export(ws, ExportRequest(*CLS)).to_json() for _ in range(3)]
     store = ExportStore.for_project(ws, CLS[0])
     seen_pending_while_running = False
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        states = [store.get(r["id"])["status"] for r in records]
+        states = [store.get(r["id"]).status for r in records]
         assert states.count("running") <= 1
         seen_pending_while_running |= "running" in states and "pending" in states
         if all(s == "completed" for s in states):
             break
         time.sleep(0.1)
     assert seen_pending_while_running
-    assert [store.get(r["id"])["status"] for r in records] == ["completed"] * 3
+    assert [store.get(r["id"]).status for r in records] == ["completed"] * 3
 
 
 def test_disk_full_during_export(seeded_ws):

@@ -1,4 +1,4 @@
-"""Task-aware comparison of PyTorch and exported outputs, on top of raw tensor diffs.
+"""Comparisons of PyTorch and exported outputs that tasks use on top of raw tensor diffs.
 
 - Detection (axis-aligned, oriented, instance): position-wise diffs of padded outputs are
   meaningless when scores tie (FINDINGS.md), so detections are matched per image — same
@@ -20,16 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from exporter.geometry import iou_matrix
+
 MATCH_IOU = 0.5
 MIN_MASK_IOU = 0.95  # per matched instance; FINDINGS: ~1e-5 of mask pixels flip at fp32
 MASK_UNION_FLOOR = 100
 BORDERLINE_MARGIN = 0.01  # widest score gap to the threshold/cut that still counts as borderline
 MIN_MATCH_RATE = 0.99  # share of PyTorch detections that must be matched (the rest borderline)
 MIN_PIXEL_AGREEMENT = 0.999
-DETECTION_TASKS = ("object_detection", "instance_segmentation", "oriented_object_detection")
-# Detection scores pass through softmax/sigmoid after thousands of ops; FINDINGS measured
-# 2e-4 between ORT and eager, so default tolerances are scaled up for these tasks.
-TOLERANCE_FACTOR = {task: 10.0 for task in DETECTION_TASKS}
 
 Pair = tuple[list[int], list[np.ndarray], list[np.ndarray]]  # pool indices, reference, exported
 
@@ -44,84 +42,91 @@ class TaskCheck:
     inconclusive: str | None = None
 
 
-def check(task: str, pairs: list[Pair], output_names: tuple[str, ...], tolerance: float,
-          n_samples: int, settings: dict[str, Any]) -> TaskCheck | None:
-    """The task's own comparison, or ``None`` for tasks compared tensor by tensor."""
-    if task in DETECTION_TASKS:
-        return _detections(pairs, output_names, tolerance, n_samples, settings,
-                           rotated=task == "oriented_object_detection")
-    if task == "segmentation":
-        return _segmentation(pairs, output_names, n_samples, settings.get("min_agreement") or MIN_PIXEL_AGREEMENT)
-    return None
-
-
 # -- detection ---------------------------------------------------------------------------
-def _detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_samples: int,
-                settings: dict[str, Any], rotated: bool) -> TaskCheck:
-    result = TaskCheck()
-    box_diffs, score_diffs, mask_misses, count_diffs = [], [], [], []
-    tally = {"matched": 0, "unmatched_reference": 0, "unmatched_exported": 0, "borderline": 0,
-             "reference_detections": 0, "sample_detections": 0}
-    score_allowed = tolerance
+def detections(pairs: list[Pair], names: tuple[str, ...], tolerance: float, n_samples: int,
+               settings: dict[str, Any], rotated: bool) -> TaskCheck:
+    """Padded detection outputs matched per image (see the module docstring)."""
     box_peak = max((float(np.abs(refs[0]).max()) for _, refs, _ in pairs), default=1.0)
-    box_allowed = tolerance * max(1.0, box_peak)
+    tally = _Tally(box_allowed=tolerance * max(1.0, box_peak), margin=min(2 * tolerance, BORDERLINE_MARGIN),
+                   rotated=rotated, settings=settings)
     for indices, reference, exported in pairs:
         ref, out = dict(zip(names, reference, strict=True)), dict(zip(names, exported, strict=True))
         for row, image in enumerate(indices):
-            r, c = _image_detections(ref, row), _image_detections(out, row)
-            tally["reference_detections"] += len(r["scores"])
-            if image < n_samples:
-                tally["sample_detections"] += len(r["scores"])
-            count_diffs.append(abs(len(r["scores"]) - len(c["scores"])))
-            matches = _match(r, c, rotated, close=box_allowed)
-            tally["matched"] += len(matches)
-            for i, j in matches:
-                box_diffs.append(_box_diff(r["boxes"][i], c["boxes"][j], rotated))
-                score_diffs.append(abs(float(r["scores"][i]) - float(c["scores"][j])))
-                if "masks" in r:
-                    mask_misses.append(_mask_miss(r["masks"][i], c["masks"][j], settings))
-            for side, det in (("reference", r), ("exported", c)):
-                paired = {m[0] if side == "reference" else m[1] for m in matches}
-                for k in range(len(det["scores"])):
-                    if k in paired:
-                        continue
-                    margin = min(2 * score_allowed, BORDERLINE_MARGIN)
-                    if _borderline(float(det["scores"][k]), det["scores"], settings, margin):
-                        tally["borderline"] += 1
-                    else:
-                        tally[f"unmatched_{side}"] += 1
-    result.rows = [
-        _row("boxes", box_diffs, box_allowed, "matched pairs; |Δ| of coordinates"
-             + (" and angle (radians, modulo π)" if rotated else "")),
-        _row("scores", score_diffs, score_allowed, "matched pairs"),
-    ]
-    if mask_misses:
-        note = f"1 − mask IoU per matched pair (union ≥ {MASK_UNION_FLOOR} px)"
-        result.rows.append(_row("masks", mask_misses, 1 - MIN_MASK_IOU, note))
-    unmatched = tally["unmatched_reference"] + tally["unmatched_exported"]
-    total = tally["reference_detections"]
-    result.metrics = {**{k: float(v) for k, v in tally.items()},
-                      "max_count_difference": float(max(count_diffs, default=0))}
-    if total:
-        result.metrics["match_rate"] = tally["matched"] / total
-    if mask_misses:
-        result.metrics["min_mask_iou"] = 1 - max(mask_misses)
-    if unmatched:
-        result.messages.append(
-            f"{tally['unmatched_reference']} PyTorch and {tally['unmatched_exported']} exported detections "
-            f"have no counterpart (same label, IoU ≥ {MATCH_IOU})")
-    floor = settings.get("min_agreement") or MIN_MATCH_RATE
-    if total and result.metrics["match_rate"] < floor:
-        result.messages.append(
-            f"only {result.metrics['match_rate']:.1%} of PyTorch's detections are matched (need {floor:.0%}); "
-            f"{tally['borderline']} sit at the score threshold or the max_detections cut")
-    seen = tally["sample_detections"] if n_samples else total
+            tally.add(_image_detections(ref, row), _image_detections(out, row), on_sample=image < n_samples)
+    result = TaskCheck(rows=tally.rows(score_allowed=tolerance), metrics=tally.metrics())
+    result.messages = tally.messages(settings.get("min_agreement") or MIN_MATCH_RATE)
+    seen = tally.counts["sample_detections"] if n_samples else tally.counts["reference_detections"]
     if seen == 0:
         where = "the project's sample images" if n_samples else "the validation inputs"
         result.inconclusive = (f"the model detects nothing on {where} at score_threshold "
                                f"{settings.get('score_threshold')}, so there is nothing to compare; lower the "
                                "threshold or add sample images with objects")
     return result
+
+
+@dataclass
+class _Tally:
+    """Matched-pair diffs and detection counts accumulated over every image."""
+
+    box_allowed: float
+    margin: float
+    rotated: bool
+    settings: dict[str, Any]
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("matched", "unmatched_reference", "unmatched_exported", "borderline", "reference_detections",
+         "sample_detections"), 0))
+    box_diffs: list[float] = field(default_factory=list)
+    score_diffs: list[float] = field(default_factory=list)
+    mask_misses: list[float] = field(default_factory=list)
+    count_diffs: list[int] = field(default_factory=list)
+
+    def add(self, r: dict[str, np.ndarray], c: dict[str, np.ndarray], on_sample: bool) -> None:
+        """Match one image's detections and count what matched, what is borderline and what is not."""
+        self.counts["reference_detections"] += len(r["scores"])
+        self.counts["sample_detections"] += len(r["scores"]) if on_sample else 0
+        self.count_diffs.append(abs(len(r["scores"]) - len(c["scores"])))
+        matches = match_detections(r, c, self.rotated, close=self.box_allowed)
+        self.counts["matched"] += len(matches)
+        for i, j in matches:
+            self.box_diffs.append(_box_diff(r["boxes"][i], c["boxes"][j], self.rotated))
+            self.score_diffs.append(abs(float(r["scores"][i]) - float(c["scores"][j])))
+            if "masks" in r:
+                self.mask_misses.append(_mask_miss(r["masks"][i], c["masks"][j], self.settings))
+        for side, det, paired in (("reference", r, {i for i, _ in matches}), ("exported", c, {j for _, j in matches})):
+            for k in set(range(len(det["scores"]))) - paired:
+                if _borderline(float(det["scores"][k]), det["scores"], self.settings, self.margin):
+                    self.counts["borderline"] += 1
+                else:
+                    self.counts[f"unmatched_{side}"] += 1
+
+    def rows(self, score_allowed: float) -> list[dict[str, Any]]:
+        rows = [_row("boxes", self.box_diffs, self.box_allowed, "matched pairs; |Δ| of coordinates"
+                     + (" and angle (radians, modulo π)" if self.rotated else "")),
+                _row("scores", self.score_diffs, score_allowed, "matched pairs")]
+        if self.mask_misses:
+            note = f"1 − mask IoU per matched pair (union ≥ {MASK_UNION_FLOOR} px)"
+            rows.append(_row("masks", self.mask_misses, 1 - MIN_MASK_IOU, note))
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {**{k: float(v) for k, v in self.counts.items()},
+                   "max_count_difference": float(max(self.count_diffs, default=0))}
+        if self.counts["reference_detections"]:
+            metrics["match_rate"] = self.counts["matched"] / self.counts["reference_detections"]
+        if self.mask_misses:
+            metrics["min_mask_iou"] = 1 - max(self.mask_misses)
+        return metrics
+
+    def messages(self, floor: float) -> list[str]:
+        messages, counts = [], self.counts
+        if counts["unmatched_reference"] + counts["unmatched_exported"]:
+            messages.append(f"{counts['unmatched_reference']} PyTorch and {counts['unmatched_exported']} exported "
+                            f"detections have no counterpart (same label, IoU ≥ {MATCH_IOU})")
+        rate = counts["matched"] / counts["reference_detections"] if counts["reference_detections"] else None
+        if rate is not None and rate < floor:
+            messages.append(f"only {rate:.1%} of PyTorch's detections are matched (need {floor:.0%}); "
+                            f"{counts['borderline']} sit at the score threshold or the max_detections cut")
+        return messages
 
 
 def _image_detections(outputs: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
@@ -132,7 +137,7 @@ def _image_detections(outputs: dict[str, np.ndarray], row: int) -> dict[str, np.
     return det
 
 
-def _match(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], rotated: bool,
+def match_detections(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], rotated: bool,
            close: float = 0.0) -> list[tuple[int, int]]:
     """Greedy one-to-one matching by IoU (same label, IoU ≥ MATCH_IOU), best overlaps first.
 
@@ -141,7 +146,7 @@ def _match(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], rotated: bool
     """
     if not len(ref["scores"]) or not len(out["scores"]):
         return []
-    iou = _iou_matrix(ref["boxes"], out["boxes"], rotated)
+    iou = iou_matrix(ref["boxes"], out["boxes"], rotated)
     if close > 0:
         near = np.abs(ref["boxes"][:, None].astype(np.float64) - out["boxes"][None].astype(np.float64)).max(-1)
         iou = np.where(near <= close, np.maximum(iou, 1.0 - near / (close * 1e3)), iou)
@@ -156,27 +161,6 @@ def _match(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], rotated: bool
             used_r.add(i)
             used_c.add(j)
     return matches
-
-
-def _iou_matrix(a: np.ndarray, b: np.ndarray, rotated: bool) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if not rotated:
-        lt = np.maximum(a[:, None, :2], b[None, :, :2])
-        rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-        inter = np.clip(rb - lt, 0, None).prod(-1)
-        area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)
-        union = area(a)[:, None] + area(b)[None, :] - inter
-        # Zero-area boxes (random or barely trained heads emit them) have no IoU: equal is a match.
-        same = np.abs(a[:, None] - b[None, :]).max(-1) <= 1e-3 * np.maximum(1.0, np.abs(a).max(-1))[:, None]
-        return np.where(union > 1e-9, inter / np.maximum(union, 1e-12), same.astype(np.float64))
-    from exporter.models.oriented import rotated_iou
-
-    reach = np.hypot(a[:, None, 2] + b[None, :, 2], a[:, None, 3] + b[None, :, 3]) / 2
-    near = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1]) < reach
-    iou = np.zeros((len(a), len(b)))
-    for i, j in zip(*np.nonzero(near), strict=True):
-        iou[i, j] = rotated_iou(a[i], b[j])
-    return iou
 
 
 def _box_diff(a: np.ndarray, b: np.ndarray, rotated: bool) -> float:
@@ -205,7 +189,8 @@ def _borderline(score: float, scores: np.ndarray, settings: dict[str, Any], marg
 
 
 # -- segmentation ------------------------------------------------------------------------
-def _segmentation(pairs: list[Pair], names: tuple[str, ...], n_samples: int, floor: float) -> TaskCheck:
+def segmentation(pairs: list[Pair], names: tuple[str, ...], n_samples: int, floor: float) -> TaskCheck:
+    """Pixel agreement of class masks (argmax of logits, or the mask output)."""
     result = TaskCheck()
     agree = total = foreground = 0
     for indices, reference, exported in pairs:
@@ -229,6 +214,15 @@ def _segmentation(pairs: list[Pair], names: tuple[str, ...], n_samples: int, flo
 
 def _class_map(values: np.ndarray) -> np.ndarray:
     return values.argmax(1) if values.ndim == 4 else values.astype(np.int64)
+
+
+def top1_agreement(pairs: list[Pair]) -> dict[str, float]:
+    """Share of inputs whose top-1 class (argmax of the first output) is the same in both."""
+    if not pairs:
+        return {}
+    ref = np.concatenate([r[0] for _, r, _ in pairs])
+    cand = np.concatenate([c[0] for _, _, c in pairs])
+    return {"top1_agreement": float((ref.argmax(1) == cand.argmax(1)).mean())}
 
 
 def _row(name: str, diffs: list[float], allowed: float, note: str) -> dict[str, Any]:

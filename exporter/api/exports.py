@@ -1,0 +1,130 @@
+"""``/api/exports`` and ``/api/export``: start, read, download and delete exports."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from exporter.api.app_state import workspace
+from exporter.api.errors import ApiError
+from exporter.errors import NotFoundError
+from exporter.jobs import delete_export, recover_interrupted, refresh, start_export
+from exporter.record import ExportRecord
+from exporter.service import ExportRequest
+from exporter.store import all_exports, find_export
+
+CHUNK = 1 << 20
+# Streamlit's gzip middleware would re-encode model files (dropping Content-Length and Range,
+# burning CPU on GBs); it leaves responses that already declare an encoding alone.
+NO_GZIP = {"Content-Encoding": "identity"}
+router = APIRouter()
+
+
+class ExportBody(BaseModel):
+    """Body of ``POST /api/export``."""
+
+    model_config = ConfigDict(extra="forbid")
+    project_id: str = Field(max_length=128)
+    experiment_id: str = Field(max_length=128)
+    checkpoint: str = Field("best", max_length=16)
+    format: str = Field("onnx", max_length=32)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.get("/exports", summary="Export summaries, newest first")
+def list_exports(project_id: str | None = Query(None, max_length=128)) -> list[dict[str, Any]]:
+    recover_interrupted(workspace())  # a worker that died shows as Interrupted, not running
+    return all_exports(workspace(), project_id)
+
+
+@router.post("/export", status_code=202, summary="Start an export in the background")
+def start(body: ExportBody) -> ExportRecord:
+    return start_export(workspace(), ExportRequest(**body.model_dump()))
+
+
+@router.get("/export/{export_id}", summary="An export's record")
+def read(export_id: str) -> ExportRecord:
+    return refresh(workspace(), export_id)
+
+
+@router.get("/export/{export_id}/download", summary="The exported file, streamed")
+def download(export_id: str):
+    return download_response(export_id)
+
+
+@router.delete("/export/{export_id}", summary="Delete an export (cancels it first if running)")
+def delete(export_id: str) -> dict[str, Any]:
+    delete_export(workspace(), export_id)
+    return {"deleted": export_id}
+
+
+def export_files(export_id: str) -> tuple[ExportRecord, list[Path]]:
+    """A completed export's record and its files, each checked to lie inside its folder.
+
+    Raises:
+        NotFoundError: unknown id or a file that is missing or escapes the folder.
+        ApiError: the export is not completed (409).
+    """
+    store, record = find_export(workspace(), export_id)
+    if record.status != "completed":
+        raise ApiError(409, "NotReady", f"Export {export_id} is {record.status}; only completed exports download.")
+    folder = store.export_dir(export_id).resolve()
+    paths = []
+    for entry in record.files:
+        path = folder / entry.name
+        if path.is_symlink() or path.resolve().parent != folder or not path.is_file():
+            raise NotFoundError(f"File {entry.name!r} of {export_id} is not available.")
+        paths.append(path)
+    if not paths:
+        raise NotFoundError(f"Export {export_id} has no files.")
+    return record, paths
+
+
+def download_response(export_id: str):
+    """A streamed file (with Range and ETag) or, for several files, a streamed zip."""
+    record, paths = export_files(export_id)
+    if len(paths) == 1:
+        response = FileResponse(paths[0], filename=paths[0].name, media_type="application/octet-stream",
+                                headers=NO_GZIP)
+        response.headers["etag"] = f'"{record.files[0].sha256}"'
+        return response
+    name = f"{export_id}-{record.format}.zip"
+    return StreamingResponse(iter_zip(paths), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"', **NO_GZIP})
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream whose written bytes are drained by a generator."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self.chunks = self.chunks, []
+        yield from chunks
+
+
+def iter_zip(paths: list[Path]) -> Iterator[bytes]:
+    """Stream a stored (uncompressed) zip of ``paths`` with bounded memory."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in paths:
+            with archive.open(path.name, "w", force_zip64=True) as dest, open(path, "rb") as src:
+                while block := src.read(CHUNK):
+                    dest.write(block)
+                    yield from sink.drain()
+    yield from sink.drain()

@@ -1,0 +1,43 @@
+"""``/api/projects``: projects with their experiments, and importing a checkpoint as an experiment."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from exporter.api.app_state import workspace
+from exporter.errors import UsageError
+
+router = APIRouter()
+
+
+@router.get("/projects", summary="Projects with their experiments and checkpoints")
+def list_projects() -> list[dict[str, Any]]:
+    return [p.describe() for p in workspace().projects()]
+
+
+@router.post("/projects/{project_id}/experiments", status_code=201,
+             summary="Import a checkpoint as a new experiment (multipart `file`, or `upload_id` from /uploads)")
+async def import_experiment(
+        project_id: str, file: Annotated[UploadFile | None, File()] = None,
+        upload_id: Annotated[str | None, Form()] = None, task: Annotated[str | None, Form()] = None,
+        architecture: Annotated[str | None, Form()] = None, num_classes: Annotated[int | None, Form()] = None,
+        input_size: Annotated[str | None, Form()] = None, name: Annotated[str | None, Form()] = None,
+        create_project: Annotated[bool, Form()] = False,
+        project_name: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+    from exporter.importer import ImportRequest, import_checkpoint, import_staged, parse_input_size, receive_upload
+
+    if (file is None) == (upload_id is None):
+        raise UsageError("Send the checkpoint as the multipart field `file`, or `upload_id` from "
+                         "POST /api/uploads (one of the two).")
+    request = ImportRequest(project_id, task=task or None, architecture=architecture or None,
+                            num_classes=num_classes, input_size=parse_input_size(input_size), name=name or None,
+                            create_project=create_project, project_name=project_name or None)
+    if upload_id is not None:
+        return await run_in_threadpool(import_staged, workspace(), request, upload_id)
+    with receive_upload(workspace().root) as (path, sink):
+        while chunk := await file.read(1 << 20):
+            sink(chunk)
+        return await run_in_threadpool(import_checkpoint, workspace(), request, path, file.filename)

@@ -1,0 +1,248 @@
+"""The export pipeline: load, build, export, validate and publish one prepared export.
+
+``run_export`` runs a ``pending`` record to the end in this process (a worker's job), updating
+its progress, and always ends it ``completed`` or ``failed`` with a typed error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.environment import environment
+from exporter.errors import ExportError, InvalidOptionError, one_line, resource_error
+from exporter.formats import get_format
+from exporter.record import ExportRecord
+from exporter.store import PARTIAL_DIR, ExportStore, utc_now
+from exporter.tasks import get_task, task_option_specs
+from exporter.version import __version__
+from exporter.workers import process_identity, worker_slot
+from exporter.workspace import Workspace
+
+
+def run_export(workspace: Workspace, project_id: str, export_id: str,
+               on_progress: Callable[[ExportRecord], None] | None = None) -> ExportRecord:
+    """Run a prepared export to the end and return its final record (never raises ExportError)."""
+    store = ExportStore.for_project(workspace, project_id)
+    store.update(export_id, worker=process_identity(os.getpid()))
+    with worker_slot(workspace.root):  # queued exports wait here, still "pending"
+        record = store.update(export_id, status="running", started_at=utc_now())
+        workdir = store.export_dir(export_id) / PARTIAL_DIR
+        pipeline = _Pipeline(workspace, store, record, workdir, on_progress)
+        try:
+            return pipeline.run()
+        except ExportError as exc:
+            return pipeline.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the record, readably
+            error = resource_error(exc, pipeline.stage)
+            return pipeline.fail(error or ExportError(f"Internal error: {one_line(exc)}", stage=pipeline.stage))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stage_fractions(format_stages: tuple[str, ...]) -> dict[str, float]:
+    """Progress fraction at the start of each stage: the format's own stages share 0.3–0.7."""
+    step = 0.4 / max(1, len(format_stages))
+    middle = {stage: round(0.3 + i * step, 3) for i, stage in enumerate(format_stages)}
+    return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "store": 0.9, "done": 1.0}
+
+
+
+class _Pipeline:
+    """The stages of one export; keeps the record's progress and timings current."""
+
+    def __init__(self, workspace: Workspace, store: ExportStore, record: ExportRecord,
+                 workdir: Path, on_progress: Callable[[ExportRecord], None] | None) -> None:
+        self.workspace, self.store, self.record, self.workdir = workspace, store, record, workdir
+        self.on_progress = on_progress
+        self.stage = "load"
+        self.fractions = stage_fractions(get_format(record.format, require_available=False).stages)
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def enter(self, stage: str) -> None:
+        """Close the current stage's timer and announce ``stage``."""
+        if stage == self.stage:
+            return
+        now = time.perf_counter()
+        self.timings[self.stage] = round(self.timings.get(self.stage, 0.0) + now - self._clock, 4)
+        if stage not in self.fractions:  # a format reporting a stage it does not declare
+            raise ValueError(f"undeclared progress stage {stage!r}; declare it in the format's stages")
+        self.stage, self._clock = stage, now
+        self._save(progress={"stage": stage, "fraction": self.fractions[stage]}, timings_s=self.timings)
+
+    def run(self) -> ExportRecord:
+        from exporter.checkpoint import load_checkpoint
+
+        project = self.store.project
+        experiment = project.experiment(self.record.experiment_id)
+        ref = experiment.checkpoint(self.record.checkpoint)
+        fmt = get_format(self.record.format)
+        options = self.record.options
+        ckpt = load_checkpoint(ref.path)
+        self.enter("build")
+        spec, module, shape = _build(ckpt, experiment, project.task, options)
+        sha256 = ckpt.sha256
+        del ckpt  # the weights live in the module now; keeping the state dict too would add 1× to the peak
+        self._save(checkpoint_sha256=sha256, model=spec.metadata())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        samples = project.sample_images()
+        pool, pool_kind = _input_pool(samples, shape, spec, options)
+        job = _job(module, spec, shape, options, self.record, sha256, pool)
+        self.enter("export")
+        artifact = fmt.export(job, self.workdir, self.enter)
+        self.enter("validate")
+        try:
+            report = _validate(job, artifact.runner, pool, pool_kind, fmt, len(samples))
+        finally:
+            artifact.runner.close()
+        self.enter("store")
+        files = _publish(artifact.files, self.store.export_dir(self.record.id))
+        self.enter("done")
+        timings = {k: v for k, v in self.timings.items() if k != "done"}
+        return self._save(
+            status="completed", finished_at=utc_now(), progress={"stage": "done", "fraction": 1.0},
+            output_file=files[0]["name"], files=files,
+            output_size_mb=round(sum(f["size_bytes"] for f in files) / 1e6, 3),
+            model={**spec.metadata(), **artifact.info, "input_shape": list(shape)},
+            validation=report.to_dict(), warnings=artifact.warnings, timings_s=timings,
+            environment=environment(artifact.info), error=None)
+
+    def fail(self, exc: ExportError) -> ExportRecord:
+        """End the record ``failed`` with the error; no model file is left behind."""
+        error = exc.to_dict()
+        error["stage"] = error.get("stage") or self.stage
+        self.store.clear_outputs(self.record.id)
+        return self._save(status="failed", finished_at=utc_now(), error=error,
+                          progress={"stage": self.stage, "fraction": 1.0})
+
+    def _save(self, **changes: Any) -> ExportRecord:
+        self.record = self.store.update(self.record.id, **changes)
+        if self.on_progress:
+            self.on_progress(self.record)
+        return self.record
+
+
+def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None,
+                  options: dict[str, Any] | None = None):
+    """The checkpoint's model with its weights, wrapped for export (eval mode, clean outputs).
+
+    Returns:
+        ``(spec, module)``.
+
+    Raises:
+        ArchitectureError / StateDictMismatchError: no builder, or the weights do not fit.
+    """
+    return build_from(ckpt.hyper_parameters, experiment.model, ckpt.state_dict,
+                      task_hint=experiment.task or project_task, options=options)
+
+
+def build_from(hyper_parameters: dict[str, Any], model_meta: dict[str, Any], state_dict: dict[str, Any],
+               task_hint: str | None = None, options: dict[str, Any] | None = None):
+    """``(spec, module)`` from a model description and weights: the one build path of exports and imports.
+
+    Raises:
+        ArchitectureError / StateDictMismatchError: no builder, or the weights do not fit.
+    """
+    import dataclasses
+
+    from exporter.checkpoint import load_weights
+    from exporter.models import ModelSpec
+
+    spec = ModelSpec.resolve(hyper_parameters, model_meta, task_hint=task_hint)
+    task = get_task(spec.task)
+    if task.input_normalization is not None:  # the graph normalises: it takes images in [0, 1]
+        spec = dataclasses.replace(spec, normalization=dict(task.input_normalization))
+    model = task.build(spec)
+    load_weights(model, state_dict)
+    return spec, task.wrap(model.eval(), spec, options)
+
+
+def _build(ckpt: Any, experiment: Any, project_task: str | None, options: dict[str, Any]):
+    import torch
+
+    spec, module = build_wrapped(ckpt, experiment, project_task, options)
+    shape = tuple(options.get("input_shape") or (1, *spec.input_size))
+    if shape[1] != spec.input_size[0]:
+        raise InvalidOptionError(
+            f"input_shape has {shape[1]} channels but the model takes {spec.input_size[0]}.",
+            stage="build")
+    try:
+        with torch.no_grad():
+            module(torch.zeros(*shape))
+    except Exception as exc:  # noqa: BLE001
+        raise resource_error(exc, "build") or InvalidOptionError(
+            f"The model cannot run at input_shape {list(shape)}: {one_line(exc, 240)}", stage="build") from None
+    return spec, module, shape
+
+
+def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: ExportRecord,
+         sha256: str, pool: Any):
+    import json
+
+    from exporter.formats import ExportJob
+    adapter = get_task(spec.task)
+    meta = {
+        "task": spec.task, "architecture": spec.architecture,
+        "class_names": json.dumps(list(spec.class_names)),
+        "normalization": json.dumps(spec.normalization), "input_size": json.dumps(list(spec.input_size)),
+        "num_classes": str(spec.num_classes), "checkpoint_sha256": sha256,
+        "checkpoint": record.checkpoint, "project_id": record.project_id,
+        "experiment_id": record.experiment_id, "export_id": record.id,
+        "exporter_version": f"aistudio-export {__version__}",
+    }
+    job = ExportJob(module=module, spec=spec, input_shape=shape,  # type: ignore[arg-type]
+                    dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
+                    output_names=adapter.outputs(options), options=options, metadata=meta,
+                    calibration=pool.numpy())
+    settings = task_settings(job)
+    if settings:  # e.g. score/IoU thresholds and max_detections baked into the graph
+        meta["postprocess"] = json.dumps(settings)
+    return job
+
+
+def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str, Any]):
+    from exporter.validation import input_pool
+
+    return input_pool(samples, tuple(shape[1:]), spec.normalization,
+                      extra_random=max(0, options.get("calibration_samples", 0) - len(samples)))
+
+
+def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any, n_samples: int):
+    from exporter.validation import MAX_SAMPLE_IMAGES, VALIDATION_IMAGES, validate
+
+    options = job.options
+    sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]
+    task = job.spec.task
+    tolerance = options["tolerance"] or fmt.default_tolerance(options) * get_task(task).traits.tolerance_factor
+    return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
+                    pool=pool[:VALIDATION_IMAGES], pool_kind=pool_kind, batch_sizes=sizes, tolerance=tolerance,
+                    task=task, min_agreement=fmt.min_agreement(options),
+                    n_samples=min(n_samples, MAX_SAMPLE_IMAGES), settings=task_settings(job))
+
+
+def task_settings(job: Any) -> dict[str, Any]:
+    """Task options with the thresholds the wrapped model actually applies (model defaults filled in)."""
+    settings = {spec.name: job.options.get(spec.name) for spec in task_option_specs(job.spec.task)}
+    for name in ("score_threshold", "iou_threshold", "max_detections"):
+        if hasattr(job.module, name):
+            settings[name] = getattr(job.module, name)
+    return settings
+
+
+def _publish(files: list[Path], folder: Path) -> list[dict[str, Any]]:
+    """Move finished files into the export folder, primary file last, with their sha256."""
+    from exporter.checkpoint import file_sha256
+    from exporter.errors import OutputFileError
+
+    rows = [{"name": p.name, "size_bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files]
+    try:
+        for path in reversed(files):  # data files first: model.onnx appears only once complete
+            os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise OutputFileError(f"Could not move the exported file into place: {exc}", stage="store") from None
+    return rows

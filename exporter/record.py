@@ -1,0 +1,187 @@
+"""The export record (``export.json``) as a typed model: read and written only through the store.
+
+``ExportRecord`` forbids unknown top-level fields, so a misspelled key fails where it is written
+instead of silently adding a field. Nested parts (model, validation) declare what every record
+has and allow more: formats and tasks add their own facts (TensorRT's GPU, an ONNX op count).
+Records written before the typed record (no ``schema_version``) are migrated on read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 2  # 1: records written before this model existed (no schema_version field)
+ACTIVE = ("pending", "running")
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+Verdict = Literal["passed", "failed", "inconclusive"]
+
+
+class _Part(BaseModel):
+    """A nested part: declared fields are checked, extra facts are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Progress(BaseModel):
+    stage: str | None = "load"
+    fraction: float = 0.0
+
+
+class FileEntry(BaseModel):
+    name: str
+    size_bytes: int
+    sha256: str
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+    stage: str | None = None
+
+
+class TensorInfo(_Part):
+    name: str
+    shape: list[int | str] = Field(default_factory=list)
+    dtype: str = "float32"
+
+
+class ModelInfo(_Part):
+    """What the file holds: the model's task and I/O, plus what its format says about the graph."""
+
+    task: str | None = None
+    architecture: str | None = None
+    num_classes: int | None = None
+    input_size: list[int] | None = None
+    input_shape: list[int] | None = None
+    class_names: list[str] = Field(default_factory=list)
+    normalization: dict[str, list[float]] | None = None
+    inputs: list[TensorInfo] = Field(default_factory=list)
+    outputs: list[TensorInfo] = Field(default_factory=list)
+    exporter: str | None = None
+    opset: int | None = None
+    ir_version: int | None = None
+    node_count: int | None = None
+    op_types: dict[str, int] = Field(default_factory=dict)
+    requires: list[str] = Field(default_factory=list)
+
+
+class OutputCheck(_Part):
+    """How one output of the file compares with PyTorch (``validation.OutputComparison``)."""
+
+    name: str
+    shape: list[int] = Field(default_factory=list)
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_rel_diff: float | None = None
+    allowed_abs_diff: float
+    reference_min: float | None = None
+    reference_max: float | None = None
+    passed: bool
+    histogram: dict[str, list[int | float]] = Field(default_factory=dict)
+    problem: str | None = None
+    degenerate: bool = False
+    note: str | None = None
+
+
+class Validation(_Part):
+    """The file against PyTorch on the same inputs (``validation.ValidationReport``)."""
+
+    passed: bool
+    verdict: Verdict
+    max_diff: float
+    tolerance: float
+    batch_sizes: list[int]
+    inputs: str
+    outputs: list[OutputCheck] = Field(default_factory=list)
+    task_metrics: dict[str, float] = Field(default_factory=dict)
+    messages: list[str] = Field(default_factory=list)
+
+
+class Worker(_Part):
+    """Where the job ran: a local process (pid and start time guard against pid reuse)."""
+
+    pid: int | None = None
+    create_time: float | None = None
+
+
+class ExportRecord(BaseModel):
+    """One export: request, state, the files it made and how they compare with PyTorch."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    project_id: str
+    experiment_id: str
+    checkpoint: str
+    format: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    status: Status = "pending"
+    progress: Progress = Field(default_factory=Progress)
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    output_file: str | None = None
+    files: list[FileEntry] = Field(default_factory=list)
+    output_size_mb: float | None = None
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    validation: Validation | None = None
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    checkpoint_path: str | None = None
+    checkpoint_sha256: str | None = None
+    worker: Worker | None = None
+    environment: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Pending or running: its job has not ended."""
+        return self.status in ACTIVE
+
+    @property
+    def verdict(self) -> str:
+        """One word for the record: pending, running, failed, cancelled, or — once completed —
+        the validation verdict (passed, failed, inconclusive; unvalidated without one)."""
+        if self.status != "completed":
+            return self.status
+        return self.validation.verdict if self.validation else "unvalidated"
+
+    @property
+    def stage(self) -> str | None:
+        """The stage the job is in (or ended in)."""
+        return self.progress.stage
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``export.json`` form (what the API returns and ``--json`` prints)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportRecord:
+        """A record read from disk, migrated from older schema versions first."""
+        return cls.model_validate(migrate(data))
+
+    @classmethod
+    def fields(cls) -> frozenset[str]:
+        """Top-level field names (what ``ExportStore.update`` accepts)."""
+        return frozenset(cls.model_fields)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a record of any earlier schema version to ``SCHEMA_VERSION``.
+
+    Version 1 (no ``schema_version``) had the same fields, some of them absent or ``null`` where
+    this model has defaults; null collections become empty ones.
+    """
+    data = dict(data)
+    if data.get("schema_version", 1) == 1:
+        for key in ("files", "warnings"):
+            data[key] = data.get(key) or []
+        for key in ("options", "timings_s", "environment"):
+            data[key] = data.get(key) or {}
+        data["model"] = data.get("model") or {}
+        data["progress"] = data.get("progress") or {}
+        data["schema_version"] = SCHEMA_VERSION
+    return data

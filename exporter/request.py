@@ -1,0 +1,71 @@
+"""An export request and its checks: everything cheap is checked before any work starts.
+
+``prepare_export`` checks the ids, the format, its options and the task's, then writes the
+``pending`` record a worker will run; a bad request writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.errors import InvalidOptionError
+from exporter.formats import get_format
+from exporter.record import ExportRecord
+from exporter.store import ExportStore, utc_now
+from exporter.tasks import task_option_specs, task_traits
+from exporter.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What a user asks for: which checkpoint, which format, which options."""
+
+    project_id: str
+    experiment_id: str
+    checkpoint: str = "best"
+    format: str = "onnx"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
+    """Check a request and write its ``pending`` record.
+
+    Raises:
+        NotFoundError: unknown project, experiment or checkpoint.
+        UsageError: unknown/unavailable format or a bad option (nothing is written).
+    """
+    from exporter.options import parse_options
+
+    project = workspace.project(request.project_id)
+    experiment = project.experiment(request.experiment_id)
+    ref = experiment.checkpoint(request.checkpoint)
+    fmt = get_format(request.format)
+    options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
+    fmt.check_options(options)
+    fmt.check_task(experiment.task or project.task, options)
+    check_task_options(experiment.task or project.task, options)
+    return ExportStore(project).create(
+        project_id=project.id, experiment_id=experiment.id, checkpoint=ref.name, format=fmt.name,
+        options=options, created_at=utc_now(), checkpoint_path=str(ref.path), worker={"pid": os.getpid()},
+        model={"task": experiment.task, "architecture": experiment.model.get("architecture")})
+
+
+def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
+    """Every option of an export: the format's (common ones first), then the task's."""
+    return tuple(fmt.options()) + task_option_specs(task)
+
+
+def check_task_options(task: str | None, options: dict[str, Any]) -> None:
+    """Reject an opset too old for the task's graph (e.g. NonMaxSuppression needs 11).
+
+    Raises:
+        InvalidOptionError: with the lowest opset that works.
+    """
+    traits = task_traits(task)
+    opset = options.get("opset_version")
+    if traits and opset is not None and opset < traits.min_opset:
+        raise InvalidOptionError(
+            f"{task} graphs need ONNX opset ≥ {traits.min_opset} ({traits.min_opset_ops}); "
+            f"opset_version={opset} cannot hold them. Use opset_version={traits.min_opset} or higher.")

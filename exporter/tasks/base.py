@@ -1,0 +1,95 @@
+"""A task: torch-free ``TaskTraits`` that the UI, the API and request checks read, and the
+torch-side ``Task`` methods that build, wrap and compare its models.
+
+Task modules import torch only inside methods, so ``get_task(name).traits`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from exporter.errors import ArchitectureError
+from exporter.options import OptionSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from exporter.models.spec import ModelSpec
+    from exporter.tasks.compare import Pair, TaskCheck
+
+
+@dataclass(frozen=True)
+class TaskTraits:
+    """What is known about a task without loading a model.
+
+    ``refuses`` maps a format name (the format cannot carry the task at all) or
+    ``"precision=<p>"`` (no format can carry it at that precision) to the reason.
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+    options: tuple[OptionSpec, ...] = ()
+    min_opset: int = 0
+    min_opset_ops: str = ""  # the ops that need ``min_opset``, for the refusal message
+    refuses: Mapping[str, str] = field(default_factory=dict)
+    tolerance_factor: float = 1.0  # default validation tolerance × this (long graphs drift more)
+    detectable: bool = False  # architectures can be recognised from a state dict's keys and shapes
+
+    def refusal(self, format_name: str | None = None, precision: str | None = None) -> str:
+        """Why ``format_name`` (or any format at ``precision``) cannot carry this task; "" when it can."""
+        if format_name and (why := self.refuses.get(format_name)):
+            return why
+        return self.refuses.get(f"precision={precision}", "") if precision else ""
+
+
+class Task:
+    """Base of every task; subclasses set ``traits`` and implement ``architectures``/``build``/``wrap``."""
+
+    traits: ClassVar[TaskTraits]
+    input_names: ClassVar[tuple[str, ...]] = ("input",)
+    input_normalization: ClassVar[dict[str, list[float]] | None] = None  # set: the graph normalises itself
+
+    @property
+    def name(self) -> str:
+        return self.traits.name
+
+    def architectures(self) -> list[str]:
+        """Architecture names this task can build."""
+        raise NotImplementedError
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        """The module whose ``state_dict`` the checkpoint holds (random init)."""
+        raise NotImplementedError
+
+    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any] | None = None) -> nn.Module:
+        """An eval-mode module returning a tuple of tensors in ``outputs(options)`` order."""
+        raise NotImplementedError
+
+    def outputs(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """Output names for these options (segmentation names its output ``mask`` or ``logits``)."""
+        return self.traits.outputs
+
+    def compare(self, pairs: list[Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
+                settings: dict[str, Any]) -> TaskCheck | None:
+        """The task's own comparison of PyTorch and the file, or ``None`` to compare tensor by tensor."""
+        return None
+
+    def agreement(self, pairs: list[Pair]) -> dict[str, float]:
+        """Task-level agreement metrics of PyTorch and the file (e.g. top-1 agreement)."""
+        return {}
+
+    def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
+        """Lines of the "Run it" snippet that read the outputs (named ``outputs``) as the task's answer."""
+        return []
+
+    def check_architecture(self, architecture: str) -> None:
+        """Raise ``ArchitectureError`` naming close matches when the name is unknown."""
+        known = self.architectures()
+        if architecture not in known:
+            near = difflib.get_close_matches(architecture, known, n=4) or known[:6]
+            raise ArchitectureError(
+                f"Unknown architecture {architecture!r} for task {self.name!r}; "
+                f"did you mean one of: {', '.join(near)}?", stage="build")

@@ -1,0 +1,31 @@
+"""Instance segmentation: the detection outputs plus ``masks [B, D, H, W]`` (torchvision Mask R-CNN)."""
+
+from __future__ import annotations
+
+from exporter.options import OptionSpec
+from exporter.tasks.object_detection import DETECTION_OPTIONS, DETECTION_OUTPUTS, ObjectDetectionTask, detection_traits
+from exporter.tasks.registry import register_task
+
+MASK_OPTIONS = (
+    OptionSpec("masks", "choice", "binary",
+               "binary: uint8 masks thresholded in the graph; probability: float masks in [0, 1].",
+               choices=("binary", "probability")),
+    OptionSpec("mask_threshold", "float", 0.5, "Probability at or above which a pixel is in the mask.",
+               minimum=0.0, maximum=1.0),
+)
+LOOP = ("OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
+        "(Conversion is failed for: Loop)")
+
+
+@register_task
+class InstanceSegmentationTask(ObjectDetectionTask):
+    """Mask R-CNN; masks compared by IoU per matched detection."""
+
+    traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"), DETECTION_OPTIONS + MASK_OPTIONS,
+                              refuses={"openvino": LOOP})
+
+    def architectures(self) -> list[str]:
+        from exporter.models.detection import COMPOSED, torchvision_detectors
+
+        return [n for n in torchvision_detectors() if n.startswith("maskrcnn")] + [
+            n for n in COMPOSED if n.startswith("maskrcnn")]

@@ -1,0 +1,43 @@
+"""Oriented object detection: image → padded ``boxes [B, D, 5]`` (cx, cy, w, h, θ), ``scores``,
+``labels``, ``num_detections`` (``obb_resnet18``, ours)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from exporter.errors import ArchitectureError
+from exporter.tasks.object_detection import DETECTION_OPTIONS, DETECTION_OUTPUTS, ObjectDetectionTask, detection_traits
+from exporter.tasks.registry import register_task
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from exporter.models.spec import ModelSpec
+
+
+@register_task
+class OrientedDetectionTask(ObjectDetectionTask):
+    """Rotated boxes; matched by exact rotated IoU for validation."""
+
+    traits = detection_traits("oriented_object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS)
+    rotated = True
+
+    def architectures(self) -> list[str]:
+        return ["obb_resnet18"]
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        from exporter.models.oriented import STRIDE, OrientedDetector
+
+        self.check_architecture(spec.architecture)
+        if not spec.num_classes or spec.num_classes < 1:
+            raise ArchitectureError(f"{self.name} needs num_classes ≥ 1.", stage="build")
+        _, h, w = spec.input_size
+        if h % STRIDE or w % STRIDE:
+            raise ArchitectureError(f"obb_resnet18 needs an input size divisible by {STRIDE}; got {h}×{w}.",
+                                    stage="build")
+        return OrientedDetector(spec.num_classes)
+
+    def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any] | None = None) -> nn.Module:
+        from exporter.models.oriented import OrientedOutputs
+
+        return OrientedOutputs(model, options or {}).eval()

@@ -1,0 +1,96 @@
+"""Worker processes and the slots they hold: how many jobs run at once, and whether one still runs.
+
+The slots are file locks under the workspace, so the limit holds across the server, CLI runs
+and worker processes alike, and a killed process frees its slot at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from exporter.record import Worker
+
+MAX_WORKERS_ENV = "AISTUDIO_MAX_WORKERS"
+MEMORY_ENV = "AISTUDIO_WORKER_MEMORY_MB"
+
+
+def max_workers() -> int:
+    """How many exports may run at once (``$AISTUDIO_MAX_WORKERS``, default: CPU count)."""
+    try:
+        return max(1, int(os.environ.get(MAX_WORKERS_ENV, "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def worker_slot(root: Path, poll_s: float = 0.2):
+    """Hold one of ``max_workers()`` slot locks for the duration of an export.
+
+    The slots are file locks under the workspace, so the limit holds across the server, CLI
+    runs and worker processes alike, and a killed process frees its slot at once.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = root / ".export-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for index in range(max_workers()):
+            lock = FileLock(str(folder / f"slot-{index}.lock"), thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield index
+            finally:
+                lock.release()
+            return
+        time.sleep(poll_s)
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """``{"pid", "create_time"}`` of a live process (create_time guards against pid reuse)."""
+    import psutil
+
+    try:
+        return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    except psutil.Error:
+        return {"pid": pid, "create_time": None}
+
+
+def worker_alive(worker: Worker | None) -> bool:
+    """True when the process recorded in ``worker`` still runs (and is the same process)."""
+    import psutil
+
+    if worker is None or not isinstance(worker.pid, int):
+        return False
+    try:
+        proc = psutil.Process(worker.pid)
+        same = worker.create_time in (None, proc.create_time())
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def worker_memory_bytes() -> int:
+    """Memory a worker may allocate: ``$AISTUDIO_WORKER_MEMORY_MB``, default 80 % of the machine."""
+    import psutil
+
+    try:
+        return int(float(os.environ[MEMORY_ENV]) * 2**20)
+    except (KeyError, ValueError):
+        return int(psutil.virtual_memory().total * 0.8)
+
+
+def limit_memory(limit: int):
+    """A ``preexec_fn`` that caps the child's data segment at ``limit`` bytes."""
+    def apply() -> None:  # runs in the child before exec: only the worker is limited
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
