@@ -17,15 +17,17 @@ if not workspace.projects():
 
 st.title("Export history")
 entries = all_exports(workspace)
-filters = st.columns([2, 1, 1, 1, 2])
+filters = st.columns([2, 1, 1, 1, 1, 2])
 projects = filters[0].multiselect("Project", sorted({e["project_id"] for e in entries}), key="h_projects")
 formats = filters[1].multiselect("Format", sorted({e["format"] for e in entries}), key="h_formats")
 statuses = filters[2].multiselect("Status", ["pending", "running", "completed", "failed", "cancelled"],
                                   key="h_statuses")
 verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive"], key="h_verdicts")
-search = filters[4].text_input("Search experiment", key="h_search")
+evaluations = filters[4].multiselect("Evaluation", ["passed", "failed", "inconclusive", "error", "—"],
+                                     key="h_evaluations", help="Accuracy on the project's labelled set (data/val)")
+search = filters[5].text_input("Search experiment", key="h_search")
 shown = report.filter_exports(entries, projects=projects, formats=formats, statuses=statuses,
-                              verdicts=verdicts, search=search)
+                              verdicts=verdicts, evaluations=evaluations, search=search)
 
 records = {e["id"]: e for e in shown}
 st.caption(f"{len(shown)} of {len(entries)} exports")
@@ -33,6 +35,7 @@ st.dataframe([{
     "id": e["id"], "created": e["created_at"], "project": e["project_id"], "experiment": e["experiment_id"],
     "checkpoint": e["checkpoint"], "format": e["format"], "status": e["status"],
     "validation": (e.get("validation") or {}).get("verdict") or "—",
+    "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e),
     "size MB": e.get("output_size_mb"),
     "stale": "⚠️ stale" if report.is_stale(e.get("checkpoint_sha256"), e.get("checkpoint_path")) else "",
 } for e in shown[:500]], hide_index=True, width="stretch")

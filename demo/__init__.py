@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from demo import valsets
 from demo.anomaly import train_autoencoder, train_padim
 from demo.classification import train_classifier, train_regressor
 from demo.detection import train_rcnn
@@ -39,31 +40,35 @@ from exporter.workspace import write_experiment_json, write_project_json
 
 Progress = Callable[[str, float], None]
 DEMO_PROJECTS_ENV = "AISTUDIO_DEMO_PROJECTS"
-DEMO_PROJECTS: dict[str, dict[str, Any]] = {
-    "demo-classification": {"name": "Demo · shape classification", "task": "classification",
-                            "class_names": list(SHAPES), "train": (train_classifier,),
-                            "samples": lambda rng: draw_shapes(4, rng)[0]},
-    "demo-regression": {"name": "Demo · shape centre regression", "task": "regression",
-                        "train": (train_regressor,), "samples": lambda rng: draw_shapes(4, rng)[0]},
-    "demo-anomaly": {"name": "Demo · texture anomaly detection", "task": "anomaly_detection",
-                     "train": (train_padim, train_autoencoder),
-                     "samples": lambda rng: np.concatenate([draw_textures(2, rng, False),
-                                                            draw_textures(2, rng, True)])},
-    "demo-detection": {"name": "Demo · shape detection", "task": "object_detection",
-                       "class_names": ["background", *SHAPES],
-                       "train": (functools.partial(train_rcnn, architecture="fasterrcnn_resnet18_fpn"),),
-                       "samples": lambda rng: draw_scenes(4, rng)[0]},
-    "demo-instance-segmentation": {
-        "name": "Demo · shape instance segmentation", "task": "instance_segmentation",
-        "class_names": ["background", *SHAPES],
-        "train": (functools.partial(train_rcnn, architecture="maskrcnn_resnet18_fpn"),),
+VAL_SEED = 10_000  # labelled sets come from a random stream training never sees
+SCENE_CLASSES = ["background", *SHAPES]  # torchvision detectors and segmenters count the background
+DEMO_PROJECTS: dict[str, dict[str, Any]] = {  # val: writes the held-out labelled set (data/val)
+    "demo-classification": {
+        "name": "Demo · shape classification", "task": "classification", "class_names": list(SHAPES),
+        "train": (train_classifier,), "val": valsets.shapes_imagefolder,
+        "samples": lambda rng: draw_shapes(4, rng)[0]},
+    "demo-regression": {
+        "name": "Demo · shape centre regression", "task": "regression",
+        "train": (train_regressor,), "val": valsets.shapes_centres,
+        "samples": lambda rng: draw_shapes(4, rng)[0]},
+    "demo-anomaly": {
+        "name": "Demo · texture anomaly detection", "task": "anomaly_detection",
+        "train": (train_padim, train_autoencoder), "val": valsets.textures_mvtec,
+        "samples": lambda rng: np.concatenate([draw_textures(2, rng, False), draw_textures(2, rng, True)])},
+    "demo-detection": {
+        "name": "Demo · shape detection", "task": "object_detection", "class_names": SCENE_CLASSES,
+        "train": (functools.partial(train_rcnn, architecture="fasterrcnn_resnet18_fpn"),), "val": valsets.scenes_coco,
         "samples": lambda rng: draw_scenes(4, rng)[0]},
-    "demo-segmentation": {"name": "Demo · shape segmentation", "task": "segmentation",
-                          "class_names": ["background", *SHAPES], "train": (train_segmenter,),
-                          "samples": lambda rng: draw_scenes(4, rng)[0]},
-    "demo-oriented": {"name": "Demo · oriented plates", "task": "oriented_object_detection",
-                      "class_names": list(PLATES), "train": (train_oriented,),
-                      "samples": lambda rng: draw_plates(4, rng)[0]},
+    "demo-instance-segmentation": {
+        "name": "Demo · shape instance segmentation", "task": "instance_segmentation", "class_names": SCENE_CLASSES,
+        "train": (functools.partial(train_rcnn, architecture="maskrcnn_resnet18_fpn"),), "val": valsets.scenes_coco,
+        "samples": lambda rng: draw_scenes(4, rng)[0]},
+    "demo-segmentation": {
+        "name": "Demo · shape segmentation", "task": "segmentation", "class_names": SCENE_CLASSES,
+        "train": (train_segmenter,), "val": valsets.scenes_masks, "samples": lambda rng: draw_scenes(4, rng)[0]},
+    "demo-oriented": {
+        "name": "Demo · oriented plates", "task": "oriented_object_detection", "class_names": list(PLATES),
+        "train": (train_oriented,), "val": valsets.plates_dota, "samples": lambda rng: draw_plates(4, rng)[0]},
 }
 
 
@@ -104,6 +109,7 @@ def build_project(root: Path, project_id: str, seed: int = 0) -> Path:
     write_project_json(tmp, project_id, spec["name"], spec["task"], **extra)
     for i, image in enumerate(spec["samples"](rng)):
         save_png(image, tmp / "data" / "samples" / f"sample_{i}.png")
+    spec["val"](tmp / "data" / "val", np.random.default_rng(VAL_SEED + seed))  # held out: its own stream
     for train in spec["train"]:
         trained = train(rng)
         _write_experiment(tmp / "experiments" / trained.id, project_id, spec["task"], trained)

@@ -21,12 +21,12 @@ def train_segmenter(rng: np.random.Generator) -> TrainedExperiment:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = 0.1
     val_x, val_t = draw_scenes(16, rng)
-    val_y = _class_maps(val_t)
+    val_y = class_maps(val_t)
     weights = torch.tensor([0.1] + [1.0] * len(SHAPES))  # shapes cover ~10 % of a scene
 
     def batch() -> tuple[Any, Any]:
         x, targets = draw_scenes(8, rng)
-        return normalize_images(x), torch.from_numpy(_class_maps(targets))
+        return normalize_images(x), torch.from_numpy(class_maps(targets))
 
     def metric() -> float:
         pred = model(normalize_images(val_x))["out"].argmax(1).numpy()
@@ -44,7 +44,7 @@ def train_segmenter(rng: np.random.Generator) -> TrainedExperiment:
                              {"val_miou": max(s[1] for s in snapshots)})
 
 
-def _class_maps(targets: list[dict[str, np.ndarray]]) -> np.ndarray:
+def class_maps(targets: list[dict[str, np.ndarray]]) -> np.ndarray:
     maps = np.zeros((len(targets), SCENE, SCENE), np.int64)
     for i, t in enumerate(targets):
         for mask, label in zip(t["masks"], t["labels"], strict=True):

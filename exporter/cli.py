@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", parents=[common], help="list projects, experiments or exports")
     listing.add_argument("what", choices=("projects", "experiments", "exports"))
     listing.add_argument("--project", help="only this project")
+    _export_parser(sub, common)
+    _import_parser(sub, common)
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="evaluate an export on its project's labelled set (data/val) against PyTorch")
+    evaluate.add_argument("export_id")
+    evaluate.add_argument("--max-images", type=int, help="labelled images used at most (default: the export's, 500)")
+    evaluate.add_argument("--max-metric-drop", type=float,
+                          help="largest allowed drop of the primary metric (default: the export's, 0.01)")
+    worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
+    worker.add_argument("--project", required=True)
+    worker.add_argument("--export-id", required=True)
+    worker.add_argument("--evaluate", action="store_true", help="evaluate the export instead of running it")
+    return parser
+
+
+def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", parents=[common], help="export a checkpoint and validate it")
     export.add_argument("--project", required=True)
     export.add_argument("--experiment", required=True)
@@ -51,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed diff, scaled by max(1, |output|) (default: 1e-4 fp32, 1e-2 fp16, 5e-2 int8)")
     export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any format/task option, e.g. exporter=dynamo (repeatable)")
+
+
+def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", parents=[common], help="import a checkpoint as a new experiment")
     imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...})")
     imp.add_argument("--project", required=True)
@@ -61,17 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="experiment name (default: the file's name)")
     imp.add_argument("--create-project", action="store_true", help="create the project if it does not exist")
     imp.add_argument("--project-name", help="display name of a created project")
-    worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
-    worker.add_argument("--project", required=True)
-    worker.add_argument("--export-id", required=True)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("list", "export"):
+        if args.command in ("list", "export", "evaluate"):
             from exporter.jobs import recover_interrupted
 
             recover_interrupted(_workspace(args))
@@ -161,14 +176,41 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     request = ExportRequest(args.project, args.experiment, args.checkpoint, args.format, export_options(args))
     record = export_checkpoint(_workspace(args), request)
-    ok = record.verdict == "passed"
+    ok = record.verdict == "passed" and not record.gate_failed
     if args.json:
         print(json.dumps(record.to_json(), indent=2))
     else:
         print(summary_line(record))
+        if record.evaluation and record.evaluation.status == "completed":
+            print(evaluation_line(record))
     if not ok:
         print(f"error: {failure_reason(record)}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from exporter.service import evaluate_export
+
+    record = evaluate_export(_workspace(args), args.export_id,
+                             {"max_images": args.max_images, "max_metric_drop": args.max_metric_drop})
+    if args.json:
+        print(json.dumps(record.to_json(), indent=2))
+    else:
+        print(evaluation_line(record))
+    if record.evaluation.verdict != "passed":
+        print(f"error: evaluation {record.evaluation.verdict}: {record.evaluation.reason}", file=sys.stderr)
+    return 1 if record.gate_failed else 0
+
+
+def evaluation_line(record: ExportRecord) -> str:
+    """One human line for an evaluation: primary metric of PyTorch and of the file, the verdict."""
+    e = record.evaluation
+    mark = {"passed": "✅", "failed": "❌"}.get(str(e.verdict), "⚠️")
+    name = e.primary_metric
+    return (f"{mark} {record.id} on {e.dataset.get('images')} labelled images: {name} PyTorch "
+            f"{e.pytorch.get(name, float('nan')):.4f} → {record.format} {e.file.get(name, float('nan')):.4f} "
+            f"(drop {e.drop:+.4f}, allowed {e.max_metric_drop:g}) — {e.verdict} in {e.duration_s:.1f}s"
+            + (" (PyTorch from cache)" if getattr(e, "pytorch_cached", False) else ""))
 
 
 def summary_line(record: ExportRecord) -> str:
@@ -187,6 +229,8 @@ def failure_reason(record: ExportRecord) -> str:
     """Why an export did not succeed, in one line."""
     if record.error:
         return f"{record.error.type} at {record.error.stage}: {record.error.message}"
+    if record.verdict == "passed" and record.gate_failed:
+        return f"evaluation failed: {record.evaluation.reason}"
     v = record.validation
     if v is None:
         return f"the export is {record.status}"
@@ -217,6 +261,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        from exporter.service import evaluate_export
+        from exporter.store import find_export
+
+        _, record = find_export(_workspace(args), args.export_id)
+        requested = getattr(record.evaluation, "requested", None) or {}
+        return 1 if evaluate_export(_workspace(args), args.export_id, requested).gate_failed else 0
     from exporter.service import run_export
 
     record = run_export(_workspace(args), args.project, args.export_id)
@@ -224,4 +275,4 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
-            "worker": cmd_worker}
+            "evaluate": cmd_evaluate, "worker": cmd_worker}

@@ -6,6 +6,7 @@
     │   ├── UnknownFormatError
     │   └── FormatUnavailableError
     ├── NotFoundError                exit 2: unknown project / experiment / checkpoint / export
+    ├── DatasetError                 exit 2: a labelled set missing, or not in the task's layout
     ├── CheckpointError              the file is not a loadable, safe checkpoint
     ├── ArchitectureError            no builder for (task, architecture)
     ├── StateDictMismatchError       the weights do not fit the built model
@@ -64,6 +65,12 @@ class NotFoundError(UsageError):
     """A project, experiment, checkpoint or export id does not exist."""
 
     http_status = 404
+
+
+class DatasetError(ExportError):
+    """A labelled validation set is missing, or its layout or files are not what the task reads."""
+
+    exit_code = 2
 
 
 class CheckpointError(ExportError):

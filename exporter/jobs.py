@@ -14,15 +14,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from exporter.errors import Cancelled, ExportError, Interrupted
+from exporter.errors import Cancelled, ExportError, Interrupted, UsageError
 from exporter.record import ACTIVE, ExportRecord
 from exporter.request import ExportRequest, prepare_export
 from exporter.store import WORKER_LOG, ExportStore, find_export, utc_now
 from exporter.workers import limit_memory, process_identity, worker_alive, worker_memory_bytes
 from exporter.workspace import Workspace
 
-__all__ = ["ACTIVE", "cancel_export", "delete_export", "recover_interrupted", "refresh", "start_export"]
+__all__ = ["ACTIVE", "cancel_export", "delete_export", "recover_interrupted", "refresh", "start_evaluation",
+           "start_export"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,20 +32,51 @@ def start_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
     """Prepare an export and run it in a background worker process; returns the pending record."""
     record = prepare_export(workspace, request)
     store = ExportStore.for_project(workspace, record.project_id)
-    log = open(store.export_dir(record.id) / WORKER_LOG, "wb")  # noqa: SIM115 - owned by child
+    pid = _spawn_worker(workspace, store, record.id)
+    with store.lock():
+        if store.get(record.id).active:
+            record = store.update(record.id, worker=process_identity(pid))
+    return record
+
+
+def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, Any] | None = None) -> ExportRecord:
+    """Evaluate a completed export on its project's labelled set in a background worker.
+
+    Returns the record with ``evaluation.status == "running"``; the worker replaces it with the result.
+
+    Raises:
+        UsageError / NotFoundError / DatasetError: the export cannot be evaluated (nothing is started).
+    """
+    from exporter.service import check_evaluable
+
+    store, record = find_export(workspace, export_id)
+    check_evaluable(store, record)
+    if record.evaluation and record.evaluation.status == "running" and worker_alive(record.evaluation.worker):
+        raise UsageError(f"Export {export_id} is being evaluated already.")
+    requested = {k: v for k, v in (overrides or {}).items() if v is not None}
+    store.update(export_id, evaluation={"status": "running", "requested": requested})
+    pid = _spawn_worker(workspace, store, export_id, "--evaluate")
+    with store.lock():
+        current = store.get(export_id)
+        if current.evaluation and current.evaluation.status == "running":
+            current = store.update(export_id, evaluation={**current.evaluation.model_dump(),
+                                                          "worker": process_identity(pid)})
+    return current
+
+
+def _spawn_worker(workspace: Workspace, store: ExportStore, export_id: str, *extra: str) -> int:
+    """``python -m exporter worker`` for one export, in its own process group; returns its pid."""
+    log = open(store.export_dir(export_id) / WORKER_LOG, "ab")  # noqa: SIM115 - owned by child
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "worker", "--workspace", str(workspace.root),
-         "--project", record.project_id, "--export-id", record.id],
+         "--project", store.project.id, "--export-id", export_id, *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         preexec_fn=limit_memory(worker_memory_bytes()))
     log.close()
     # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=proc.wait, daemon=True).start()
-    with store.lock():
-        if store.get(record.id).active:
-            record = store.update(record.id, worker=process_identity(proc.pid))
-    return record
+    return proc.pid
 
 
 def cancel_export(workspace: Workspace, export_id: str) -> ExportRecord:
@@ -76,6 +109,14 @@ def refresh(workspace: Workspace, export_id: str) -> ExportRecord:
     store, record = find_export(workspace, export_id)
     if record.active and not worker_alive(record.worker):
         record = _interrupt(store, record)
+    evaluation = record.evaluation
+    if evaluation and evaluation.status == "running" and not worker_alive(evaluation.worker):
+        with store.lock():
+            current = store.get(export_id).evaluation
+            if current and current.status == "running" and not worker_alive(current.worker):
+                error = Interrupted("The evaluation's worker ended before it finished; evaluate again.",
+                                    stage="evaluate")
+                record = store.update(export_id, evaluation={"status": "failed", "error": error.to_dict()})
     return record
 
 

@@ -120,6 +120,13 @@ COMMON_OPTIONS = (
                "Allowed |PyTorch - exported| per output, relative to max(1, max |output|); "
                "default follows the precision (fp32 1e-4, fp16 1e-2, int8 5e-2).",
                minimum=1e-9, maximum=10.0),
+    OptionSpec("evaluate", "bool", True,
+               "Evaluate on the project's labelled set (data/val) when it has one: PyTorch vs the file."),
+    OptionSpec("max_images", "int", 500, "Evaluation: labelled images used at most (bounds the time).",
+               minimum=1, maximum=100_000),
+    OptionSpec("max_metric_drop", "float", 0.01,
+               "Evaluation gate: largest allowed drop of the primary metric (absolute; for lower-is-better "
+               "metrics such as MAE, the largest allowed increase).", minimum=0.0, maximum=1e6),
 )
 
 

@@ -48,7 +48,7 @@ def stage_fractions(format_stages: tuple[str, ...]) -> dict[str, float]:
     """Progress fraction at the start of each stage: the format's own stages share 0.3–0.7."""
     step = 0.4 / max(1, len(format_stages))
     middle = {stage: round(0.3 + i * step, 3) for i, stage in enumerate(format_stages)}
-    return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "store": 0.9, "done": 1.0}
+    return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "evaluate": 0.75, "store": 0.95, "done": 1.0}
 
 
 
@@ -98,6 +98,7 @@ class _Pipeline:
         self.enter("validate")
         try:
             report = _validate(job, artifact.runner, pool, pool_kind, fmt, len(samples))
+            evaluation = self._evaluate(job, artifact.runner, fmt.name, sha256)
         finally:
             artifact.runner.close()
         self.enter("store")
@@ -109,8 +110,29 @@ class _Pipeline:
             output_file=files[0]["name"], files=files,
             output_size_mb=round(sum(f["size_bytes"] for f in files) / 1e6, 3),
             model={**spec.metadata(), **artifact.info, "input_shape": list(shape)},
-            validation=report.to_dict(), warnings=artifact.warnings, timings_s=timings,
+            validation=report.to_dict(), evaluation=evaluation, warnings=artifact.warnings, timings_s=timings,
             environment=environment(artifact.info), error=None)
+
+    def _evaluate(self, job: Any, runner: Any, runtime: str, sha256: str) -> dict[str, Any] | None:
+        """The evaluation stage: on by default when the project has ``data/val``; a broken set is
+        reported in the record, it does not fail the export."""
+        from exporter import evaluation
+
+        project_path = self.store.project.path
+        if not job.options.get("evaluate") or not evaluation.val_folder(project_path).is_dir():
+            return None
+        self.enter("evaluate")
+        try:
+            inputs = evaluation.prepare(get_task(job.spec.task), job.spec, job.options, project_path,
+                                        job.input_shape)
+            return evaluation.evaluate(inputs, job.module, runner, input_name=job.input_names[0],
+                                       output_names=job.output_names, checkpoint_sha256=sha256,
+                                       cache_root=self.workspace.root, runtime=runtime)
+        except ExportError as exc:
+            return {"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}}
+        except Exception as exc:  # noqa: BLE001 - the file is exported and validated; say why evaluation broke
+            error = resource_error(exc, "evaluate") or ExportError(f"Internal error: {one_line(exc)}", stage="evaluate")
+            return {"status": "failed", "error": error.to_dict()}
 
     def fail(self, exc: ExportError) -> ExportRecord:
         """End the record ``failed`` with the error; no model file is left behind."""

@@ -99,6 +99,27 @@ class Validation(_Part):
     messages: list[str] = Field(default_factory=list)
 
 
+class Evaluation(_Part):
+    """Accuracy on the project's labelled set: PyTorch and the file scored alike, the gate's verdict
+    (``exporter.evaluation``). While an evaluation job runs, ``status`` is ``running``."""
+
+    status: Literal["running", "completed", "failed"] = "completed"
+    verdict: Verdict | None = None
+    reason: str | None = None
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    primary_metric: str | None = None
+    higher_is_better: bool = True
+    pytorch: dict[str, float] = Field(default_factory=dict)
+    file: dict[str, float] = Field(default_factory=dict)
+    delta: dict[str, float] = Field(default_factory=dict)
+    drop: float | None = None
+    max_metric_drop: float | None = None
+    disagreements: list[dict[str, Any]] = Field(default_factory=list)
+    duration_s: float | None = None
+    error: ErrorInfo | None = None
+    worker: Worker | None = None
+
+
 class Worker(_Part):
     """Where the job ran: a local process (pid and start time guard against pid reuse)."""
 
@@ -128,6 +149,7 @@ class ExportRecord(BaseModel):
     output_size_mb: float | None = None
     model: ModelInfo = Field(default_factory=ModelInfo)
     validation: Validation | None = None
+    evaluation: Evaluation | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     error: ErrorInfo | None = None
@@ -148,6 +170,11 @@ class ExportRecord(BaseModel):
         if self.status != "completed":
             return self.status
         return self.validation.verdict if self.validation else "unvalidated"
+
+    @property
+    def gate_failed(self) -> bool:
+        """True when an evaluation on labelled data found a metric drop over ``max_metric_drop``."""
+        return self.evaluation is not None and self.evaluation.verdict == "failed"
 
     @property
     def stage(self) -> str | None:

@@ -67,7 +67,8 @@ def usage_snippet(record: ExportRecord) -> str:
 
 def filter_exports(entries: list[dict[str, Any]], *, projects: list[str] | None = None,
                    formats: list[str] | None = None, statuses: list[str] | None = None,
-                   verdicts: list[str] | None = None, search: str = "") -> list[dict[str, Any]]:
+                   verdicts: list[str] | None = None, evaluations: list[str] | None = None,
+                   search: str = "") -> list[dict[str, Any]]:
     """Index entries matching every given filter (empty filter = no restriction)."""
     def keep(entry: dict[str, Any]) -> bool:
         word = ((entry.get("validation") or {}).get("verdict")) or "—"
@@ -75,9 +76,26 @@ def filter_exports(entries: list[dict[str, Any]], *, projects: list[str] | None 
                 and (not formats or entry.get("format") in formats)
                 and (not statuses or entry.get("status") in statuses)
                 and (not verdicts or word in verdicts)
+                and (not evaluations or evaluation_word(entry) in evaluations)
                 and search.lower() in str(entry.get("experiment_id", "")).lower())
 
     return [e for e in entries if keep(e)]
+
+
+def evaluation_word(entry: dict[str, Any]) -> str:
+    """An index entry's evaluation in one word: passed, failed, inconclusive, running, error or —."""
+    evaluation = entry.get("evaluation") or {}
+    if evaluation.get("status") == "failed":
+        return "error"
+    return str(evaluation.get("verdict") or evaluation.get("status") or "—")
+
+
+def metric_delta(entry: dict[str, Any]) -> str:
+    """``"top1_accuracy +0.000"``: the primary metric's change from PyTorch to the file ("" when not evaluated)."""
+    evaluation = entry.get("evaluation") or {}
+    if evaluation.get("delta") is None:
+        return ""
+    return f"{evaluation['primary_metric']} {evaluation['delta']:+.4f}"
 
 
 def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:

@@ -8,12 +8,16 @@ step in a worker process; ``export_checkpoint`` runs both here.
 
 from __future__ import annotations
 
-from exporter.pipeline import run_export
+from typing import Any
+
+from exporter.errors import ExportError, NotFoundError, UsageError, one_line, resource_error
+from exporter.pipeline import build_wrapped, run_export
 from exporter.record import ExportRecord
 from exporter.request import ExportRequest, option_specs, prepare_export
+from exporter.store import find_export
 from exporter.workspace import Workspace
 
-__all__ = ["ExportRequest", "export_checkpoint", "option_specs", "prepare_export", "run_export"]
+__all__ = ["ExportRequest", "evaluate_export", "export_checkpoint", "option_specs", "prepare_export", "run_export"]
 
 
 def export_checkpoint(workspace: Workspace, request: ExportRequest) -> ExportRecord:
@@ -24,3 +28,71 @@ def export_checkpoint(workspace: Workspace, request: ExportRequest) -> ExportRec
     """
     record = prepare_export(workspace, request)
     return run_export(workspace, record.project_id, record.id)
+
+
+def evaluate_export(workspace: Workspace, export_id: str, overrides: dict[str, Any] | None = None) -> ExportRecord:
+    """Evaluate a completed export on its project's labelled set (``data/val``) and store the result.
+
+    ``overrides`` may set ``max_images`` and ``max_metric_drop``; the export's own options give the rest.
+
+    Raises:
+        NotFoundError: no such export, or its files are gone.
+        UsageError: the export is not completed, or its checkpoint changed since.
+        DatasetError: the project has no labelled set, or not in the task's layout.
+    """
+    store, record = find_export(workspace, export_id)
+    check_evaluable(store, record)
+    try:
+        result = _evaluate_files(workspace, store, record, overrides or {})
+    except ExportError as exc:
+        store.update(export_id, evaluation={"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}})
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug must still end the evaluation, readably
+        error = resource_error(exc, "evaluate") or ExportError(f"Internal error: {one_line(exc)}", stage="evaluate")
+        store.update(export_id, evaluation={"status": "failed", "error": error.to_dict()})
+        raise error from None
+    return store.update(export_id, evaluation=result)
+
+
+def check_evaluable(store: Any, record: ExportRecord) -> None:
+    """Refuse, before any work, an export that cannot be evaluated (and say what to do)."""
+    from exporter.evaluation import val_folder
+    from exporter.report import is_stale
+
+    if record.status != "completed":
+        raise UsageError(f"Export {record.id} is {record.status}; only completed exports can be evaluated.")
+    folder = store.export_dir(record.id)
+    if not record.files or not all((folder / f.name).is_file() for f in record.files):
+        raise NotFoundError(f"The files of export {record.id} are gone; export the checkpoint again.")
+    if is_stale(record.checkpoint_sha256, record.checkpoint_path):
+        raise UsageError(f"The checkpoint of export {record.id} has changed since it was exported; export it "
+                         "again, then evaluate.")
+    if not val_folder(store.project.path).is_dir():
+        from exporter.errors import DatasetError
+
+        raise DatasetError(f"Project {record.project_id!r} has no labelled validation set (data/val/); add one "
+                           "with `python -m exporter data add --project ID PATH`.")
+
+
+def _evaluate_files(workspace: Workspace, store: Any, record: ExportRecord, overrides: dict[str, Any]) -> dict:
+    from exporter import evaluation
+    from exporter.checkpoint import load_checkpoint
+    from exporter.formats import get_format
+    from exporter.tasks import get_task
+
+    project = store.project
+    experiment = project.experiment(record.experiment_id)
+    options = {**record.options, **{k: v for k, v in overrides.items() if v is not None}}
+    spec, module = build_wrapped(load_checkpoint(experiment.checkpoint(record.checkpoint).path), experiment,
+                                 project.task, options)
+    fmt = get_format(record.format)
+    runner = fmt.load(store.export_dir(record.id) / str(record.output_file), record.model.model_dump())
+    try:
+        inputs = evaluation.prepare(get_task(spec.task), spec, options, project.path,
+                                    tuple(record.model.input_shape or (1, *spec.input_size)))
+        return evaluation.evaluate(inputs, module, runner, input_name=record.model.inputs[0].name,
+                                   output_names=tuple(o.name for o in record.model.outputs),
+                                   checkpoint_sha256=str(record.checkpoint_sha256), cache_root=workspace.root,
+                                   runtime=fmt.name)
+    finally:
+        runner.close()

@@ -65,7 +65,17 @@ def summarize(record: ExportRecord) -> dict[str, Any]:
         "checkpoint_path": record.checkpoint_path,
         "validation": {"passed": validation.passed if validation else None,
                        "verdict": validation.verdict if validation else None},
+        "evaluation": _evaluation_summary(record),
     }
+
+
+def _evaluation_summary(record: ExportRecord) -> dict[str, Any] | None:
+    evaluation = record.evaluation
+    if evaluation is None:
+        return None
+    primary = evaluation.primary_metric
+    return {"status": evaluation.status, "verdict": evaluation.verdict, "primary_metric": primary,
+            "delta": evaluation.delta.get(primary) if primary else None}
 
 
 class ExportStore:

@@ -22,8 +22,8 @@ def _isolated_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_template(tmp_path_factory) -> Path:
-    """The demo workspace, trained once per test session (read-only template).
+def demo_full_template(tmp_path_factory) -> Path:
+    """The demo workspace as `make run` builds it, trained once per test session (read-only).
 
     ``AISTUDIO_TEST_DEMO=DIR`` reuses a demo workspace built before (``python -m exporter demo
     --workspace DIR``) to save its ~2.5 min when running a few tests; tests only ever copy it.
@@ -38,11 +38,30 @@ def demo_template(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def demo_template(demo_full_template, tmp_path_factory) -> Path:
+    """The demo workspace without its labelled sets (``data/val``), so exports skip the evaluation
+    stage — evaluating 100 images in two runtimes on every detector export would cost the suite
+    minutes. Evaluation is tested on ``demo_eval_ws``."""
+    lean = tmp_path_factory.mktemp("demo-lean") / "ws"
+    shutil.copytree(demo_full_template, lean, copy_function=os.link,
+                    ignore=lambda folder, names: ["val"] if Path(folder).name == "data" else [])
+    return lean
+
+
 @pytest.fixture
 def demo_ws(demo_template, tmp_path) -> Path:
     """A private copy of the demo workspace (checkpoints hard-linked, so copying is cheap)."""
     target = tmp_path / "ws"
     shutil.copytree(demo_template, target, copy_function=os.link)
+    return target
+
+
+@pytest.fixture
+def demo_eval_ws(demo_full_template, tmp_path) -> Path:
+    """A private copy of the demo workspace with its labelled sets (exports evaluate by default)."""
+    target = tmp_path / "ws"
+    shutil.copytree(demo_full_template, target, copy_function=os.link)
     return target
 
 

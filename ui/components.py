@@ -11,6 +11,7 @@ import streamlit as st
 
 from exporter import report
 from exporter.api import TICKET_TTL_S, page_ticket
+from exporter.errors import ExportError
 from exporter.record import ExportRecord, OutputCheck
 from exporter.workspace import Workspace
 
@@ -94,14 +95,16 @@ def result_view(record: ExportRecord) -> None:
     if record.status != "completed":
         return
     _summary_metrics(record)
-    tabs = st.tabs(["Validation", "Model", "Run it", "Record"])
+    tabs = st.tabs(["Validation", "Evaluation", "Model", "Run it", "Record"])
     with tabs[0]:
         validation_section(record)
     with tabs[1]:
-        model_section(record)
+        evaluation_section(record)
     with tabs[2]:
-        st.code(report.usage_snippet(record), language="python")
+        model_section(record)
     with tabs[3]:
+        st.code(report.usage_snippet(record), language="python")
+    with tabs[4]:
         st.json(record.to_json(), expanded=False)
     download_section(record)
 
@@ -145,6 +148,85 @@ def validation_section(record: ExportRecord) -> None:
         say(message)
     if validation.outputs:
         st.plotly_chart(diff_histogram_figure(validation.outputs), key=f"hist-{record.id}")
+
+
+def evaluation_section(record: ExportRecord) -> None:
+    """Accuracy on the project's labelled set: PyTorch vs the file, the gate, per class, disagreements."""
+    evaluation = record.evaluation
+    if evaluation is not None and evaluation.status == "running":
+        _evaluation_progress(record.id)
+        return
+    if evaluation is None:
+        st.caption("Not evaluated. Exports evaluate by themselves when the project has a labelled set in "
+                   "`data/val/` (one standard layout per task, see the README).")
+    elif evaluation.status == "failed":
+        st.error(f"Evaluation failed: **{evaluation.error.type}**: {evaluation.error.message}")
+    else:
+        _evaluation_result(evaluation)
+    _evaluate_button(record)
+
+
+def _evaluation_result(evaluation: Any) -> None:
+    name = evaluation.primary_metric
+    say = {"passed": st.success, "failed": st.error}.get(evaluation.verdict, st.warning)
+    say(f"**{evaluation.verdict}** — {evaluation.reason}")
+    st.caption(f"{evaluation.dataset.get('images')} labelled images ({evaluation.dataset.get('layout')}, "
+               f"{evaluation.dataset.get('digest')}) · {evaluation.duration_s:.1f}s"
+               + (" · PyTorch predictions from the cache" if getattr(evaluation, "pytorch_cached", False) else ""))
+    st.dataframe([{"metric": k, "PyTorch": v, "file": evaluation.file.get(k),
+                   "Δ (file − PyTorch)": evaluation.delta.get(k), "primary": "★" if k == name else ""}
+                  for k, v in evaluation.pytorch.items()], hide_index=True, width="stretch")
+    per_class = getattr(evaluation, "per_class", None) or {}
+    if per_class.get("pytorch"):
+        st.markdown("**Per class**")
+        st.dataframe([{"class": c, "PyTorch": v, "file": per_class["file"].get(c)}
+                      for c, v in per_class["pytorch"].items()], hide_index=True, width="stretch")
+    extra = getattr(evaluation, "extra", None) or {}
+    if (extra.get("pytorch") or {}).get("confusion"):
+        st.plotly_chart(confusion_figure(extra["pytorch"], extra["file"]), key=f"confusion-{id(evaluation)}")
+    if evaluation.disagreements:
+        st.markdown("**Where they disagree most**")
+        st.dataframe(evaluation.disagreements, hide_index=True, width="stretch")
+
+
+def confusion_figure(reference: dict[str, Any], exported: dict[str, Any]):
+    """Confusion matrices of PyTorch and of the file, side by side (rows: truth, columns: predicted)."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("PyTorch", "exported file"), horizontal_spacing=0.12)
+    for column, data in ((1, reference), (2, exported)):
+        figure.add_heatmap(z=data["confusion"], x=data["classes"], y=data["classes"], colorscale="Blues",
+                           showscale=column == 2, texttemplate="%{z}", row=1, col=column,
+                           hovertemplate="truth %{y}<br>predicted %{x}<br>%{z} images<extra></extra>")
+    figure.update_yaxes(autorange="reversed")
+    figure.update_yaxes(title_text="truth", col=1)
+    figure.update_xaxes(title_text="predicted")
+    figure.update_layout(title="Confusion matrices — a good export looks the same on both sides", height=360,
+                         margin={"t": 70, "b": 40})
+    return figure
+
+
+def _evaluate_button(record: ExportRecord) -> None:
+    from exporter.jobs import start_evaluation
+
+    if st.button("📏 Evaluate on data/val", key=f"evaluate-{record.id}",
+                 help="Run PyTorch and this file on the project's labelled set and compare their metrics"):
+        try:
+            start_evaluation(Workspace(), record.id)
+        except ExportError as exc:
+            st.error(exc.message)
+        else:
+            st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def _evaluation_progress(export_id: str) -> None:
+    """Shown while an evaluation job runs; reruns the page once it has ended."""
+    from exporter.jobs import refresh
+
+    if refresh(Workspace(), export_id).evaluation.status != "running":
+        st.rerun()
+    st.info("⏳ Evaluating on the project's labelled set (PyTorch and the file, then their metrics)…")
 
 
 def diff_histogram_figure(outputs: list[OutputCheck]):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.api.app_state import workspace
 from exporter.api.errors import ApiError
 from exporter.errors import NotFoundError
-from exporter.jobs import delete_export, recover_interrupted, refresh, start_export
+from exporter.jobs import delete_export, recover_interrupted, refresh, start_evaluation, start_export
 from exporter.record import ExportRecord
 from exporter.service import ExportRequest
 from exporter.store import all_exports, find_export
@@ -52,6 +52,20 @@ def start(body: ExportBody) -> ExportRecord:
 @router.get("/export/{export_id}", summary="An export's record")
 def read(export_id: str) -> ExportRecord:
     return refresh(workspace(), export_id)
+
+
+class EvaluateBody(BaseModel):
+    """Body of ``POST /api/export/{id}/evaluate`` (both optional: the export's own options otherwise)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_images: int | None = Field(None, ge=1)
+    max_metric_drop: float | None = Field(None, ge=0)
+
+
+@router.post("/export/{export_id}/evaluate", status_code=202,
+             summary="Evaluate an export on its project's labelled set in the background")
+def evaluate(export_id: str, body: EvaluateBody | None = None) -> ExportRecord:
+    return start_evaluation(workspace(), export_id, body.model_dump() if body else {})
 
 
 @router.get("/export/{export_id}/download", summary="The exported file, streamed")

@@ -5,20 +5,49 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from exporter.tasks.base import Task, TaskTraits
+import numpy as np
+
+from exporter import datasets
+from exporter.tasks import metrics
+from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
+
+
+def _pixel_pairs(predictions: list[Prediction], valset: ValSet) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Maps and ground-truth masks (resized to the map) of the images whose truth is known per pixel:
+    every good image (all normal) and every defect image that has a mask. ``None`` without any mask."""
+    from PIL import Image
+
+    if not any(mask is not None for _, mask in valset.targets):
+        return None, None
+    maps, masks = [], []
+    for prediction, (label, mask) in zip(predictions, valset.targets, strict=True):
+        anomaly_map = prediction["anomaly_map"].reshape(prediction["anomaly_map"].shape[-2:])
+        if label == 1 and mask is None:
+            continue
+        truth = np.zeros(anomaly_map.shape, np.uint8)
+        if mask is not None:
+            with Image.open(mask) as img:
+                resized = img.convert("L").resize(anomaly_map.shape[::-1], Image.NEAREST)
+            truth = (np.asarray(resized) > 0).astype(np.uint8)
+        maps.append(anomaly_map)
+        masks.append(truth)
+    return np.stack(maps), np.stack(masks)
 
 
 @register_task
 class AnomalyDetectionTask(Task):
     """Maps and scores compared tensor by tensor."""
 
-    traits = TaskTraits("anomaly_detection", outputs=("anomaly_map", "score"))
+    traits = TaskTraits("anomaly_detection", outputs=("anomaly_map", "score"), primary_metric="image_auroc")
 
     def architectures(self) -> list[str]:
         from exporter.models.anomaly import ARCHITECTURES
@@ -38,6 +67,28 @@ class AnomalyDetectionTask(Task):
         from exporter.models.anomaly import AnomalyOutputs
 
         return AnomalyOutputs(model).eval()
+
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        return datasets.mvtec(folder)
+
+    def calibrate(self, reference: list[Prediction], valset: ValSet) -> dict[str, float]:
+        scores = np.array([float(p["score"]) for p in reference])
+        return {"threshold": metrics.f1_threshold(scores, np.array([label for label, _ in valset.targets]))}
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> metrics.Score:
+        scores = np.array([float(p["score"]) for p in predictions])
+        labels = np.array([label for label, _ in valset.targets])
+        maps, masks = _pixel_pairs(predictions, valset)
+        return metrics.anomaly(scores, labels, calibration["threshold"], maps, masks)
+
+    def at_chance(self, values: dict[str, float], spec: ModelSpec) -> bool:
+        return values["image_auroc"] <= 0.55
+
+    def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
+        threshold = calibration.get("threshold", 0.0)
+        flipped = (float(reference["score"]) >= threshold) != (float(exported["score"]) >= threshold)
+        return float(flipped) * (1.0 + abs(float(reference["score"]) - float(exported["score"])))
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         return ["print(float(score[0]))  # higher = more anomalous; anomaly_map[0, 0] shows where"]

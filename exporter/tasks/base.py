@@ -15,10 +15,17 @@ from exporter.errors import ArchitectureError
 from exporter.options import OptionSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
     from exporter.tasks.compare import Pair, TaskCheck
+    from exporter.tasks.metrics import Score
+
+Prediction = dict[str, "np.ndarray"]  # one image's outputs, by output name
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class TaskTraits:
     refuses: Mapping[str, str] = field(default_factory=dict)
     tolerance_factor: float = 1.0  # default validation tolerance × this (long graphs drift more)
     detectable: bool = False  # architectures can be recognised from a state dict's keys and shapes
+    primary_metric: str = ""  # what evaluation on a labelled set gates on
+    higher_is_better: bool = True
 
     def refusal(self, format_name: str | None = None, precision: str | None = None) -> str:
         """Why ``format_name`` (or any format at ``precision``) cannot carry this task; "" when it can."""
@@ -84,6 +93,39 @@ class Task:
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         """Lines of the "Run it" snippet that read the outputs (named ``outputs``) as the task's answer."""
         return []
+
+    # -- evaluation on a labelled set (``exporter.evaluation``) --------------------------------
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        """Read and check ``data/val`` in this task's standard layout.
+
+        Raises:
+            DatasetError: the layout is not the task's, or a file in it is broken.
+        """
+        from exporter.errors import DatasetError
+
+        raise DatasetError(f"{self.name} models have no labelled-set layout to evaluate on.")
+
+    def split_outputs(self, outputs: dict[str, np.ndarray]) -> list[Prediction]:
+        """A batch's outputs as one prediction per image (padded detections are cut to their count)."""
+        rows = len(next(iter(outputs.values())))
+        return [{name: value[i] for name, value in outputs.items()} for i in range(rows)]
+
+    def calibrate(self, reference: list[Prediction], valset: ValSet) -> dict[str, float]:
+        """Settings derived from PyTorch's predictions and applied to both (an anomaly threshold)."""
+        return {}
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> Score:
+        """The task's metrics of ``predictions`` against the set's targets, primary metric first."""
+        raise NotImplementedError
+
+    def at_chance(self, metrics: dict[str, float], spec: ModelSpec) -> bool:
+        """True when PyTorch itself scores no better than guessing (a drop then means nothing)."""
+        return False
+
+    def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
+        """How differently PyTorch and the file answer on one image (0 = the same answer)."""
+        return 0.0
 
     def check_architecture(self, architecture: str) -> None:
         """Raise ``ArchitectureError`` naming close matches when the name is unknown."""

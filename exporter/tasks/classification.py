@@ -5,22 +5,33 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from exporter.errors import ArchitectureError
-from exporter.tasks import compare
-from exporter.tasks.base import Task, TaskTraits
+import numpy as np
+
+from exporter import datasets
+from exporter.errors import ArchitectureError, DatasetError
+from exporter.tasks import compare, metrics
+from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
 
 
 @register_task
 class ClassificationTask(Task):
     """Image → class logits; validation also reports top-1 agreement."""
 
-    traits = TaskTraits("classification", outputs=("logits",), detectable=True)
+    traits = TaskTraits("classification", outputs=("logits",), detectable=True, primary_metric="top1_accuracy")
     size_key = "num_classes"
 
     def architectures(self) -> list[str]:
@@ -51,6 +62,25 @@ class ClassificationTask(Task):
 
     def agreement(self, pairs: list[compare.Pair]) -> dict[str, float]:
         return compare.top1_agreement(pairs)
+
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        if not spec.class_names:
+            raise DatasetError("The checkpoint names no class_names, so class folders cannot be matched to "
+                               "outputs; add class_names to its hyper_parameters or experiment.json.")
+        return datasets.image_folder(folder, list(spec.class_names))
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> metrics.Score:
+        logits = np.stack([p[self.traits.outputs[0]] for p in predictions])
+        return metrics.classification(logits, np.array(valset.targets), list(spec.class_names))
+
+    def at_chance(self, values: dict[str, float], spec: ModelSpec) -> bool:
+        return values["top1_accuracy"] <= 1.0 / max(2, spec.num_classes or 2) + 0.05
+
+    def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
+        ref, out = reference[self.traits.outputs[0]], exported[self.traits.outputs[0]]
+        flipped = int(ref.argmax()) != int(out.argmax())
+        return float(flipped) * (1.0 + float(np.abs(_softmax(ref) - _softmax(out)).max()))
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         class_names = model.get("class_names") or []

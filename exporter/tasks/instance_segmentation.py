@@ -22,7 +22,7 @@ class InstanceSegmentationTask(ObjectDetectionTask):
     """Mask R-CNN; masks compared by IoU per matched detection."""
 
     traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"), DETECTION_OPTIONS + MASK_OPTIONS,
-                              refuses={"openvino": LOOP})
+                              refuses={"openvino": LOOP}, primary_metric="mask_map")
 
     def architectures(self) -> list[str]:
         from exporter.models.detection import COMPOSED, torchvision_detectors

@@ -6,16 +6,22 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from exporter import datasets
 from exporter.errors import ArchitectureError
 from exporter.models.spec import IDENTITY_NORMALIZATION
 from exporter.options import OptionSpec
-from exporter.tasks import compare
-from exporter.tasks.base import Task, TaskTraits
+from exporter.tasks import compare, metrics
+from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -38,11 +44,11 @@ FP16_NMS = ("onnxconverter-common retypes the Cast nodes around the in-graph NMS
 
 
 def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionSpec, ...],
-                     refuses: dict[str, str] | None = None) -> TaskTraits:
+                     refuses: dict[str, str] | None = None, primary_metric: str = "map") -> TaskTraits:
     """Traits every padded-detection task shares."""
     return TaskTraits(name, outputs=outputs, options=options, min_opset=DETECTION_OPSET,
                       min_opset_ops=DETECTION_OPS, tolerance_factor=DETECTION_TOLERANCE_FACTOR,
-                      refuses={"precision=fp16": FP16_NMS, **(refuses or {})})
+                      refuses={"precision=fp16": FP16_NMS, **(refuses or {})}, primary_metric=primary_metric)
 
 
 def detection_usage(model: dict[str, Any], rotated: bool) -> list[str]:
@@ -88,3 +94,58 @@ class ObjectDetectionTask(Task):
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         return detection_usage(model, self.rotated)
+
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        return datasets.coco(folder, list(spec.class_names), with_masks="masks" in self.traits.outputs)
+
+    def split_outputs(self, outputs: dict[str, np.ndarray]) -> list[Prediction]:
+        counts = outputs["num_detections"].astype(int)
+        return [{name: value[i][:counts[i]] for name, value in outputs.items() if name != "num_detections"}
+                for i in range(len(counts))]
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> metrics.Score:
+        targets = [scale_target(t, spec.input_size) for t in valset.targets]
+        return metrics.coco([binary_masks(p) for p in predictions], targets, list(spec.class_names),
+                            with_masks="masks" in self.traits.outputs)
+
+    def at_chance(self, values: dict[str, float], spec: ModelSpec) -> bool:
+        return values[self.traits.primary_metric] <= 0.01
+
+    def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
+        """Detections (score ≥ 0.5) that have no counterpart at IoU ≥ 0.5 on the other side."""
+        ref, out = _confident(reference), _confident(exported)
+        matched = len(compare.match_detections(ref, out, self.rotated))
+        return float(len(ref["scores"]) + len(out["scores"]) - 2 * matched)
+
+
+def _confident(prediction: Prediction, threshold: float = 0.5) -> Prediction:
+    keep = prediction["scores"] >= threshold
+    return {k: v[keep] for k, v in prediction.items() if k in ("boxes", "scores", "labels")}
+
+
+def binary_masks(prediction: Prediction, threshold: float = 0.5) -> Prediction:
+    """Masks as 0/1 (probability masks thresholded at 0.5)."""
+    if "masks" not in prediction or prediction["masks"].dtype == np.uint8:
+        return prediction
+    return {**prediction, "masks": (prediction["masks"] >= threshold).astype(np.uint8)}
+
+
+def scale_target(target: dict[str, Any], input_size: tuple[int, int, int]) -> dict[str, Any]:
+    """A target in the model's input pixels (images are resized to the input size before inference)."""
+    width, height = target["size"]
+    sx, sy = input_size[2] / width, input_size[1] / height
+    if sx == 1 and sy == 1:
+        return target
+    boxes = target["boxes"].astype(np.float32).copy()
+    if boxes.shape[1] == 4:
+        boxes *= np.array([sx, sy, sx, sy], np.float32)
+    else:  # (cx, cy, w, h, θ): exact for uniform scaling
+        boxes[:, :4] *= np.array([sx, sy, (sx + sy) / 2, (sx + sy) / 2], np.float32)
+    scaled = {**target, "boxes": boxes}
+    if "masks" in target and len(target["masks"]):
+        from PIL import Image
+
+        scaled["masks"] = np.stack([np.asarray(Image.fromarray(m).resize((input_size[2], input_size[1]),
+                                                                         Image.NEAREST)) for m in target["masks"]])
+    return scaled

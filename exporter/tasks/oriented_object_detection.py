@@ -5,13 +5,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from exporter import datasets
 from exporter.errors import ArchitectureError
-from exporter.tasks.object_detection import DETECTION_OPTIONS, DETECTION_OUTPUTS, ObjectDetectionTask, detection_traits
+from exporter.tasks import metrics
+from exporter.tasks.base import Prediction
+from exporter.tasks.object_detection import (
+    DETECTION_OPTIONS,
+    DETECTION_OUTPUTS,
+    ObjectDetectionTask,
+    detection_traits,
+    scale_target,
+)
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
 
 
@@ -19,7 +31,8 @@ if TYPE_CHECKING:
 class OrientedDetectionTask(ObjectDetectionTask):
     """Rotated boxes; matched by exact rotated IoU for validation."""
 
-    traits = detection_traits("oriented_object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS)
+    traits = detection_traits("oriented_object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS,
+                              primary_metric="map_50")
     rotated = True
 
     def architectures(self) -> list[str]:
@@ -41,3 +54,11 @@ class OrientedDetectionTask(ObjectDetectionTask):
         from exporter.models.oriented import OrientedOutputs
 
         return OrientedOutputs(model, options or {}).eval()
+
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        return datasets.dota(folder, list(spec.class_names))
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> metrics.Score:
+        targets = [scale_target(t, spec.input_size) for t in valset.targets]
+        return metrics.rotated_ap(predictions, targets, list(spec.class_names))

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from exporter import datasets
 from exporter.errors import ArchitectureError
 from exporter.options import OptionSpec
-from exporter.tasks import compare
-from exporter.tasks.base import Task, TaskTraits
+from exporter.tasks import compare, metrics
+from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
+    from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
 
 SEGMENTATION_OPTIONS = (
@@ -30,7 +36,7 @@ SEGMENTATION_OPTIONS = (
 class SegmentationTask(Task):
     """Class maps compared by pixel agreement."""
 
-    traits = TaskTraits("segmentation", outputs=("logits",), options=SEGMENTATION_OPTIONS)
+    traits = TaskTraits("segmentation", outputs=("logits",), options=SEGMENTATION_OPTIONS, primary_metric="miou")
 
     def architectures(self) -> list[str]:
         from exporter.models.segmentation import torchvision_segmenters
@@ -63,6 +69,34 @@ class SegmentationTask(Task):
                 settings: dict[str, Any]) -> compare.TaskCheck:
         floor = settings.get("min_agreement") or compare.MIN_PIXEL_AGREEMENT
         return compare.segmentation(pairs, output_names, n_samples, floor)
+
+    def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
+        return datasets.masks(folder, spec.num_classes or 2)
+
+    def split_outputs(self, outputs: dict[str, np.ndarray]) -> list[Prediction]:
+        """One class map per image (``[H, W]`` uint8): logits are reduced here to keep memory small."""
+        name, values = next(iter(outputs.items()))
+        classes = values.argmax(1) if values.ndim == 4 else values
+        return [{"classes": row.astype(np.uint8)} for row in classes]
+
+    def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,
+              calibration: dict[str, float]) -> metrics.Score:
+        from PIL import Image
+
+        height, width = predictions[0]["classes"].shape
+        targets = []
+        for mask in valset.targets:
+            with Image.open(mask) as img:
+                targets.append(np.asarray(img.resize((width, height), Image.NEAREST)))
+        names = list(spec.class_names) or [str(i) for i in range(spec.num_classes or 2)]
+        return metrics.segmentation(np.stack([p["classes"] for p in predictions]), np.stack(targets), names,
+                                    datasets.IGNORE_INDEX)
+
+    def at_chance(self, values: dict[str, float], spec: ModelSpec) -> bool:
+        return values["miou"] <= 0.05
+
+    def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
+        return float((reference["classes"] != exported["classes"]).mean())
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         pick = "mask[0]" if outputs[0] == "mask" else "logits[0].argmax(0)"

@@ -13,7 +13,8 @@ SPECS = get_format("onnx").options()
 
 def test_defaults():
     opts = parse_options(SPECS, {})
-    assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": None, "opset_version": 17,
+    assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": None, "evaluate": True,
+                    "max_images": 500, "max_metric_drop": 0.01, "opset_version": 17,
                     "simplify": True, "exporter": "auto", "external_data": "auto", "precision": "fp32",
                     "quantization": "dynamic", "calibration_samples": 16}
 

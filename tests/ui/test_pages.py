@@ -57,6 +57,30 @@ def test_export_page_flow(app, demo_ws):
     assert read_index(demo_ws, "demo-regression")[0]["id"] == export_id
 
 
+def test_evaluation_tab_and_button(demo_eval_ws, monkeypatch):
+    """With a labelled set the export evaluates itself; the tab shows the verdict, the metrics of both and
+    the confusion matrices; "Evaluate on data/val" runs it again as a background job."""
+    from exporter import Workspace
+    from exporter.jobs import refresh
+
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_eval_ws))
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    export_id = export_once(at, "demo-classification")
+    assert any(s.value.startswith("**passed** — top1_accuracy") for s in at.success)
+    assert len(at.get("plotly_chart")) == 2  # the |diff| histogram and the confusion matrices
+    first = refresh(Workspace(demo_eval_ws), export_id).evaluation
+    at.button(key=f"evaluate-{export_id}").click().run()
+    assert not at.exception and not at.error
+    deadline = time.monotonic() + 120
+    while (evaluation := refresh(Workspace(demo_eval_ws), export_id).evaluation).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert evaluation.status == "completed" and evaluation.pytorch_cached and evaluation.pytorch == first.pytorch
+    at.run()
+    assert any(s.value.startswith("**passed**") for s in at.success)
+
+
 def test_running_export_can_be_cancelled(app, demo_ws):
     at = app.run()
     at.text_input(key="opt-onnx-anomaly_detection-input_shape").set_value("1,3,1024,1024").run()

@@ -1,0 +1,194 @@
+"""Accuracy on the project's labelled validation set: PyTorch and the exported file, each in its own
+runtime, on the same preprocessed batches; both scored with the task's metrics; the primary metric's
+drop gated by ``max_metric_drop``; the images where the two disagree most listed.
+
+PyTorch's predictions are cached per (checkpoint sha256, dataset digest, task options, input shape),
+so evaluating several exports of one checkpoint runs PyTorch once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from exporter.datasets import ValSet, digest
+from exporter.errors import DatasetError
+
+if TYPE_CHECKING:
+    from exporter.formats.registry import Runner
+    from exporter.models.spec import ModelSpec
+    from exporter.tasks.base import Task
+
+VAL_DIR = Path("data") / "val"
+BATCH = 8
+MIN_IMAGES = 20  # fewer labelled images than this: the verdict is inconclusive
+MAX_DISAGREEMENTS = 24
+CACHE_DIR = ".cache/evaluation"
+Predictions = list[dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """What one evaluation runs on: the task, the model's spec and options, the set, its digest."""
+
+    task: Task
+    spec: ModelSpec
+    options: dict[str, Any]
+    valset: ValSet
+    digest: str
+    input_shape: tuple[int, ...]
+
+
+def val_folder(project_path: Path) -> Path:
+    """Where a project's labelled validation set lives."""
+    return project_path / VAL_DIR
+
+
+def prepare(task: Task, spec: ModelSpec, options: dict[str, Any], project_path: Path,
+            input_shape: tuple[int, ...]) -> EvalInputs:
+    """Read and check the project's set (the first ``max_images`` images).
+
+    Raises:
+        DatasetError: no set, or one whose layout does not match the task's.
+    """
+    folder = val_folder(project_path)
+    if not folder.is_dir():
+        raise DatasetError(f"Project has no labelled validation set at {VAL_DIR}/; add one with "
+                           "`python -m exporter data add --project ID PATH`.")
+    valset = task.read_val_set(folder, spec).subset(int(options.get("max_images") or 500))
+    return EvalInputs(task, spec, options, valset, digest(folder), tuple(input_shape))
+
+
+def evaluate(inputs: EvalInputs, module: Any, runner: Runner, *, input_name: str, output_names: tuple[str, ...],
+             checkpoint_sha256: str, cache_root: Path, runtime: str,
+             progress: Callable[[float], None] = lambda _: None) -> dict[str, Any]:
+    """Run both, score both, gate; returns the record's ``evaluation``."""
+    started = time.perf_counter()
+    key = _cache_key(inputs, checkpoint_sha256, output_names)
+    reference, cached = _cached(cache_root, key)
+    if reference is None:
+        reference = _predict(inputs, lambda x: [t.numpy() for t in module(_torch(x))], output_names,
+                             lambda f: progress(f / 2))
+        _store(cache_root, key, reference)
+    exported = _predict(inputs, lambda x: runner.run({input_name: x}), output_names,
+                        lambda f: progress(0.5 + f / 2))
+    return summarize(inputs, reference, exported, cached=cached, runtime=runtime,
+                     seconds=time.perf_counter() - started)
+
+
+def summarize(inputs: EvalInputs, reference: Predictions, exported: Predictions, *, cached: bool, runtime: str,
+              seconds: float) -> dict[str, Any]:
+    """Metrics of both, the primary metric's drop, the verdict and the disagreements."""
+    task, traits = inputs.task, inputs.task.traits
+    calibration = task.calibrate(reference, inputs.valset)
+    ref_score = task.score(reference, inputs.valset, inputs.spec, calibration)
+    file_score = task.score(exported, inputs.valset, inputs.spec, calibration)
+    primary = traits.primary_metric
+    sign = 1.0 if traits.higher_is_better else -1.0
+    drop = sign * (ref_score.metrics[primary] - file_score.metrics[primary])
+    limit = float(inputs.options.get("max_metric_drop") if inputs.options.get("max_metric_drop") is not None
+                  else 0.01)
+    verdict, reason = _verdict(inputs, ref_score.metrics, drop, limit)
+    return {
+        "status": "completed", "verdict": verdict, "reason": reason,
+        "dataset": {"path": str(VAL_DIR), "digest": inputs.digest, "layout": inputs.valset.layout,
+                    "images": len(inputs.valset.images)},
+        "primary_metric": primary, "higher_is_better": traits.higher_is_better,
+        "pytorch": ref_score.metrics, "file": file_score.metrics,
+        "delta": {k: file_score.metrics[k] - v for k, v in ref_score.metrics.items() if k in file_score.metrics},
+        "drop": drop, "max_metric_drop": limit, "calibration": calibration,
+        "per_class": {"pytorch": ref_score.per_class, "file": file_score.per_class},
+        "extra": {"pytorch": ref_score.extra, "file": file_score.extra},
+        "disagreements": _disagreements(inputs, reference, exported, calibration),
+        "runtime": runtime, "pytorch_cached": cached, "duration_s": round(seconds, 3),
+    }
+
+
+def _verdict(inputs: EvalInputs, reference: dict[str, float], drop: float, limit: float) -> tuple[str, str]:
+    primary = inputs.task.traits.primary_metric
+    if len(inputs.valset.images) < MIN_IMAGES:
+        return "inconclusive", (f"only {len(inputs.valset.images)} labelled images (need ≥ {MIN_IMAGES}) — "
+                                "too few to measure a drop")
+    if inputs.task.at_chance(reference, inputs.spec):
+        return "inconclusive", (f"PyTorch itself scores at chance ({primary} {reference[primary]:.3g}), so a "
+                                "drop means nothing; check the set's labels and class order")
+    if drop > limit + 1e-12:
+        return "failed", f"{primary} drops by {drop:.4g}, over max_metric_drop={limit:g}"
+    return "passed", f"{primary} changes by {0.0 - drop:+.4g} (allowed drop {limit:g})"
+
+
+def _torch(x: np.ndarray):
+    import torch
+
+    return torch.from_numpy(x)
+
+
+def _predict(inputs: EvalInputs, run: Callable[[np.ndarray], list[np.ndarray]], output_names: tuple[str, ...],
+             progress: Callable[[float], None]) -> Predictions:
+    """Per-image predictions (``{output name: array}``) over the set, in batches of ``BATCH``."""
+    import torch
+
+    from exporter.validation import load_images
+
+    images, predictions = inputs.valset.images, []
+    batch = BATCH if inputs.options.get("dynamic_batch", True) else inputs.input_shape[0]
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = load_images(list(images[start:start + batch]), inputs.spec.input_size,
+                            inputs.spec.normalization).numpy()
+            predictions += inputs.task.split_outputs(dict(zip(output_names, run(x), strict=True)))
+            progress(min(1.0, (start + batch) / len(images)))
+    return predictions
+
+
+def _disagreements(inputs: EvalInputs, reference: Predictions, exported: Predictions,
+                   calibration: dict[str, float]) -> list[dict[str, Any]]:
+    scores = [inputs.task.disagreement(r, e, calibration) for r, e in zip(reference, exported, strict=True)]
+    ranked = sorted((i for i, s in enumerate(scores) if s > 0), key=lambda i: -scores[i])[:MAX_DISAGREEMENTS]
+    folder = inputs.valset.folder
+    return [{"image": str(inputs.valset.images[i].relative_to(folder)), "score": float(scores[i]), "index": i}
+            for i in ranked]
+
+
+def _cache_key(inputs: EvalInputs, checkpoint_sha256: str, output_names: tuple[str, ...]) -> str:
+    task_options = {s.name: inputs.options.get(s.name) for s in inputs.task.traits.options}
+    text = json.dumps([checkpoint_sha256, inputs.digest, task_options, list(inputs.input_shape[1:]),
+                       list(output_names), len(inputs.valset.images)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _cached(root: Path, key: str) -> tuple[Predictions | None, bool]:
+    path = root / CACHE_DIR / f"{key}.npz"
+    try:
+        with np.load(path) as data:
+            count = int(data["__count__"])
+            found: Predictions = [{} for _ in range(count)]
+            for name in data.files:
+                if name != "__count__":
+                    index, output = name.split("/", 1)
+                    found[int(index)][output] = data[name]
+        return found, True
+    except (OSError, ValueError, KeyError):
+        return None, False
+
+
+def _store(root: Path, key: str, predictions: Predictions) -> None:
+    import os
+    import uuid
+
+    folder = root / CACHE_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{uuid.uuid4().hex[:6]}.npz"
+        arrays = {f"{i}/{name}": value for i, p in enumerate(predictions) for name, value in p.items()}
+        np.savez(tmp, __count__=np.array(len(predictions)), **arrays)
+        os.replace(tmp, folder / f"{key}.npz")
+    except OSError:
+        pass  # a cache that cannot be written only costs time
