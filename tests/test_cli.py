@@ -15,12 +15,14 @@ from tests.helpers import TASK_DEMOS, cli
 
 @pytest.fixture(scope="module")
 def cli_ws(tmp_path_factory, demo_template):
-    """A workspace whose classification project ``python -m exporter demo`` built itself; the other
-    demo projects are linked from the session's template (training them all again costs minutes)."""
+    """A workspace whose anomaly project ``python -m exporter demo`` built itself (the quickest to train,
+    labelled set included); the other demo projects are linked from the session's template (training
+    them all again costs minutes)."""
     root = tmp_path_factory.mktemp("cli-ws")
-    result = cli("demo", "--project", "demo-classification", workspace=root)
+    result = cli("demo", "--project", "demo-anomaly", workspace=root)
     assert result.returncode == 0, result.stderr
-    assert "built demo-classification" in result.stderr + result.stdout
+    assert "built demo-anomaly" in result.stderr + result.stdout
+    assert (root / "projects" / "demo-anomaly" / "data" / "val" / "good").is_dir()
     for project in (demo_template / "projects").iterdir():
         if not (root / "projects" / project.name).exists():
             shutil.copytree(project, root / "projects" / project.name, copy_function=os.link)
