@@ -141,6 +141,8 @@ def test_history_page_lists_and_opens_exports(page, base_url):
     page.goto(f"{base_url}/history")
     page.get_by_role("heading", name="Export history").wait_for()
     page.get_by_text("Compare exports").wait_for()
+    page.get_by_test_id("stDataFrame").first.wait_for()  # the table, not its loading skeleton
+    playwright_api.expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "history-page.png"), full_page=True)
 
 
