@@ -51,6 +51,15 @@ def val_folder(project_path: Path) -> Path:
     return project_path / VAL_DIR
 
 
+def require_val_folder(project_path: Path) -> Path:
+    """The project's labelled set folder, or a ``DatasetError`` that says where to put one."""
+    folder = val_folder(project_path)
+    if not folder.is_dir():
+        raise DatasetError(f"Project {project_path.name!r} has no labelled validation set: put one in {VAL_DIR}/ "
+                           "in its task's standard layout (README: Evaluation on your labelled data).")
+    return folder
+
+
 def prepare(task: Task, spec: ModelSpec, options: dict[str, Any], project_path: Path,
             input_shape: tuple[int, ...]) -> EvalInputs:
     """Read and check the project's set (the first ``max_images`` images).
@@ -58,10 +67,7 @@ def prepare(task: Task, spec: ModelSpec, options: dict[str, Any], project_path: 
     Raises:
         DatasetError: no set, or one whose layout does not match the task's.
     """
-    folder = val_folder(project_path)
-    if not folder.is_dir():
-        raise DatasetError(f"Project has no labelled validation set at {VAL_DIR}/; add one with "
-                           "`python -m exporter data add --project ID PATH`.")
+    folder = require_val_folder(project_path)
     valset = task.read_val_set(folder, spec).subset(int(options.get("max_images") or 500))
     return EvalInputs(task, spec, options, valset, digest(folder), tuple(input_shape))
 

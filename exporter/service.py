@@ -56,7 +56,7 @@ def evaluate_export(workspace: Workspace, export_id: str, overrides: dict[str, A
 
 def check_evaluable(store: Any, record: ExportRecord) -> None:
     """Refuse, before any work, an export that cannot be evaluated (and say what to do)."""
-    from exporter.evaluation import val_folder
+    from exporter.evaluation import require_val_folder
     from exporter.report import is_stale
 
     if record.status != "completed":
@@ -67,11 +67,7 @@ def check_evaluable(store: Any, record: ExportRecord) -> None:
     if is_stale(record.checkpoint_sha256, record.checkpoint_path):
         raise UsageError(f"The checkpoint of export {record.id} has changed since it was exported; export it "
                          "again, then evaluate.")
-    if not val_folder(store.project.path).is_dir():
-        from exporter.errors import DatasetError
-
-        raise DatasetError(f"Project {record.project_id!r} has no labelled validation set (data/val/); add one "
-                           "with `python -m exporter data add --project ID PATH`.")
+    require_val_folder(store.project.path)
 
 
 def _evaluate_files(workspace: Workspace, store: Any, record: ExportRecord, overrides: dict[str, Any]) -> dict:

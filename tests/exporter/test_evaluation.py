@@ -188,5 +188,5 @@ def test_a_project_without_a_labelled_set_is_refused_with_what_to_add(demo_eval_
     record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(project, experiment))
     shutil.rmtree(demo_eval_ws / "projects" / project / "data" / "val")
     result = cli("evaluate", record.id, workspace=demo_eval_ws)
-    assert result.returncode == 2 and "data add" in result.stderr
+    assert result.returncode == 2 and "put one in data/val/" in result.stderr
     assert export_checkpoint(Workspace(demo_eval_ws), ExportRequest(project, experiment)).evaluation is None
