@@ -75,7 +75,7 @@ if st.button("🚀 Export", type="primary", key="export"):
     except ExportError as exc:
         st.error(exc.message)
     else:
-        st.session_state["last_export_id"] = record.id
+        st.query_params["export"] = record.id  # in the URL: a reload or a reconnect keeps showing it
         st.toast(f"Started {record.id}")
 
 
@@ -107,7 +107,7 @@ def running_exports() -> None:
 
 running_exports()
 finished = [e for e in store.list() if e["status"] not in ACTIVE]
-wanted = st.session_state.get("last_export_id")
+wanted = st.query_params.get("export")
 latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
 if latest:
     st.subheader("Result")

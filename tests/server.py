@@ -42,6 +42,21 @@ def running_server(workspace: Path, **env: str):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        stop_workers(Path(workspace))
+
+
+def stop_workers(workspace: Path) -> None:
+    """Cancel the exports still running in ``workspace``: their workers live in sessions of their own
+    and would otherwise go on using the CPU after the server (and the test) is gone."""
+    from exporter.jobs import ACTIVE, cancel_export
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
+
+    ws = Workspace(workspace)
+    for project in ws.projects():
+        for entry in ExportStore(project).list():
+            if entry["status"] in ACTIVE:
+                cancel_export(ws, entry["id"])
 
 
 def _wait_until_up(base: str, proc: subprocess.Popen, token: str | None, timeout: float = 90) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -199,10 +200,18 @@ def test_staged_uploads_older_than_a_day_are_pruned(tmp_path):
         staged_upload(tmp_path, old["upload_id"])
 
 
-@pytest.mark.parametrize("key, text", [("zero", "empty"), ("truncated", ""), ("pickle", ""), ("wrong", "")])
-def test_cli_hostile_imports_leave_the_workspace_unchanged(tmp_path, files, key, text):
+@pytest.fixture(scope="module")
+def one_import(files, tmp_path_factory) -> Path:
+    """A workspace with one imported checkpoint (copied by each test that needs it)."""
+    root = tmp_path_factory.mktemp("one-import")
     cli("import", str(files["bare"]), "--project", "mine", "--create-project", "--input-size", "3,64,64",
-        workspace=tmp_path)
+        workspace=root)
+    return root
+
+
+@pytest.mark.parametrize("key, text", [("zero", "empty"), ("truncated", ""), ("pickle", ""), ("wrong", "")])
+def test_cli_hostile_imports_leave_the_workspace_unchanged(tmp_path, files, one_import, key, text):
+    shutil.copytree(one_import, tmp_path, dirs_exist_ok=True)
     before = snapshot(tmp_path)
     args = ["import", str(files["timm-resnet18" if key == "wrong" else key]), "--project", "mine"]
     if key == "wrong":

@@ -103,7 +103,7 @@ def test_toy_task_on_the_export_page(toy_ws, monkeypatch):
     assert not at.exception
     assert any(w.label == "scale" for w in at.text_input)  # the task's option, with no page code for it
     at.button(key="export").click().run()
-    export_id = at.session_state["last_export_id"]
+    export_id = at.query_params["export"]
     deadline = time.monotonic() + 180
     while not any(m.value.startswith(f"#### {export_id}") for m in at.markdown):  # drawn once finished
         assert time.monotonic() < deadline, "no result shown"

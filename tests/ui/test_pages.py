@@ -39,7 +39,7 @@ def export_once(at: AppTest, project: str) -> str:
     at.run()
     at.button(key="export").click().run()
     assert not at.exception and not at.error
-    export_id = at.session_state["last_export_id"]
+    export_id = at.query_params["export"]
     wait_for_result(at, export_id)
     return export_id
 
@@ -85,7 +85,7 @@ def test_running_export_can_be_cancelled(app, demo_ws):
     at = app.run()
     at.text_input(key="opt-onnx-anomaly_detection-input_shape").set_value("1,3,1024,1024").run()
     at.button(key="export").click().run()
-    export_id = at.session_state["last_export_id"]
+    export_id = at.query_params["export"]
     at.run()
     assert any(h.value == "Running" for h in at.subheader)
     at.button(key=f"cancel-{export_id}").click().run()
