@@ -2,8 +2,10 @@
 
 import streamlit as st
 
+from exporter.dataset_attach import MAX_DATASET_ENV, attach_staged, max_dataset_bytes, val_set_summary
 from exporter.errors import ExportError
 from exporter.importer import ImportRequest, import_staged
+from exporter.tasks import task_traits
 from exporter.workspace import Workspace
 from ui.components import empty_workspace
 from ui.frame import go_to_export
@@ -52,10 +54,34 @@ with st.expander("➕ Import a checkpoint (Lightning, state dict, timm)", expand
                     st.session_state["goto_experiment_id"] = experiment["id"]
                     st.success(st.session_state["notice"])
                     st.page_link("app_pages/export.py", label="Export the imported checkpoint →", icon="🚀")
+with st.expander("📏 Attach a labelled validation set (evaluates every export on your data)", expanded=False):
+    st.caption("A .zip of the set in its task's layout becomes the project's `data/val/` (replacing the one "
+               "there). It is checked first — paths, file kinds, every image, the labels against the model's "
+               "classes — and nothing changes unless all of it passes.")
+    target = st.selectbox("Project", ids, key="dataset-project",
+                          format_func=lambda i: f"{workspace.project(i).name} ({i})")
+    traits = task_traits(workspace.project(target).task)
+    st.caption(f"Layout for `{traits.name}`: `{traits.val_layout}`" if traits else "The project names no known task.")
+    round_ = st.session_state.setdefault("dataset-round", 0)
+    staged = streamed_upload(workspace.root, key=f"dataset-upload-{round_}", accept=".zip", slot="dataset",
+                             label="Validation set (.zip)", limit=(max_dataset_bytes(), MAX_DATASET_ENV))
+    if staged and st.button("Attach", type="primary", key="dataset-go"):
+        try:
+            info = attach_staged(workspace, target, staged["upload_id"])
+        except ExportError as exc:
+            st.error(exc.message)
+        else:
+            st.session_state["dataset-round"] += 1
+            st.success(f"{'Replaced' if info['replaced'] else 'Attached'} `{target}/{info['path']}`: "
+                       f"{info['images']} images ({info['layout']}). New exports evaluate on it; older ones "
+                       "can be evaluated from their result view.")
 for project in projects:
     with st.container(border=True):
         st.subheader(project.name)
-        st.caption(f"`{project.id}` · task `{project.task}` · {len(project.sample_images())} sample image(s)")
+        labelled = val_set_summary(project)
+        st.caption(f"`{project.id}` · task `{project.task}` · {len(project.sample_images())} sample image(s) · "
+                   + (f"labelled set: {labelled['images']} images in `{labelled['path']}`" if labelled
+                      else "no labelled set (attach one above to evaluate exports on it)"))
         for experiment in project.experiments():
             cols = st.columns([3, 2, 3, 3, 2])
             cols[0].markdown(f"**{experiment.name}**  \n`{experiment.id}`")

@@ -156,6 +156,51 @@ def bench_tasks(root: Path, repeats: int) -> list[dict]:
     return rows
 
 
+EVAL_FORMATS = (("onnx fp32", "onnx", {}),
+                ("onnx int8 static", "onnx", {"precision": "int8", "quantization": "static"}),
+                ("torchscript", "torchscript", {}), ("openvino fp32", "openvino", {}))
+
+
+def bench_evaluation(root: Path, formats: tuple = EVAL_FORMATS) -> list[dict]:
+    """Per demo project and format: PyTorch's vs the file's primary metric on its 100 labelled images, and
+    the evaluation's time with PyTorch's predictions computed (cache miss) and read from the cache (hit)."""
+    from demo import DEMO_PROJECTS, build_demo
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.errors import ExportError
+    from exporter.evaluation import CACHE_DIR
+    from exporter.service import evaluate_export
+
+    build_demo(root)
+    ws = Workspace(root)
+    rows = []
+    for project_id in DEMO_PROJECTS:
+        experiment = ws.project(project_id).experiments()[0]
+        for label, fmt, options in formats:
+            try:
+                record = export_checkpoint(ws, ExportRequest(project_id, experiment.id, format=fmt,
+                                                             options={**options, "evaluate": False}))
+            except ExportError as exc:  # a format that cannot carry the task says why
+                rows.append({"project": project_id, "format": label, "refused": exc.message})
+                continue
+            if record.status != "completed":
+                rows.append({"project": project_id, "format": label, "refused": record.error.message})
+                continue
+            timings = {}
+            for kind in ("miss", "hit"):
+                if kind == "miss":
+                    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+                start = time.perf_counter()
+                evaluation = evaluate_export(ws, record.id, {"max_images": 100}).evaluation
+                timings[kind] = round(time.perf_counter() - start, 2)
+            name = evaluation.primary_metric
+            rows.append({"project": project_id, "task": ws.project(project_id).task, "format": label,
+                         "metric": name, "pytorch": round(evaluation.pytorch[name], 4),
+                         "file": round(evaluation.file[name], 4), "drop": round(evaluation.drop, 4) + 0.0,
+                         "verdict": evaluation.verdict, "images": evaluation.dataset["images"],
+                         "seconds_miss": timings["miss"], "seconds_hit": timings["hit"]})
+    return rows
+
+
 def bench_streaming(root: Path, size_bytes: int) -> dict:
     """Server RSS growth while one client streams a ``size_bytes`` export to /dev/null, and while
     one streams a ``size_bytes`` checkpoint to ``POST /api/uploads`` (the dashboard's import path)."""
@@ -219,6 +264,18 @@ def _server_rss(base: str):
                    "rss_growth_mb": round((peak[0] - before) / 1e6, 1)})
 
 
+def evaluation_markdown(rows: list[dict]) -> list[str]:
+    lines = ["| task | format | metric | PyTorch | file | drop | verdict | evaluate 100 images s: cache miss / hit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "refused" in row:
+            lines.append(f"| {row['project']} | {row['format']} | refused: {row['refused'][:90]} | | | | | |")
+        else:
+            lines.append(f"| {row['task']} | {row['format']} | {row['metric']} | {row['pytorch']} | {row['file']} | "
+                         f"{row['drop']} | {row['verdict']} | {row['seconds_miss']} / {row['seconds_hit']} |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = ["| model | input | file MB | validation | max diff | export+validate s (median [min–max]) |",
              "|---|---|---|---|---|---|"]
@@ -240,6 +297,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row['task']} | {row['model']} | {row['export_s']} | {row['size_mb']} | {row['verdict']} | "
                      f"{e['median']:.1f} [{e['min']:.1f}–{e['max']:.1f}] | {o['median']:.1f} [{o['min']:.1f}–"
                      f"{o['max']:.1f}] | {row['speedup']} |")
+    lines += ["", *evaluation_markdown(results.get("evaluation", []))]
     o = results["overhead"]
     lines += ["", f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
               f"{o['ours_s']['max']}] vs raw tools {o['raw_s']['median']} s [{o['raw_s']['min']}–{o['raw_s']['max']}]"
@@ -268,14 +326,27 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
+    parser.add_argument("--only", choices=("evaluation",), help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
+    if args.only == "evaluation":
+        try:
+            rows = bench_evaluation(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "evaluation.json").write_text(json.dumps(rows, indent=2))
+        (RESULTS / "evaluation.md").write_text("\n".join(evaluation_markdown(rows)) + "\n")
+        sys.stdout.write("\n".join(evaluation_markdown(rows)) + "\n")
+        return
     try:
         started = time.perf_counter()
         results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
                    "formats": bench_formats(root / "exports", 10 if args.quick else 30),
                    "tasks": bench_tasks(root / "exports", 10 if args.quick else 30),
+                   "evaluation": bench_evaluation(root / "evaluation",
+                                                  EVAL_FORMATS[:2] if args.quick else EVAL_FORMATS),
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-images", type=int, help="labelled images used at most (default: the export's, 500)")
     evaluate.add_argument("--max-metric-drop", type=float,
                           help="largest allowed drop of the primary metric (default: the export's, 0.01)")
+    data = sub.add_parser("data", help="labelled validation sets (data/val) of a project")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    add = data_sub.add_parser("add", parents=[common],
+                              help="check a folder or .zip in the task's layout and make it the project's data/val")
+    add.add_argument("path", help="a folder or a .zip in the project's task layout (README: Evaluation)")
+    add.add_argument("--project", required=True)
     worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
     worker.add_argument("--project", required=True)
     worker.add_argument("--export-id", required=True)
@@ -260,6 +266,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.dataset_attach import attach_dataset
+
+    info = attach_dataset(_workspace(args), args.project, Path(args.path))
+    _emit(args, info, [f"{'Replaced' if info['replaced'] else 'Attached'} {args.project}/{info['path']}: "
+                       f"{info['images']} images ({info['layout']}) · {info['digest']}"])
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.evaluate:
         from exporter.service import evaluate_export
@@ -275,4 +292,4 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
-            "evaluate": cmd_evaluate, "worker": cmd_worker}
+            "evaluate": cmd_evaluate, "data": cmd_data, "worker": cmd_worker}

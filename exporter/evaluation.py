@@ -30,6 +30,8 @@ VAL_DIR = Path("data") / "val"
 BATCH = 8
 MIN_IMAGES = 20  # fewer labelled images than this: the verdict is inconclusive
 MAX_DISAGREEMENTS = 24
+THUMBNAIL = 192  # longest side of each half of a gallery picture, in pixels
+GALLERY_DIR = "gallery"
 CACHE_DIR = ".cache/evaluation"
 Predictions = list[dict[str, np.ndarray]]
 
@@ -55,8 +57,9 @@ def require_val_folder(project_path: Path) -> Path:
     """The project's labelled set folder, or a ``DatasetError`` that says where to put one."""
     folder = val_folder(project_path)
     if not folder.is_dir():
-        raise DatasetError(f"Project {project_path.name!r} has no labelled validation set: put one in {VAL_DIR}/ "
-                           "in its task's standard layout (README: Evaluation on your labelled data).")
+        raise DatasetError(f"Project {project_path.name!r} has no labelled validation set: attach one with "
+                           f"'python -m exporter data add --project {project_path.name} PATH' (or Projects → "
+                           f"Attach a labelled validation set), in its task's layout (README: Evaluation).")
     return folder
 
 
@@ -73,9 +76,13 @@ def prepare(task: Task, spec: ModelSpec, options: dict[str, Any], project_path: 
 
 
 def evaluate(inputs: EvalInputs, module: Any, runner: Runner, *, input_name: str, output_names: tuple[str, ...],
-             checkpoint_sha256: str, cache_root: Path, runtime: str,
+             checkpoint_sha256: str, cache_root: Path, runtime: str, gallery: Path | None = None,
              progress: Callable[[float], None] = lambda _: None) -> dict[str, Any]:
-    """Run both, score both, gate; returns the record's ``evaluation``."""
+    """Run both, score both, gate; returns the record's ``evaluation``.
+
+    With ``gallery`` (a folder in the export's folder), the disagreements are drawn there as
+    thumbnails and each entry names its ``thumbnail`` (relative to the export's folder).
+    """
     started = time.perf_counter()
     key = _cache_key(inputs, checkpoint_sha256, output_names)
     reference, cached = _cached(cache_root, key)
@@ -85,8 +92,11 @@ def evaluate(inputs: EvalInputs, module: Any, runner: Runner, *, input_name: str
         _store(cache_root, key, reference)
     exported = _predict(inputs, lambda x: runner.run({input_name: x}), output_names,
                         lambda f: progress(0.5 + f / 2))
-    return summarize(inputs, reference, exported, cached=cached, runtime=runtime,
-                     seconds=time.perf_counter() - started)
+    result = summarize(inputs, reference, exported, cached=cached, runtime=runtime,
+                       seconds=time.perf_counter() - started)
+    if gallery is not None:
+        write_gallery(inputs, reference, exported, result, gallery)
+    return result
 
 
 def summarize(inputs: EvalInputs, reference: Predictions, exported: Predictions, *, cached: bool, runtime: str,
@@ -161,6 +171,48 @@ def _disagreements(inputs: EvalInputs, reference: Predictions, exported: Predict
     folder = inputs.valset.folder
     return [{"image": str(inputs.valset.images[i].relative_to(folder)), "score": float(scores[i]), "index": i}
             for i in ranked]
+
+
+def write_gallery(inputs: EvalInputs, reference: Predictions, exported: Predictions, result: dict[str, Any],
+                  folder: Path) -> None:
+    """Draw each disagreement (PyTorch's answer beside the file's) into ``folder``, replacing what was there
+    (built aside, then renamed), and name the thumbnail in its entry."""
+    import os
+    import shutil
+    import uuid
+
+    tmp = folder.with_name(f".{folder.name}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        for n, entry in enumerate(result["disagreements"]):
+            i = entry["index"]
+            pair = _pair(inputs, inputs.valset.images[i], (reference[i], exported[i]),
+                         ("PyTorch", f"exported ({result['runtime']})"), result["calibration"])
+            pair.save(tmp / f"{n:02d}.png", optimize=True)
+            entry["thumbnail"] = f"{folder.name}/{n:02d}.png"
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pair(inputs: EvalInputs, image: Path, predictions: tuple[dict, dict], titles: tuple[str, str],
+          calibration: dict[str, float]):
+    """The image at the model's input size, drawn once per prediction, side by side under their titles."""
+    from PIL import Image, ImageDraw
+
+    _, height, width = inputs.spec.input_size
+    scale = THUMBNAIL / max(height, width)
+    with Image.open(image) as img:
+        base = img.convert("RGB").resize((width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    canvas = Image.new("RGB", (2 * size[0] + 4, size[1] + 14), (255, 255, 255))
+    for k, (prediction, title) in enumerate(zip(predictions, titles, strict=True)):
+        drawn = base.copy()
+        inputs.task.draw(drawn, prediction, inputs.spec, calibration)
+        canvas.paste(drawn.resize(size), (k * (size[0] + 4), 14))
+        ImageDraw.Draw(canvas).text((k * (size[0] + 4) + 2, 1), title, fill=(0, 0, 0))
+    return canvas
 
 
 def _cache_key(inputs: EvalInputs, checkpoint_sha256: str, output_names: tuple[str, ...]) -> str:

@@ -127,7 +127,8 @@ class _Pipeline:
                                         job.input_shape)
             return evaluation.evaluate(inputs, job.module, runner, input_name=job.input_names[0],
                                        output_names=job.output_names, checkpoint_sha256=sha256,
-                                       cache_root=self.workspace.root, runtime=runtime)
+                                       cache_root=self.workspace.root, runtime=runtime,
+                                       gallery=self.store.export_dir(self.record.id) / evaluation.GALLERY_DIR)
         except ExportError as exc:
             return {"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}}
         except Exception as exc:  # noqa: BLE001 - the file is exported and validated; say why evaluation broke

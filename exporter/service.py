@@ -89,6 +89,6 @@ def _evaluate_files(workspace: Workspace, store: Any, record: ExportRecord, over
         return evaluation.evaluate(inputs, module, runner, input_name=record.model.inputs[0].name,
                                    output_names=tuple(o.name for o in record.model.outputs),
                                    checkpoint_sha256=str(record.checkpoint_sha256), cache_root=workspace.root,
-                                   runtime=fmt.name)
+                                   runtime=fmt.name, gallery=store.export_dir(record.id) / evaluation.GALLERY_DIR)
     finally:
         runner.close()

@@ -13,6 +13,7 @@ from exporter import report
 from exporter.api import TICKET_TTL_S, page_ticket
 from exporter.errors import ExportError
 from exporter.record import ExportRecord, OutputCheck
+from exporter.store import ExportStore
 from exporter.workspace import Workspace
 
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
@@ -163,6 +164,7 @@ def evaluation_section(record: ExportRecord) -> None:
         st.error(f"Evaluation failed: **{evaluation.error.type}**: {evaluation.error.message}")
     else:
         _evaluation_result(evaluation)
+        _gallery(record)
     _evaluate_button(record)
 
 
@@ -184,9 +186,25 @@ def _evaluation_result(evaluation: Any) -> None:
     extra = getattr(evaluation, "extra", None) or {}
     if (extra.get("pytorch") or {}).get("confusion"):
         st.plotly_chart(confusion_figure(extra["pytorch"], extra["file"]), key=f"confusion-{id(evaluation)}")
-    if evaluation.disagreements:
-        st.markdown("**Where they disagree most**")
-        st.dataframe(evaluation.disagreements, hide_index=True, width="stretch")
+
+
+def _gallery(record: ExportRecord) -> None:
+    """The images where the file and PyTorch disagree most, both answers drawn, worst first."""
+    shown = [d for d in record.evaluation.disagreements if d.get("thumbnail")]
+    if not record.evaluation.disagreements:
+        st.caption("PyTorch and the file give the same answer on every labelled image.")
+        return
+    st.markdown(f"**Where they disagree most** ({len(record.evaluation.disagreements)} images, worst first; "
+                "left PyTorch, right the file)")
+    folder = ExportStore(Workspace().project(record.project_id)).export_dir(record.id)
+    for row in range(0, len(shown), 3):
+        for column, entry in zip(st.columns(3), shown[row:row + 3], strict=False):
+            path = folder / entry["thumbnail"]
+            if path.is_file():
+                column.image(str(path), caption=f"{entry['image']} · disagreement {entry['score']:.3g}",
+                             width="stretch")
+    if not shown:
+        st.dataframe(record.evaluation.disagreements, hide_index=True, width="stretch")
 
 
 def confusion_figure(reference: dict[str, Any], exported: dict[str, Any]):

@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from exporter.checkpoint import max_checkpoint_bytes
+from exporter.checkpoint import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 from exporter.errors import ExportError
 from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
 from exporter.tasks import DEFAULT_TASK, task_names
@@ -28,21 +28,26 @@ _picker = st.components.v2.component(
 OTHER = "other…"
 
 
-def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin") -> dict[str, Any] | None:
+def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin", slot: str = "checkpoint",
+                    label: str = "Checkpoint file", limit: tuple[int, str] | None = None) -> dict[str, Any] | None:
     """The staged upload (``{"upload_id", "filename", "size_bytes"}``) once the file is on the server;
-    a file this session staged before and replaced is removed."""
+    a file this session staged before in the same ``slot`` and replaced is removed.
+
+    ``limit`` is ``(bytes, the variable that sets it)``; ``/api/uploads`` takes no more than a checkpoint.
+    """
     ticket = session_ticket()
-    limit = max_checkpoint_bytes()
+    limit_bytes, limit_env = min(limit or (max_checkpoint_bytes(), MAX_CHECKPOINT_ENV),
+                                 (max_checkpoint_bytes(), MAX_CHECKPOINT_ENV))
     result = _picker(key=key, on_upload_change=lambda: None,
-                     data={"url": api_url("uploads"), "accept": accept, "max_bytes": limit,
-                           "limit": f"{limit >> 20} MiB", "ticket": ticket})
+                     data={"url": api_url("uploads"), "accept": accept, "max_bytes": limit_bytes, "label": label,
+                           "limit": f"{limit_bytes >> 20} MiB", "limit_env": limit_env, "ticket": ticket})
     upload = result.get("upload") if result else None
-    previous = st.session_state.get("staged_upload_id")
+    previous = st.session_state.get(f"staged_upload_id-{slot}")
     if upload and previous not in (None, upload["upload_id"]):
         with contextlib.suppress(ExportError):
             discard_upload(root, previous)
     if upload:
-        st.session_state["staged_upload_id"] = upload["upload_id"]
+        st.session_state[f"staged_upload_id-{slot}"] = upload["upload_id"]
     return upload
 
 

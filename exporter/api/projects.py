@@ -41,3 +41,11 @@ async def import_experiment(
         while chunk := await file.read(1 << 20):
             sink(chunk)
         return await run_in_threadpool(import_checkpoint, workspace(), request, path, file.filename)
+
+
+@router.post("/projects/{project_id}/datasets", status_code=201,
+             summary="Make a staged upload (a .zip from POST /api/uploads) the project's labelled set, data/val")
+async def attach_dataset(project_id: str, upload_id: Annotated[str, Form()]) -> dict[str, Any]:
+    from exporter.dataset_attach import attach_staged
+
+    return await run_in_threadpool(attach_staged, workspace(), project_id, upload_id)

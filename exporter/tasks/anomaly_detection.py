@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter import datasets
-from exporter.tasks import metrics
+from exporter.tasks import drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from PIL import Image
     from torch import nn
 
     from exporter.datasets import ValSet
@@ -47,7 +48,8 @@ def _pixel_pairs(predictions: list[Prediction], valset: ValSet) -> tuple[np.ndar
 class AnomalyDetectionTask(Task):
     """Maps and scores compared tensor by tensor."""
 
-    traits = TaskTraits("anomaly_detection", outputs=("anomaly_map", "score"), primary_metric="image_auroc")
+    traits = TaskTraits("anomaly_detection", outputs=("anomaly_map", "score"), primary_metric="image_auroc",
+                        val_layout="MVTec AD: good/*, <defect>/*, optional ground_truth/<defect>/<name>_mask.png")
 
     def architectures(self) -> list[str]:
         from exporter.models.anomaly import ARCHITECTURES
@@ -89,6 +91,14 @@ class AnomalyDetectionTask(Task):
         threshold = calibration.get("threshold", 0.0)
         flipped = (float(reference["score"]) >= threshold) != (float(exported["score"]) >= threshold)
         return float(flipped) * (1.0 + abs(float(reference["score"]) - float(exported["score"])))
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        score, threshold = float(prediction["score"]), calibration.get("threshold", 0.0)
+        anomaly_map = np.asarray(prediction["anomaly_map"]).reshape(np.shape(prediction["anomaly_map"])[-2:])
+        drawing.overlay(image, (anomaly_map >= threshold).astype(np.uint8), skip=0)  # where the map passes it
+        anomalous = score >= threshold
+        drawing.caption(image, f"{'ANOMALY' if anomalous else 'normal'} {score:.3g}",
+                        fill=(255, 90, 90) if anomalous else (255, 255, 255))
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         return ["print(float(score[0]))  # higher = more anomalous; anomaly_map[0, 0] shows where"]

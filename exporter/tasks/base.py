@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import numpy as np
+    from PIL import Image
     from torch import nn
 
     from exporter.datasets import ValSet
@@ -45,6 +46,7 @@ class TaskTraits:
     tolerance_factor: float = 1.0  # default validation tolerance × this (long graphs drift more)
     detectable: bool = False  # architectures can be recognised from a state dict's keys and shapes
     primary_metric: str = ""  # what evaluation on a labelled set gates on
+    val_layout: str = ""  # the labelled set's layout in data/val/, in one line
     higher_is_better: bool = True
 
     def refusal(self, format_name: str | None = None, precision: str | None = None) -> str:
@@ -126,6 +128,9 @@ class Task:
     def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
         """How differently PyTorch and the file answer on one image (0 = the same answer)."""
         return 0.0
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        """Draw one prediction onto ``image`` (the input resized to the model's size), for the gallery."""
 
     def check_architecture(self, architecture: str) -> None:
         """Raise ``ArchitectureError`` naming close matches when the name is unknown."""

@@ -9,13 +9,14 @@ import numpy as np
 
 from exporter import datasets
 from exporter.errors import ArchitectureError, DatasetError
-from exporter.tasks import compare, metrics
+from exporter.tasks import compare, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from PIL import Image
     from torch import nn
 
     from exporter.datasets import ValSet
@@ -31,7 +32,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class ClassificationTask(Task):
     """Image → class logits; validation also reports top-1 agreement."""
 
-    traits = TaskTraits("classification", outputs=("logits",), detectable=True, primary_metric="top1_accuracy")
+    traits = TaskTraits("classification", outputs=("logits",), detectable=True, primary_metric="top1_accuracy",
+                        val_layout="ImageFolder: <class_name>/*.png|jpg, one folder per class of the model")
     size_key = "num_classes"
 
     def architectures(self) -> list[str]:
@@ -81,6 +83,11 @@ class ClassificationTask(Task):
         ref, out = reference[self.traits.outputs[0]], exported[self.traits.outputs[0]]
         flipped = int(ref.argmax()) != int(out.argmax())
         return float(flipped) * (1.0 + float(np.abs(_softmax(ref) - _softmax(out)).max()))
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        probabilities = _softmax(prediction[self.traits.outputs[0]])
+        top = int(probabilities.argmax())
+        drawing.caption(image, f"{drawing.name_of(top, spec.class_names)} {probabilities[top]:.2f}")
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         class_names = model.get("class_names") or []

@@ -12,13 +12,14 @@ from exporter import datasets
 from exporter.errors import ArchitectureError
 from exporter.models.spec import IDENTITY_NORMALIZATION
 from exporter.options import OptionSpec
-from exporter.tasks import compare, metrics
+from exporter.tasks import compare, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from PIL import Image
     from torch import nn
 
     from exporter.datasets import ValSet
@@ -39,16 +40,19 @@ DETECTION_OPSET, DETECTION_OPS = 11, "NonMaxSuppression, RoiAlign, TopK with a d
 # Scores pass through softmax/sigmoid after thousands of ops; FINDINGS measured 2e-4 between
 # ORT and eager, so default tolerances are scaled up for detection.
 DETECTION_TOLERANCE_FACTOR = 10.0
+COCO_LAYOUT = "COCO: images/* + annotations.json (categories named as the model's classes)"
 FP16_NMS = ("onnxconverter-common retypes the Cast nodes around the in-graph NMS and the file no longer "
             "loads")
 
 
 def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionSpec, ...],
-                     refuses: dict[str, str] | None = None, primary_metric: str = "map") -> TaskTraits:
+                     refuses: dict[str, str] | None = None, primary_metric: str = "map",
+                     val_layout: str = COCO_LAYOUT) -> TaskTraits:
     """Traits every padded-detection task shares."""
     return TaskTraits(name, outputs=outputs, options=options, min_opset=DETECTION_OPSET,
                       min_opset_ops=DETECTION_OPS, tolerance_factor=DETECTION_TOLERANCE_FACTOR,
-                      refuses={"precision=fp16": FP16_NMS, **(refuses or {})}, primary_metric=primary_metric)
+                      refuses={"precision=fp16": FP16_NMS, **(refuses or {})}, primary_metric=primary_metric,
+                      val_layout=val_layout)
 
 
 def detection_usage(model: dict[str, Any], rotated: bool) -> list[str]:
@@ -117,6 +121,20 @@ class ObjectDetectionTask(Task):
         ref, out = _confident(reference), _confident(exported)
         matched = len(compare.match_detections(ref, out, self.rotated))
         return float(len(ref["scores"]) + len(out["scores"]) - 2 * matched)
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        """The confident detections (score ≥ 0.5): masks tinted, boxes (rotated ones as polygons) named."""
+        from exporter.geometry import rotated_corners
+
+        keep = prediction["scores"] >= 0.5
+        labels = prediction["labels"][keep]
+        if "masks" in prediction:
+            drawing.masks(image, prediction["masks"][keep], labels)
+        if self.rotated:
+            drawing.polygons(image, rotated_corners(prediction["boxes"][keep]), labels, spec.class_names)
+        else:
+            drawing.boxes(image, prediction["boxes"][keep], labels, spec.class_names)
+        drawing.caption(image, f"{int(keep.sum())} detection" + ("" if keep.sum() == 1 else "s"))
 
 
 def _confident(prediction: Prediction, threshold: float = 0.5) -> Prediction:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter import datasets
-from exporter.tasks import metrics
+from exporter.tasks import drawing, metrics
 from exporter.tasks.base import Prediction, TaskTraits
 from exporter.tasks.classification import ClassificationTask
 from exporter.tasks.compare import Pair
@@ -15,6 +15,8 @@ from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from PIL import Image
 
     from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
@@ -25,7 +27,7 @@ class RegressionTask(ClassificationTask):
     """The classification backbones, compared tensor by tensor (no top-1 to agree on)."""
 
     traits = TaskTraits("regression", outputs=("predictions",), detectable=True, primary_metric="mae",
-                        higher_is_better=False)
+                        higher_is_better=False, val_layout="images/* + targets.csv (file,<output names…>)")
     size_key = "num_outputs"
 
     def agreement(self, pairs: list[Pair]) -> dict[str, float]:
@@ -47,6 +49,11 @@ class RegressionTask(ClassificationTask):
     def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
         name = self.traits.outputs[0]
         return float(np.abs(reference[name] - exported[name]).max())
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        names = [str(n) for n in spec.extra.get("output_names") or []]
+        values = np.asarray(prediction[self.traits.outputs[0]]).reshape(-1)
+        drawing.caption(image, " ".join(f"{drawing.name_of(i, names)}={v:.3g}" for i, v in enumerate(values[:4])))
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         return [f"print({outputs[0]}[0])  # one value per output"]

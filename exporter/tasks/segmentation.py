@@ -10,13 +10,14 @@ import numpy as np
 from exporter import datasets
 from exporter.errors import ArchitectureError
 from exporter.options import OptionSpec
-from exporter.tasks import compare, metrics
+from exporter.tasks import compare, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from PIL import Image
     from torch import nn
 
     from exporter.datasets import ValSet
@@ -36,7 +37,8 @@ SEGMENTATION_OPTIONS = (
 class SegmentationTask(Task):
     """Class maps compared by pixel agreement."""
 
-    traits = TaskTraits("segmentation", outputs=("logits",), options=SEGMENTATION_OPTIONS, primary_metric="miou")
+    traits = TaskTraits("segmentation", outputs=("logits",), options=SEGMENTATION_OPTIONS, primary_metric="miou",
+                        val_layout="images/* + masks/<stem>.png (class-index PNG, 255 = ignore)")
 
     def architectures(self) -> list[str]:
         from exporter.models.segmentation import torchvision_segmenters
@@ -97,6 +99,9 @@ class SegmentationTask(Task):
 
     def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
         return float((reference["classes"] != exported["classes"]).mean())
+
+    def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:
+        drawing.overlay(image, prediction["classes"])
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         pick = "mask[0]" if outputs[0] == "mask" else "logits[0].argmax(0)"

@@ -201,3 +201,30 @@ def test_token_and_recovery_on_start(demo_template, tmp_path):
     assert record["status"] == "failed" and record["error"]["type"] == "Interrupted"
     assert record["error"]["stage"] == "export"
     assert not (store.export_dir(orphan.id) / ".partial").exists()
+
+
+def test_attach_a_labelled_set_from_a_staged_upload(client, api_ws, demo_full_template, tmp_path):
+    """POST /api/uploads, then POST /api/projects/{id}/datasets: a zip becomes data/val; a refused one
+    answers 422 with the reason and leaves the project as it was."""
+    val = demo_full_template / "projects" / "demo-oriented" / "data" / "val"
+    archive = tmp_path / "val.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(val.rglob("*")):
+            zf.write(path, path.relative_to(val).as_posix())
+        zf.writestr("../../escape.png", b"x")
+    staged = client.post("/api/uploads", params={"filename": "val.zip"}, content=archive.read_bytes()).json()
+    project = api_ws / "projects" / "demo-oriented"
+    before = sorted(p.name for p in project.iterdir())
+    refused = client.post("/api/projects/demo-oriented/datasets", data={"upload_id": staged["upload_id"]})
+    assert refused.status_code == 422 and "outside its folder" in refused.json()["error"]["message"]
+    assert sorted(p.name for p in project.iterdir()) == before
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(val.rglob("*")):
+            zf.write(path, path.relative_to(val).as_posix())
+    staged = client.post("/api/uploads", params={"filename": "val.zip"}, content=archive.read_bytes()).json()
+    attached = client.post("/api/projects/demo-oriented/datasets", data={"upload_id": staged["upload_id"]})
+    assert attached.status_code == 201, attached.text
+    assert attached.json()["images"] == 100 and attached.json()["layout"] == "dota"
+    assert (project / "data" / "val" / "labelTxt" / "val_099.txt").is_file()
+    again = client.post("/api/projects/demo-oriented/datasets", data={"upload_id": staged["upload_id"]})
+    assert again.status_code == 404  # the staged upload was consumed

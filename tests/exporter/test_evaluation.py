@@ -183,10 +183,49 @@ def test_evaluate_job_cli_and_api_with_the_pytorch_cache(demo_eval_ws):
         assert client.post("/api/export/export-00000000/evaluate").status_code == 404
 
 
-def test_a_project_without_a_labelled_set_is_refused_with_what_to_add(demo_eval_ws):
+def test_a_project_without_a_labelled_set_is_refused_with_what_to_add(demo_eval_ws, demo_full_template):
+    """The refusal names the command that fixes it; following it makes the same evaluation work."""
     project, experiment = DEMO[0]
     record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(project, experiment))
     shutil.rmtree(demo_eval_ws / "projects" / project / "data" / "val")
-    result = cli("evaluate", record.id, workspace=demo_eval_ws)
-    assert result.returncode == 2 and "put one in data/val/" in result.stderr
     assert export_checkpoint(Workspace(demo_eval_ws), ExportRequest(project, experiment)).evaluation is None
+    result = cli("evaluate", record.id, workspace=demo_eval_ws)
+    assert result.returncode == 2 and f"python -m exporter data add --project {project} PATH" in result.stderr
+    added = cli("data", "add", "--project", project, str(demo_full_template / "projects" / project / "data" / "val"),
+                workspace=demo_eval_ws)
+    assert added.returncode == 0, added.stderr
+    again = cli("evaluate", record.id, "--max-images", "30", workspace=demo_eval_ws)
+    assert again.returncode == 0, again.stderr
+
+
+def test_every_task_draws_its_answers_into_the_gallery(demo_full_template, tmp_path):
+    """Each demo task's PyTorch answers on two labelled images, drawn as a gallery picture."""
+    from PIL import Image
+
+    from exporter import evaluation
+    from exporter.checkpoint import load_checkpoint
+    from exporter.pipeline import build_wrapped
+    from exporter.tasks import get_task
+
+    workspace = Workspace(demo_full_template)
+    for project_id, experiment_id in [DEMO[0], DEMO[1], DEMO[2], *TASK_DEMOS]:
+        project = workspace.project(project_id)
+        experiment = project.experiment(experiment_id)
+        spec, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment, project.task)
+        task = get_task(spec.task)
+        inputs = evaluation.prepare(task, spec, {"max_images": 2}, project.path, (1, *spec.input_size))
+        outputs = task.outputs({})
+        reference = evaluation._predict(inputs, lambda x, m=module: [t.numpy() for t in m(evaluation._torch(x))],
+                                        outputs, lambda _: None)
+        result = {"disagreements": [{"image": "x", "score": 1.0, "index": 1}], "runtime": "onnx",
+                  "calibration": task.calibrate(reference, inputs.valset)}
+        folder = tmp_path / project_id / evaluation.GALLERY_DIR
+        evaluation.write_gallery(inputs, reference, reference, result, folder)
+        assert result["disagreements"][0]["thumbnail"] == "gallery/00.png"
+        with Image.open(folder / "00.png") as picture:
+            assert picture.width == 2 * evaluation.THUMBNAIL + 4, project_id
+            left, right = (np.asarray(picture.crop((k * (evaluation.THUMBNAIL + 4), 14,
+                                                   k * (evaluation.THUMBNAIL + 4) + evaluation.THUMBNAIL,
+                                                   picture.height))) for k in (0, 1))
+        assert np.array_equal(left, right), project_id  # the same answer is drawn the same way
+        assert list(folder.parent.iterdir()) == [folder]  # built aside, renamed into place

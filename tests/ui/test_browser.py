@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 
 import httpx
 import numpy as np
@@ -14,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import ARTIFACTS
-from tests.server import running_server
+from tests.server import running_server, wait_for
+from tests.ui.conftest import FAILED
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,11 +42,14 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     yield page
+    if request.node.stash.get(FAILED, False):  # what the page showed when the test failed
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
     context.close()
 
 
@@ -120,7 +125,7 @@ def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
         busy += 1
         target = download(page, tmp_path / f"try-{attempt}" / "model.onnx")
         assert hashlib.sha256(target.read_bytes()).hexdigest() == expected, f"download {attempt} differs"
-        playwright_api.expect(page.locator("h4").filter(has_text=shown)).to_have_count(1)  # still the same result
+        playwright_api.expect(page.locator("h4").filter(has_text=shown)).to_have_count(1, timeout=TIMEOUT_MS)
     assert busy == 10
 
 
@@ -198,3 +203,41 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
         assert ort.InferenceSession(str(saved), providers=["CPUExecutionProvider"]).get_outputs()[0].name == "logits"
         forged = href.split("ticket=")[0] + "ticket=forged"
         assert httpx.get(f"{base}{forged}").status_code == 401
+
+
+def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, demo_full_template, tmp_path):
+    """Projects → Attach streams a zip and makes it data/val; an INT8 export then evaluates on it, and
+    its Evaluation tab shows the gallery: thumbnails with PyTorch's and the file's detections drawn."""
+    val = demo_full_template / "projects" / "demo-oriented" / "data" / "val"
+    archive = tmp_path / "plates-val.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(val.rglob("*")):
+            zf.write(path, "plates/" + path.relative_to(val).as_posix())
+    page.goto(f"{base_url}/projects")
+    page.get_by_role("heading", name="Projects").wait_for()
+    page.get_by_text("Attach a labelled validation set").click()
+    page.get_by_text("Layout for anomaly_detection").wait_for()
+    choose(page, page.get_by_test_id("stMain"), "Project", "Demo · oriented plates (demo-oriented)")
+    page.get_by_text("DOTA: images/*").wait_for()  # the task's layout is said before anything is sent
+    page.get_by_label("Validation set (.zip)").set_input_files(str(archive))
+    page.get_by_text("✓ plates-val.zip").wait_for()
+    page.get_by_role("button", name="Attach", exact=True).click()
+    page.get_by_text("Attached demo-oriented/data/val: 100 images (dota)").wait_for()
+    page.get_by_text("labelled set: 100 images in data/val").wait_for()
+
+    with httpx.Client(base_url=base_url, timeout=30) as api:
+        started = api.post("/api/export", json={
+            "project_id": "demo-oriented", "experiment_id": "exp-obb-resnet18",
+            "options": {"precision": "int8", "quantization": "static", "max_metric_drop": 0.5}}).json()
+        record = wait_for(api, started["id"])
+    assert record["evaluation"]["status"] == "completed" and record["evaluation"]["disagreements"], record["evaluation"]
+    page.goto(f"{base_url}/?export={record['id']}")
+    choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · oriented plates")
+    page.get_by_role("tab", name="Evaluation").click()
+    page.get_by_text("Where they disagree most").wait_for()
+    thumbnails = page.get_by_test_id("stImage").locator("img")
+    thumbnails.first.wait_for()
+    assert thumbnails.count() == len(record["evaluation"]["disagreements"])
+    assert thumbnails.first.evaluate("img => img.complete && img.naturalWidth") > 300  # two drawn halves
+    thumbnails.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "evaluation-gallery.png"))

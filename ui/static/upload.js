@@ -13,13 +13,15 @@ export default function ({ data, parentElement, setStateValue }) {
     status.dataset.kind = kind;
   };
   input.accept = data.accept;
+  input.setAttribute("aria-label", data.label);
+  root.querySelector(".pick span").textContent = data.label;
   if (!status.textContent) show(`Up to ${data.limit}; streamed to the server, never held in memory.`, "hint");
 
   input.onchange = () => {
     const file = input.files[0];
     if (!file) return;
     if (file.size > data.max_bytes) {
-      show(`${file.name} is ${mb(file.size)}, over the ${data.limit} limit ($AISTUDIO_MAX_CHECKPOINT_MB).`, "error");
+      show(`${file.name} is ${mb(file.size)}, over the ${data.limit} limit ($${data.limit_env}).`, "error");
       return;
     }
     root.xhr?.abort();
