@@ -1,4 +1,5 @@
-"""Export: project → experiment → checkpoint → format → options → Export, with live progress."""
+"""Export: the form on the left (experiment → checkpoint → format → options → Export), the running
+export and its result on the right, where the user is looking when they press Export."""
 
 import streamlit as st
 
@@ -8,7 +9,17 @@ from exporter.jobs import ACTIVE, cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
-from ui.components import empty_workspace, option_inputs, progress_panel, result_view, sticky_selectbox
+from ui.components import (
+    bring_into_view,
+    empty_workspace,
+    facts,
+    format_cards,
+    option_inputs,
+    progress_panel,
+    result_view,
+    side_panel,
+    sticky_selectbox,
+)
 from ui.frame import current_project_id
 
 workspace = Workspace()
@@ -22,62 +33,54 @@ st.title("Export a checkpoint")
 if notice := st.session_state.pop("notice", None):
     st.success(notice)
 st.caption(f"Project **{project.name}** · task `{project.task}` — change it in the sidebar.")
+form, panel = st.columns([5, 6], gap="large")
 
-# 1 · experiment
-experiments = {e.id: e for e in project.experiments()}
-if not experiments:
-    st.info("This project has no experiments yet.")
-    st.stop()
-experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
-                                 format_func=lambda i: f"{experiments[i].name} ({i})")
-experiment = experiments[experiment_id]
-cols = st.columns(4)
-cols[0].metric("Task", experiment.task or "—")
-cols[1].metric("Architecture", experiment.model.get("architecture", "—"))
-for col, (name, value) in zip(cols[2:], experiment.metrics.items(), strict=False):
-    col.metric(name, f"{value:.4g}" if isinstance(value, float) else value)
+with form:
+    # 1 · experiment
+    experiments = {e.id: e for e in project.experiments()}
+    if not experiments:
+        st.info("This project has no experiments yet: import a checkpoint on the Projects page.")
+        st.stop()
+    experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
+                                     format_func=lambda i: f"{experiments[i].name} ({i})")
+    experiment = experiments[experiment_id]
+    facts({"Task": experiment.task or "—", "Architecture": experiment.model.get("architecture", "—"),
+           **{name: f"{value:.4g}" if isinstance(value, float) else value
+              for name, value in experiment.metrics.items()}})
 
-# 2 · checkpoint
-checkpoints = {c.name: c for c in experiment.checkpoints()}
-if not checkpoints:
-    st.warning("This experiment has no checkpoint files.")
-    st.stop()
-checkpoint = sticky_selectbox(
-    "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
-    format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · metric {checkpoints[n].metric}")
+    # 2 · checkpoint
+    checkpoints = {c.name: c for c in experiment.checkpoints()}
+    if not checkpoints:
+        st.warning("This experiment has no checkpoint files.")
+        st.stop()
+    checkpoint = sticky_selectbox(
+        "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
+        format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · "
+                              f"{checkpoints[n].metric_name or 'metric'} {checkpoints[n].metric:.4g}"
+        if checkpoints[n].metric is not None else f"{n} · epoch {checkpoints[n].epoch}")
 
-# 3 · format cards (greyed, with the reason, where unavailable here or for this task)
-task = experiment.task or project.task
-formats = get_available_formats(task)
-st.markdown("**Format**")
-for col, fmt in zip(st.columns(len(formats)), formats, strict=True):
-    with col.container(border=True):
-        title = f"**{fmt['display_name']}** `{fmt['suffix']}`"
-        st.markdown(title if fmt["available"] else f":gray[{title}]")
-        st.caption("Available" if fmt["available"] else f":gray[{fmt['reason']}]")
-        if fmt["note"]:
-            st.caption(f"ⓘ {fmt['note']}")
-available = [f["name"] for f in formats if f["available"]]
-format_name = st.radio("Export as", available, horizontal=True, key="format",
-                       format_func=lambda n: next(f["display_name"] for f in formats if f["name"] == n))
+    # 3 · format: the cards are the control
+    task = experiment.task or project.task
+    st.markdown("**Format**")
+    format_name = format_cards(get_available_formats(task), key="format")
 
-# 4 · options (declared by the format and the task in their registries)
-specs = option_specs(get_format(format_name), task)
-defaults = {"input_shape": [1, *experiment.model.get("input_size", [3, 224, 224])]}
-with st.expander("Options", expanded=True):
-    raw_options = option_inputs(list(specs), defaults, key=f"opt-{format_name}-{task}")
+    # 4 · options (declared by the format and the task in their registries)
+    st.markdown("**Options**")
+    defaults = {"input_shape": [1, *experiment.model.get("input_size", [3, 224, 224])]}
+    raw_options = option_inputs(list(option_specs(get_format(format_name), task)), defaults,
+                                key=f"opt-{format_name}-{task}")
 
-# 5 · export
-if st.button("🚀 Export", type="primary", key="export"):
-    try:
-        record = start_export(workspace, ExportRequest(project.id, experiment_id, checkpoint, format_name,
-                                                       raw_options))
-    except ExportError as exc:
-        st.error(exc.message)
-    else:
-        st.query_params["export"] = record.id  # in the URL: a reload or a reconnect keeps showing it
-        st.toast(f"Started {record.id}")
-
+    # 5 · export
+    if st.button("Export", icon=":material/rocket_launch:", type="primary", key="export", width="stretch"):
+        try:
+            record = start_export(workspace, ExportRequest(project.id, experiment_id, checkpoint, format_name,
+                                                           raw_options))
+        except ExportError as exc:
+            st.error(exc.message)
+        else:
+            st.query_params["export"] = record.id  # in the URL: a reload or a reconnect keeps showing it
+            st.session_state["scroll_to_panel"] = record.id
+            st.toast(f"Started {record.id}")
 
 active_ids = [e["id"] for e in store.list() if e["status"] in ACTIVE]
 
@@ -97,7 +100,7 @@ def running_exports() -> None:
     if active:
         st.subheader("Running")
     for entry in active:
-        left, right = st.columns([6, 1])
+        left, right = st.columns([5, 1], vertical_alignment="bottom")
         with left:
             progress_panel(store.get(entry["id"]))
         if right.button("Cancel", key=f"cancel-{entry['id']}"):
@@ -105,12 +108,15 @@ def running_exports() -> None:
             st.rerun()
 
 
-running_exports()
-finished = [e for e in store.list() if e["status"] not in ACTIVE]
-wanted = st.query_params.get("export")
-latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
-if latest:
-    st.subheader("Result")
-    result_view(store.get(latest["id"]))
-elif not active_ids:
-    st.caption("Exports you start appear here with live progress; the History page keeps them all.")
+with side_panel(panel):
+    running_exports()
+    finished = [e for e in store.list() if e["status"] not in ACTIVE]
+    wanted = st.query_params.get("export")
+    latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
+    if latest:
+        st.subheader("Result")
+        result_view(store.get(latest["id"]))
+    elif not active_ids:
+        st.info("Exports you start appear here with live progress; the History page keeps them all.")
+if started := st.session_state.pop("scroll_to_panel", None):  # just pressed Export: show its progress
+    bring_into_view(started)

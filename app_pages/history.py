@@ -1,4 +1,5 @@
-"""History: every export, filterable; open one, download, delete, re-run, compare, spot stale ones."""
+"""History: every export, filterable; click a row to open it (download, delete, re-run), two rows to
+compare them; stale ones are flagged."""
 
 import streamlit as st
 
@@ -18,59 +19,66 @@ if not workspace.projects():
 st.title("Export history")
 entries = all_exports(workspace)
 filters = st.columns([2, 1, 1, 1, 1, 2])
-projects = filters[0].multiselect("Project", sorted({e["project_id"] for e in entries}), key="h_projects")
-formats = filters[1].multiselect("Format", sorted({e["format"] for e in entries}), key="h_formats")
+projects = filters[0].multiselect("Project", sorted({e["project_id"] for e in entries}), key="h_projects",
+                                  placeholder="any")
+formats = filters[1].multiselect("Format", sorted({e["format"] for e in entries}), key="h_formats", placeholder="any")
 statuses = filters[2].multiselect("Status", ["pending", "running", "completed", "failed", "cancelled"],
-                                  key="h_statuses")
-verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive"], key="h_verdicts")
+                                  key="h_statuses", placeholder="any")
+verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive"], key="h_verdicts",
+                                  placeholder="any")
 evaluations = filters[4].multiselect("Evaluation", ["passed", "failed", "inconclusive", "error", "—"],
-                                     key="h_evaluations", help="Accuracy on the project's labelled set (data/val)")
+                                     key="h_evaluations", placeholder="any",
+                                     help="Accuracy on the project's labelled set (data/val)")
 search = filters[5].text_input("Search experiment", key="h_search")
 shown = report.filter_exports(entries, projects=projects, formats=formats, statuses=statuses,
-                              verdicts=verdicts, evaluations=evaluations, search=search)
+                              verdicts=verdicts, evaluations=evaluations, search=search)[:500]
+if not shown:
+    st.info("No exports match these filters.")
+    st.stop()
 
-records = {e["id"]: e for e in shown}
-st.caption(f"{len(shown)} of {len(entries)} exports")
-st.dataframe([{
+st.caption(f"{len(shown)} of {len(entries)} exports · click a row to open it, a second row to compare the two")
+table = st.dataframe([{
     "id": e["id"], "created": e["created_at"], "project": e["project_id"], "experiment": e["experiment_id"],
     "checkpoint": e["checkpoint"], "format": e["format"], "status": e["status"],
     "validation": (e.get("validation") or {}).get("verdict") or "—",
     "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e),
     "size MB": e.get("output_size_mb"),
     "stale": "⚠️ stale" if report.is_stale(e.get("checkpoint_sha256"), e.get("checkpoint_path")) else "",
-} for e in shown[:500]], hide_index=True, width="stretch")
+} for e in shown], hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="h_table")
+ids = [e["id"] for e in shown]
+picked = [ids[row] for row in table.selection.rows if row < len(ids)]
+if picked:
+    st.query_params["export"] = ",".join(picked[-2:])  # the URL opens the same export(s) again
+    st.session_state["h_had_selection"] = True
+elif st.session_state.pop("h_had_selection", False):  # every row unticked: open none
+    st.query_params.pop("export", None)
+picked = [i for i in st.query_params.get("export", "").split(",") if i in ids][-2:]
 
-if not records:
-    st.info("No exports match these filters.")
-    st.stop()
-
-selected = st.selectbox("Open export", list(records), key="h_selected",
-                        format_func=lambda i: f"{i} · {records[i]['experiment_id']} · {records[i]['status']}")
-_, record = find_export(workspace, selected)
-actions = st.columns([1, 1, 2])
-if actions[0].button("🔁 Re-run with the same options", key="h_rerun"):
-    options = {k: v for k, v in record.options.items() if v is not None}
-    try:
-        new = start_export(workspace, ExportRequest(record.project_id, record.experiment_id,
-                                                    record.checkpoint, record.format, options))
-        st.success(f"Started {new.id}; follow it on the Export page or here.")
-    except ExportError as exc:
-        st.error(exc.message)
-with actions[1].popover("🗑️ Delete"):
-    st.write(f"Delete **{selected}** and its files? This cannot be undone.")
-    if st.button("Yes, delete it", type="primary", key="h_delete"):
+if len(picked) == 2:
+    st.subheader("Compare")
+    chosen = [find_export(workspace, i)[1] for i in picked]
+    st.dataframe(report.comparison_rows(chosen), hide_index=True, width="stretch")
+    st.caption("Untick a row to open the other one.")
+elif picked:
+    _, record = find_export(workspace, picked[0])
+    actions = st.columns([1, 1, 3])
+    if actions[0].button("Re-run with the same options", icon=":material/replay:", key="h_rerun"):
+        options = {k: v for k, v in record.options.items() if v is not None}
         try:
-            delete_export(workspace, selected)
-            st.session_state.pop("h_selected", None)
-            st.rerun()
+            new = start_export(workspace, ExportRequest(record.project_id, record.experiment_id,
+                                                        record.checkpoint, record.format, options))
+            st.success(f"Started {new.id}; follow it on the Export page or here.")
         except ExportError as exc:
             st.error(exc.message)
-
-result_view(record)
-
-st.divider()
-st.subheader("Compare exports")
-pair = st.multiselect("Pick two exports", list(records), max_selections=2, key="h_compare")
-if len(pair) == 2:
-    chosen = [find_export(workspace, i)[1] for i in pair]
-    st.dataframe(report.comparison_rows(chosen), hide_index=True, width="stretch")
+    with actions[1].popover("Delete", icon=":material/delete:"):
+        st.write(f"Delete **{record.id}** and its files? This cannot be undone.")
+        if st.button("Yes, delete it", type="primary", key="h_delete"):
+            try:
+                delete_export(workspace, record.id)
+                st.query_params.pop("export", None)
+                st.rerun()
+            except ExportError as exc:
+                st.error(exc.message)
+    result_view(record)
+else:
+    st.info("Click a row to open its export; pick two rows to compare them side by side.")

@@ -16,9 +16,12 @@ TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One option: its type, default, allowed range and a help line.
+    """One option: its type, default, allowed range, a help line, and how forms show it.
 
-    ``kind`` is one of ``int``, ``float``, ``bool``, ``choice``, ``shape`` (N,C,H,W).
+    ``kind`` is one of ``int``, ``float``, ``bool``, ``choice``, ``shape`` (N,C,H,W). ``label`` is
+    the human name forms show (with the unit); ``advanced`` options sit under "Advanced";
+    ``applies_when`` maps another option's name to the values for which this one does anything
+    (``quantization`` only at ``precision=int8``), so forms hide it otherwise.
     """
 
     name: str
@@ -28,6 +31,18 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    label: str = ""
+    advanced: bool = False
+    applies_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    @property
+    def title(self) -> str:
+        """What a form calls the option (its label, else its name)."""
+        return self.label or self.name
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether the option does anything given the other options' ``values`` (absent ones count as applying)."""
+        return all(name not in values or values[name] in allowed for name, allowed in self.applies_when)
 
     def parse(self, value: Any) -> Any:
         """Convert and check ``value`` (a CLI string or a JSON value).
@@ -44,7 +59,10 @@ class OptionSpec:
 
     def describe(self) -> dict[str, Any]:
         """JSON form for ``/api/formats`` and the dashboard."""
-        return {k: v for k, v in asdict(self).items() if v not in ((), None) or k == "default"}
+        described = {k: v for k, v in asdict(self).items() if v not in ((), None) or k == "default"}
+        if self.applies_when:
+            described["applies_when"] = {name: list(values) for name, values in self.applies_when}
+        return described
 
     def _fail(self, value: Any, expected: str) -> InvalidOptionError:
         return InvalidOptionError(f"Option {self.name}={value!r} is invalid: expected {expected}.")
@@ -113,20 +131,25 @@ def _strict_int(value: Any) -> int:
 
 COMMON_OPTIONS = (
     OptionSpec("input_shape", "shape", None,
-               "Example input N,C,H,W; default: batch 1 at the checkpoint's input_size."),
+               "Example input N,C,H,W; default: batch 1 at the checkpoint's input_size.",
+               label="Input shape (N, C, H, W)"),
     OptionSpec("dynamic_batch", "bool", True,
-               "Declare the batch axis dynamic (validated at batch 1 and 2)."),
+               "Declare the batch axis dynamic (validated at batch 1 and 2).", label="Dynamic batch size",
+               advanced=True),
     OptionSpec("tolerance", "float", None,
                "Allowed |PyTorch - exported| per output, relative to max(1, max |output|); "
                "default follows the precision (fp32 1e-4, fp16 1e-2, int8 5e-2).",
-               minimum=1e-9, maximum=10.0),
+               minimum=1e-9, maximum=10.0, label="Validation tolerance (relative |diff|)", advanced=True),
     OptionSpec("evaluate", "bool", True,
-               "Evaluate on the project's labelled set (data/val) when it has one: PyTorch vs the file."),
+               "Evaluate on the project's labelled set (data/val) when it has one: PyTorch vs the file.",
+               label="Evaluate on data/val"),
     OptionSpec("max_images", "int", 500, "Evaluation: labelled images used at most (bounds the time).",
-               minimum=1, maximum=100_000),
+               minimum=1, maximum=100_000, label="Labelled images, at most", advanced=True,
+               applies_when=(("evaluate", (True,)),)),
     OptionSpec("max_metric_drop", "float", 0.01,
                "Evaluation gate: largest allowed drop of the primary metric (absolute; for lower-is-better "
-               "metrics such as MAE, the largest allowed increase).", minimum=0.0, maximum=1e6),
+               "metrics such as MAE, the largest allowed increase).", minimum=0.0, maximum=1e6,
+               label="Allowed metric drop (absolute)", applies_when=(("evaluate", (True,)),)),
 )
 
 

@@ -99,7 +99,8 @@ def metric_delta(entry: dict[str, Any]) -> str:
 
 
 def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:
-    """One row per (output, metric) with a column per export: for side-by-side comparison."""
+    """One row per (output, metric) with a column per export, values as text (numbers to 4
+    significant digits, "—" where an export has none): for side-by-side comparison."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
         validation = record.validation
@@ -107,10 +108,23 @@ def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:
             for metric in ("max_abs_diff", "mean_abs_diff", "max_rel_diff", "allowed_abs_diff", "passed"):
                 row = rows.setdefault((out.name, metric), {"output": out.name, "metric": metric})
                 row[record.id] = getattr(out, metric)
-        facts = {"verdict": record.verdict, "batch_sizes": str(validation.batch_sizes) if validation else None,
+        evaluation = record.evaluation if record.evaluation and record.evaluation.status == "completed" else None
+        facts = {"format": record.format, "precision": record.options.get("precision"),
+                 "verdict": record.verdict, "batch_sizes": str(validation.batch_sizes) if validation else None,
                  "opset": record.model.opset, "size_mb": record.output_size_mb,
-                 **(validation.task_metrics if validation else {})}
+                 **(validation.task_metrics if validation else {}),
+                 **({f"{evaluation.primary_metric} (file)": evaluation.file.get(evaluation.primary_metric),
+                     "metric drop": evaluation.drop, "evaluation": evaluation.verdict} if evaluation else {})}
         for key, value in facts.items():
             row = rows.setdefault(("(export)", key), {"output": "(export)", "metric": key})
             row[record.id] = value
-    return list(rows.values())
+    ids = [r.id for r in records]
+    return [{**row, **{i: _shown(row.get(i)) for i in ids}} for row in rows.values()]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

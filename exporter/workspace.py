@@ -57,6 +57,7 @@ class CheckpointRef:
     path: Path
     epoch: int | None = None
     metric: float | None = None
+    metric_name: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -126,6 +127,7 @@ class Experiment:
             path=path,
             epoch=entry.get("epoch"),
             metric=float(metric) if isinstance(metric, (int, float)) else None,
+            metric_name=str(entry["metric_name"]) if entry.get("metric_name") else None,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -77,8 +78,16 @@ def empty_workspace(workspace: Workspace) -> None:
 
 def progress_panel(record: ExportRecord) -> None:
     """Stage and progress bar of a pending/running export."""
-    label = "Queued" if record.status == "pending" else f"Stage: {record.stage}"
-    st.progress(record.progress.fraction, text=f"{record.id} · {label}")
+    from datetime import UTC, datetime
+
+    label = "Queued" if record.status == "pending" else f"stage **{record.stage}**"
+    try:
+        since = datetime.fromisoformat((record.started_at or record.created_at).replace("Z", "+00:00"))
+        elapsed = f" · {(datetime.now(UTC) - since).total_seconds():.0f} s"
+    except ValueError:
+        elapsed = ""
+    st.progress(record.progress.fraction,
+                text=f"{record.id} · {record.format.upper()} · {label} · {record.progress.fraction:.0%}{elapsed}")
 
 
 def result_view(record: ExportRecord) -> None:
@@ -110,14 +119,27 @@ def result_view(record: ExportRecord) -> None:
     download_section(record)
 
 
+def facts(pairs: dict[str, Any]) -> None:
+    """Named values as one small table that wraps instead of truncating (``st.metric`` cuts names)."""
+    cells = {k: html.escape(str(v)) for k, v in pairs.items() if v not in (None, "")}
+    items = "".join(f'<div><span class="aistudio-fact-name">{html.escape(k)}</span>'
+                    f'<span class="aistudio-fact-value">{v}</span></div>' for k, v in cells.items())
+    st.html(f'<div class="aistudio-facts">{items}</div>{_FACTS_CSS}')
+
+
+_FACTS_CSS = """<style>
+.aistudio-facts { display: flex; flex-wrap: wrap; gap: 0.4rem 2rem; margin: 0.25rem 0 0.5rem; }
+.aistudio-facts > div { display: flex; flex-direction: column; min-width: 5rem; }
+.aistudio-fact-name { font-size: 0.8rem; opacity: 0.65; }
+.aistudio-fact-value { font-size: 1.15rem; font-weight: 600; overflow-wrap: anywhere; }
+</style>"""
+
+
 def _summary_metrics(record: ExportRecord) -> None:
     model, validation = record.model, record.validation
-    cols = st.columns(5)
-    cols[0].metric("File", record.output_file or "—")
-    cols[1].metric("Size", f"{record.output_size_mb or 0:.1f} MB")
-    cols[2].metric("Opset", model.opset or "—")
-    cols[3].metric("Nodes", model.node_count or "—")
-    cols[4].metric("Max |diff|", f"{validation.max_diff:.2e}" if validation else "—")
+    facts({"File": record.output_file or "—", "Size": f"{record.output_size_mb or 0:.1f} MB",
+           "Opset": model.opset or "—", "Nodes": model.node_count or "—",
+           "Max |diff|": f"{validation.max_diff:.2e}" if validation else "—"})
     for warning in record.warnings:
         st.info(warning)
     sha = record.files[0].sha256 if record.files else ""
@@ -139,16 +161,13 @@ def validation_section(record: ExportRecord) -> None:
              "pass": "✅" if o.passed and not o.problem else ("⚠️" if o.degenerate else "❌"),
              "note": o.problem or o.note or ""} for o in validation.outputs]
     st.dataframe(rows, hide_index=True, width="stretch")
-    metrics = list(validation.task_metrics.items())
-    for start in range(0, len(metrics), 4):
-        for column, (metric, value) in zip(st.columns(4), metrics[start:start + 4], strict=False):
-            shown = f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
-            column.metric(metric.replace("_", " "), shown)
+    facts({metric.replace("_", " "): f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
+           for metric, value in validation.task_metrics.items()})
     say = st.warning if validation.verdict == "inconclusive" else st.error
     for message in validation.messages:
         say(message)
     if validation.outputs:
-        st.plotly_chart(diff_histogram_figure(validation.outputs), key=f"hist-{record.id}")
+        st.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
 
 
 def evaluation_section(record: ExportRecord) -> None:
@@ -247,22 +266,43 @@ def _evaluation_progress(export_id: str) -> None:
     st.info("⏳ Evaluating on the project's labelled set (PyTorch and the file, then their metrics)…")
 
 
-def diff_histogram_figure(outputs: list[OutputCheck]):
-    """Plotly bars of |PyTorch − exported| per output on a log x-axis."""
+def diff_ecdf_figure(outputs: list[OutputCheck]):
+    """Per output, the share of its elements whose |PyTorch − file| is at most x (log x): one curve
+    each, so a 2-element output reads as well as a 16k-element one, with its allowed |diff| as a
+    dashed line of the same colour (named in the legend, not written over the plot)."""
     import math
 
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
 
     figure = go.Figure()
-    for out in outputs:
+    right = max([o.allowed_abs_diff or 0 for o in outputs] + [o.histogram.get("edges", [1e-6])[-1] for o in outputs])
+    for n, out in enumerate(outputs):
         edges, counts = out.histogram.get("edges", []), out.histogram.get("counts", [])
-        centres = [math.sqrt(a * b) for a, b in zip(edges[:-1], edges[1:], strict=False)]
-        figure.add_bar(x=centres, y=counts, name=out.name,
-                       width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=False)])
-        figure.add_vline(x=out.allowed_abs_diff, line_dash="dash", annotation_text=f"allowed ({out.name})")
-    figure.update_layout(title="|PyTorch − exported| per element", xaxis_type="log", barmode="overlay",
-                         xaxis_title="absolute difference", yaxis_title="elements", height=340,
-                         margin={"t": 40, "b": 40})
+        zeros = sum(out.histogram.get("exact_zero", [0]))
+        total = zeros + sum(counts)
+        if not edges or not total:
+            continue
+        colour = qualitative.Plotly[n % len(qualitative.Plotly)]
+        cumulative, below = [], zeros
+        for count in counts:
+            below += count
+            cumulative.append(below)
+        figure.add_scatter(x=edges, y=[c / total for c in [zeros, *cumulative]], name=out.name, mode="lines",
+                           line={"shape": "hv", "color": colour}, customdata=[[c, total] for c in [zeros, *cumulative]],
+                           hovertemplate=f"<b>{html.escape(out.name)}</b><br>|diff| ≤ %{{x:.1e}}: %{{y:.1%}} "
+                                         "(%{customdata[0]:,} of %{customdata[1]:,} elements)<extra></extra>")
+        figure.add_scatter(x=[out.allowed_abs_diff] * 2, y=[0, 1], mode="lines", name=f"allowed · {out.name}",
+                           line={"dash": "dash", "color": colour, "width": 1},
+                           hovertemplate=f"allowed for {html.escape(out.name)}: %{{x:.1e}}<extra></extra>")
+    figure.update_layout(
+        title={"text": "Share of elements within |PyTorch − file| ≤ x<br><sup>good: every curve reaches 100 % "
+                       "left of its dashed allowed line</sup>"},
+        xaxis={"type": "log", "title": "absolute difference", "exponentformat": "power",
+               "range": [-12.2, math.log10(max(right, 1e-12)) + 0.5]},  # room right of every allowed line
+        yaxis={"title": "share of elements", "tickformat": ".0%", "range": [0, 1.05]},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0}, height=420,
+        margin={"t": 70, "b": 40, "l": 10, "r": 10})
     return figure
 
 
@@ -325,28 +365,78 @@ a.aistudio-download:hover { background: #e03e3e; }
 
 
 def option_inputs(specs: list[Any], defaults: dict[str, Any], key: str) -> dict[str, Any]:
-    """One widget per declared option (no per-format code); returns the raw values.
-
-    Values are parsed and checked by the engine, so a bad entry comes back as its error.
+    """One widget per declared option (no per-format code), by its human label: the basic ones first,
+    the rest under "Advanced", and only those that apply to the values chosen so far (no INT8
+    quantization at fp32). Returns the raw values; the engine parses and checks them, so a bad
+    entry comes back as its error.
     """
     values: dict[str, Any] = {}
-    columns = st.columns(3)
-    for i, spec in enumerate(specs):
-        default = defaults.get(spec.name, spec.default)
-        widget_key = f"{key}-{spec.name}"
-        with columns[i % 3]:
-            if spec.kind == "bool":
-                values[spec.name] = st.checkbox(spec.name, value=bool(default), help=spec.help, key=widget_key)
-            elif spec.kind == "choice":
-                values[spec.name] = st.selectbox(spec.name, spec.choices, index=spec.choices.index(default),
-                                                 help=spec.help, key=widget_key)
-            elif spec.kind == "int":
-                values[spec.name] = st.number_input(spec.name, value=int(default), step=1, help=spec.help,
-                                                    min_value=int(spec.minimum) if spec.minimum is not None else None,
-                                                    max_value=int(spec.maximum) if spec.maximum is not None else None,
-                                                    key=widget_key)
-            else:  # float and shape as text: 1e-4 and 1,3,224,224 type naturally
-                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else (
-                    "" if default is None else str(default))
-                values[spec.name] = st.text_input(spec.name, value=shown, help=spec.help, key=widget_key)
+    _option_grid([s for s in specs if not s.advanced], defaults, key, values)
+    advanced = [s for s in specs if s.advanced]
+    if advanced:
+        with st.expander(f"Advanced options ({len(advanced)})"):
+            _option_grid(advanced, defaults, key, values)
     return values
+
+
+def _option_grid(specs: list[Any], defaults: dict[str, Any], key: str, values: dict[str, Any]) -> None:
+    shown = 0
+    columns = st.columns(2)
+    for spec in specs:
+        if not spec.applies(values):
+            continue
+        with columns[shown % 2]:
+            values[spec.name] = _option_widget(spec, defaults.get(spec.name, spec.default), f"{key}-{spec.name}")
+        shown += 1
+
+
+def _option_widget(spec: Any, default: Any, widget_key: str) -> Any:
+    label = spec.title
+    if spec.kind == "bool":
+        return st.checkbox(label, value=bool(default), help=spec.help, key=widget_key)
+    if spec.kind == "choice":
+        return st.selectbox(label, spec.choices, index=spec.choices.index(default), help=spec.help, key=widget_key)
+    if spec.kind == "int":
+        return st.number_input(label, value=int(default), step=1, help=spec.help, key=widget_key,
+                               min_value=int(spec.minimum) if spec.minimum is not None else None,
+                               max_value=int(spec.maximum) if spec.maximum is not None else None)
+    # float and shape as text: 1e-4 and 1,3,224,224 type naturally
+    shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else (
+        "" if default is None else str(default))
+    return st.text_input(label, value=shown, help=spec.help, key=widget_key,
+                         placeholder="model default" if default is None else None)
+
+
+def format_cards(formats: list[dict[str, Any]], key: str) -> str:
+    """The format picker: one card per format, two per row; the chosen card's button is filled, an
+    unavailable card says why and cannot be chosen. Returns the chosen format's name."""
+    available = [f["name"] for f in formats if f["available"]]
+    if st.session_state.get(key) not in available:
+        st.session_state[key] = available[0]
+    for row in range(0, len(formats), 2):
+        for column, fmt in zip(st.columns(2), formats[row:row + 2], strict=False):
+            chosen = fmt["name"] == st.session_state[key]
+            with column.container(border=True):
+                st.button(f"{fmt['display_name']} · {fmt['suffix']}", key=f"{key}-{fmt['name']}",
+                          icon=":material/check_circle:" if chosen else None, width="stretch",
+                          type="primary" if chosen else "secondary", disabled=not fmt["available"],
+                          on_click=st.session_state.__setitem__, args=(key, fmt["name"]))
+                st.caption(f":material/block: {fmt['reason']}" if not fmt["available"] else
+                           f":material/info: {fmt['note']}" if fmt["note"] else "Available here")
+    return st.session_state[key]
+
+
+_scroller = st.components.v2.component(
+    "aistudio_scroll_into_view", html="<span></span>",
+    js=(Path(__file__).with_name("static") / "scroll.js").read_text())
+
+
+def side_panel(column: Any) -> Any:
+    """The container beside the form that shows the running export and its result (a phone stacks
+    it under the form)."""
+    return column.container(key="side-panel")
+
+
+def bring_into_view(token: str, selector: str = ".st-key-side-panel") -> None:
+    """Scroll the page so ``selector`` is at the top of the window, once per ``token``."""
+    _scroller(key=f"scroll-{token}", data={"token": token, "selector": selector})

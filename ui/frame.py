@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from exporter.jobs import recover_interrupted
+from exporter.store import ExportStore
 from exporter.workspace import Workspace
 from ui.components import apply_goto, sticky_selectbox
 
@@ -12,30 +15,47 @@ PAGES = {"export": "app_pages/export.py", "history": "app_pages/history.py", "pr
 
 
 def run_frame() -> None:
-    """Draw the shared chrome and run the selected page."""
+    """Draw the shared chrome and run the selected page: pages in the top bar, the product and the
+    project picker (most recently used first) in the sidebar."""
     st.set_page_config(page_title="AI Studio Export", page_icon="📦", layout="wide")
     workspace = Workspace()
     recover_interrupted(workspace)  # exports whose worker died show as Interrupted, not running
     projects = workspace.projects()
     with st.sidebar:
         st.markdown("### 📦 AI Studio Export")
-        st.caption(f"Workspace `{workspace.root}`")
+        st.caption("Checkpoints → validated, evaluated deployable files.")
         if projects:
             apply_goto()
             names = {p.id: p.name for p in projects}
-            sticky_selectbox("Project", [p.id for p in projects], "project_id",
-                             format_func=lambda i: names.get(i, i))
-    pages = [st.Page(PAGES["export"], title="Export", icon="🚀", default=True),
-             st.Page(PAGES["history"], title="History", icon="🗂️"),
-             st.Page(PAGES["projects"], title="Projects", icon="📁")]
-    st.navigation(pages).run()
+            chosen = sticky_selectbox("Project", project_order(projects), "project_id",
+                                      format_func=lambda i: names.get(i, i))
+            recent = st.session_state.setdefault("recent_projects", [])
+            st.session_state["recent_projects"] = [chosen, *[r for r in recent if r != chosen]][:8]
+        st.caption(f"Workspace `{workspace.root}`")
+    pages = [st.Page(PAGES["export"], title="Export", icon=":material/rocket_launch:", default=True),
+             st.Page(PAGES["history"], title="History", icon=":material/history:"),
+             st.Page(PAGES["projects"], title="Projects", icon=":material/folder:")]
+    st.navigation(pages, position="top").run()
+
+
+def project_order(projects: list[Any]) -> list[str]:
+    """Project ids for the picker: those used in this browser session, most recent first, then the
+    others by their latest export (the project worked on last comes first on a fresh visit)."""
+    recent = [r for r in st.session_state.get("recent_projects", []) if r in {p.id for p in projects}]
+
+    def last_export(project: Any) -> float:
+        index = ExportStore(project).index_path
+        return index.stat().st_mtime if index.is_file() else 0.0
+
+    rest = sorted((p for p in projects if p.id not in recent), key=lambda p: (-last_export(p), p.id))
+    return recent + [p.id for p in rest]
 
 
 def current_project_id(workspace: Workspace) -> str:
-    """The project chosen in the sidebar (the first one until a choice is made)."""
+    """The project chosen in the sidebar (the one worked on last until a choice is made)."""
     ids = [p.id for p in workspace.projects()]
     if st.session_state.get("project_id") not in ids:
-        st.session_state["project_id"] = ids[0]
+        st.session_state["project_id"] = project_order(workspace.projects())[0]
     return st.session_state["project_id"]
 
 

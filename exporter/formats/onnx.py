@@ -59,22 +59,24 @@ class OnnxFormat(ExportFormat):
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET,
                    "ONNX opset; legacy exporter 7–20, dynamo 18–23.",
-                   minimum=LEGACY_OPSETS[0], maximum=DYNAMO_OPSETS[1]),
-        OptionSpec("simplify", "bool", True, "Simplify the graph with onnxsim (kept unsimplified if it fails)."),
+                   minimum=LEGACY_OPSETS[0], maximum=DYNAMO_OPSETS[1], label="ONNX opset", advanced=True),
+        OptionSpec("simplify", "bool", True, "Simplify the graph with onnxsim (kept unsimplified if it fails).",
+                   label="Simplify the graph (onnxsim)", advanced=True),
         OptionSpec("exporter", "choice", "auto", "torch.onnx path: auto tries legacy, then dynamo.",
-                   choices=("auto", "legacy", "dynamo")),
+                   choices=("auto", "legacy", "dynamo"), label="Exporter (torch.onnx path)", advanced=True),
         OptionSpec("external_data", "choice", "auto",
                    "Store weights in model.onnx.data: auto (only past 2 GB), always, never.",
-                   choices=("auto", "always", "never")),
+                   choices=("auto", "always", "never"), label="Weights in a separate .data file", advanced=True),
         OptionSpec("precision", "choice", "fp32",
                    "fp16 halves the file (float32 inputs/outputs kept); int8 quarters it.",
-                   choices=tuple(PRECISION_TOLERANCE)),
+                   choices=tuple(PRECISION_TOLERANCE), label="Precision"),
         OptionSpec("quantization", "choice", "dynamic",
                    "int8 only: dynamic (weights only: ¼ size, about FP32 speed on CNNs), or static (QDQ "
                    "calibrated on samples + synthetic images: ¼ size and ~3× faster than FP32 on x86).",
-                   choices=("dynamic", "static")),
+                   choices=("dynamic", "static"), label="INT8 quantization", applies_when=(("precision", ("int8",)),)),
         OptionSpec("calibration_samples", "int", 16, "int8 static: images used to calibrate activations.",
-                   minimum=1, maximum=512),
+                   minimum=1, maximum=512, label="Calibration images",
+                   applies_when=(("precision", ("int8",)), ("quantization", ("static",)))),
     )
 
     @classmethod

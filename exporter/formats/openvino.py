@@ -46,9 +46,10 @@ class OpenVinoFormat(ExportFormat):
     stages = ("export", "simplify", "convert")
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
-                   minimum=7, maximum=23),
+                   minimum=7, maximum=23, label="Intermediate ONNX opset", advanced=True),
         OptionSpec("compress_to_fp16", "bool", False,
-                   "Store weights as FP16 (half the .bin); inference then runs in reduced precision."),
+                   "Store weights as FP16 (half the .bin); inference then runs in reduced precision.",
+                   label="Compress weights to FP16"),
     )
 
     @classmethod

@@ -110,9 +110,9 @@ class TensorRtFormat(ExportFormat):
     stages = ("export", "simplify", "engine")
     format_options = (
         OptionSpec("precision", "choice", "fp32", "fp16 is built from an FP16 ONNX (TensorRT 11 has no precision "
-                   "flags).", choices=("fp32", "fp16")),
+                   "flags).", choices=("fp32", "fp16"), label="Precision"),
         OptionSpec("max_batch", "int", 8, "Largest batch the engine's optimisation profile accepts.",
-                   minimum=1, maximum=64),
+                   minimum=1, maximum=64, label="Largest batch size", advanced=True),
     )
 
     @classmethod

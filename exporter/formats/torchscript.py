@@ -87,7 +87,7 @@ class TorchScriptFormat(ExportFormat):
 
     format_options = (
         OptionSpec("method", "choice", "trace", "trace (default) or script (keeps data-dependent control flow).",
-                   choices=("trace", "script")),
+                   choices=("trace", "script"), label="TorchScript method"),
     )
 
     @classmethod

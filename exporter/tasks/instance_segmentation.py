@@ -9,9 +9,10 @@ from exporter.tasks.registry import register_task
 MASK_OPTIONS = (
     OptionSpec("masks", "choice", "binary",
                "binary: uint8 masks thresholded in the graph; probability: float masks in [0, 1].",
-               choices=("binary", "probability")),
+               choices=("binary", "probability"), label="Mask output"),
     OptionSpec("mask_threshold", "float", 0.5, "Probability at or above which a pixel is in the mask.",
-               minimum=0.0, maximum=1.0),
+               minimum=0.0, maximum=1.0, label="Mask threshold (0–1)", advanced=True,
+               applies_when=(("masks", ("binary",)),)),
 )
 LOOP = ("OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
         "(Conversion is failed for: Loop)")

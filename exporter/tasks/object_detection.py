@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 DETECTION_OPTIONS = (
     OptionSpec("max_detections", "int", 100, "Detections kept per image (outputs are padded to this).",
-               minimum=1, maximum=1000),
+               minimum=1, maximum=1000, label="Detections per image, at most"),
     OptionSpec("score_threshold", "float", None,
                "Drop detections scoring at or below this; default: the model's own setting.",
-               minimum=0.0, maximum=1.0),
+               minimum=0.0, maximum=1.0, label="Score threshold (0–1)", advanced=True),
     OptionSpec("iou_threshold", "float", None,
-               "NMS IoU threshold per class; default: the model's own setting.", minimum=0.0, maximum=1.0),
+               "NMS IoU threshold per class; default: the model's own setting.", minimum=0.0, maximum=1.0,
+               label="NMS IoU threshold (0–1)", advanced=True),
 )
 # Lowest ONNX opset with every op the wrapped graph needs.
 DETECTION_OPSET, DETECTION_OPS = 11, "NonMaxSuppression, RoiAlign, TopK with a dynamic k"

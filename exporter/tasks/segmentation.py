@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 SEGMENTATION_OPTIONS = (
     OptionSpec("output", "choice", "logits",
                "logits: [B, C, H, W] scores; mask: [B, H, W] uint8 class ids (argmax in the graph).",
-               choices=("logits", "mask")),
+               choices=("logits", "mask"), label="Output"),
     OptionSpec("resolution", "choice", "input",
                "input: outputs at the input size; stride: the classifier's native (smaller) output.",
-               choices=("input", "stride")),
+               choices=("input", "stride"), label="Output resolution", advanced=True),
 )
 
 

@@ -58,3 +58,19 @@ def test_key_values():
     assert parse_key_values(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
     with pytest.raises(InvalidOptionError, match="KEY=VALUE"):
         parse_key_values(["novalue"])
+
+
+def test_every_builtin_option_has_a_human_label_and_says_when_it_applies():
+    from exporter.service import option_specs
+    from exporter.tasks import task_names
+
+    for task in task_names():
+        for fmt in ("onnx", "torchscript", "openvino", "tensorrt"):
+            for spec in option_specs(get_format(fmt, require_available=False), task):
+                assert spec.label and spec.label != spec.name and "_" not in spec.label, (fmt, task, spec.name)
+    onnx = {s.name: s for s in option_specs(get_format("onnx"), "classification")}
+    assert not onnx["quantization"].applies({"precision": "fp32"})
+    assert onnx["quantization"].applies({"precision": "int8"})
+    assert not onnx["calibration_samples"].applies({"precision": "int8", "quantization": "dynamic"})
+    assert onnx["calibration_samples"].applies({"precision": "int8", "quantization": "static"})
+    assert onnx["quantization"].describe()["applies_when"] == {"precision": ["int8"]}

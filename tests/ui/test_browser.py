@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -59,9 +60,15 @@ def selectbox(scope, label: str):
 
 
 def choose(page, scope, label: str, option: str) -> None:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
-    selectbox(scope, label).click()
-    page.get_by_role("option", name=option).click()
+    """Pick ``option`` in the Streamlit selectbox labelled ``label`` (the first click on a page that has
+    just drawn itself can leave the list closed: then click again)."""
+    for attempt in range(3):
+        selectbox(scope, label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=5000 if attempt < 2 else TIMEOUT_MS)
+            break
+        except playwright_api.TimeoutError:
+            page.keyboard.press("Escape")
     playwright_api.expect(selectbox(scope, label)).to_have_value(option)
 
 
@@ -74,7 +81,7 @@ def test_export_in_the_browser_and_download(page, base_url, tmp_path):
     page.get_by_text("last · epoch").click()
     page.get_by_text("best · epoch").click()
     clicked = time.perf_counter()
-    page.get_by_role("button", name="🚀 Export").click()
+    page.locator(".st-key-export button").click()
     page.get_by_role("heading", name="Result").wait_for()
     page.get_by_text("validation passed").first.wait_for()
     (ARTIFACTS / "click-to-result.json").write_text(json.dumps(
@@ -110,7 +117,7 @@ def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     api = httpx.Client(base_url=f"{base_url}/api", timeout=30)
     page.goto(base_url)
     choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
-    page.get_by_role("button", name="🚀 Export").click()
+    page.locator(".st-key-export button").click()
     page.get_by_text("validation passed").first.wait_for()
     shown = page.locator("h4").filter(has_text="export-").first.inner_text().split()[0]
     expected = api.get(f"/export/{shown}").json()["files"][0]["sha256"]
@@ -138,14 +145,14 @@ def test_projects_jump_to_export_preselected(page, base_url):
     expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("Demo · shape detection")
     expect(selectbox(page, "Experiment")).to_have_value(
         "fasterrcnn_resnet18_fpn shapes (exp-fasterrcnn-resnet18-fpn)")
-    page.get_by_text("max_detections").first.wait_for()  # the task's options are offered with the format's
+    page.get_by_text("Detections per image, at most").first.wait_for()  # the task's options, by their labels
     page.screenshot(path=str(ARTIFACTS / "export-page.png"), full_page=True)
 
 
 def test_history_page_lists_and_opens_exports(page, base_url):
     page.goto(f"{base_url}/history")
     page.get_by_role("heading", name="Export history").wait_for()
-    page.get_by_text("Compare exports").wait_for()
+    page.get_by_text("click a row to open it").first.wait_for()
     page.get_by_test_id("stDataFrame").first.wait_for()  # the table, not its loading skeleton
     playwright_api.expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "history-page.png"), full_page=True)
@@ -194,7 +201,7 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
         page.get_by_role("heading", name="Export a checkpoint").wait_for()
         playwright_api.expect(selectbox(page.get_by_test_id("stSidebar"), "Project")).to_have_value("uploaded")
         playwright_api.expect(selectbox(page, "Experiment")).to_have_value("exp-my_resnet18 (exp-my_resnet18)")
-        page.get_by_role("button", name="🚀 Export").click()
+        page.locator(".st-key-export button").click()
         page.get_by_text("validation passed").first.wait_for()
         # The download link carries the page's ticket: the token never reaches the page.
         href = page.get_by_role("button", name="⬇️ Download model.onnx").get_attribute("href")
@@ -241,3 +248,116 @@ def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, dem
     assert thumbnails.first.evaluate("img => img.complete && img.naturalWidth") > 300  # two drawn halves
     thumbnails.first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "evaluation-gallery.png"))
+
+
+VIEWS = {"wide": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
+SNAKE_CASE = r"^[a-z0-9]+(_[a-z0-9]+)+$"
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main area, so the window is made
+    as tall as that content for the picture, then put back."""
+    size = page.viewport_size
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 8000))})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / name))
+    page.set_viewport_size(size)
+
+
+def _no_truncation_or_page_scroll(page, where: str) -> None:
+    """No summary value cut with "…" or by its box, and no horizontal scrolling of the page itself."""
+    cut = page.evaluate("""() => [...document.querySelectorAll(
+            '.aistudio-fact-value, [data-testid="stMetricValue"], [data-testid="stWidgetLabel"] p')]
+        .filter(e => e.innerText.trim().endsWith('…') || e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.innerText)""")
+    assert cut == [], f"{where}: truncated {cut}"
+    wide = page.evaluate("""() => [document.documentElement, document.querySelector('[data-testid="stMain"]')]
+        .filter(e => e && e.scrollWidth > e.clientWidth + 1).length""")
+    assert wide == 0, f"{where}: the page scrolls sideways"
+
+
+def _plots_do_not_overlap(page, where: str) -> None:
+    """Each plot's legend and annotations stay off each other, its title and its axes' titles."""
+    overlaps = page.evaluate("""() => {
+        const box = e => e.getBoundingClientRect();
+        const hit = (a, b) => a.width && b.width && a.left < b.right && b.left < a.right
+                              && a.top < b.bottom && b.top < a.bottom;
+        const found = [];
+        for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+            const parts = [...plot.querySelectorAll('.legend, .annotation, .gtitle, .xtitle, .ytitle')];
+            for (let i = 0; i < parts.length; i++) for (let j = i + 1; j < parts.length; j++)
+                if (hit(box(parts[i]), box(parts[j])))
+                    found.push(parts[i].getAttribute('class') + ' × ' + parts[j].getAttribute('class'));
+        }
+        return found; }""")
+    assert overlaps == [], f"{where}: {overlaps}"
+
+
+def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_url):
+    """Export (before/after), History, Compare and Projects at 1400×1000 and 390×844, light and dark:
+    screenshots into test-artifacts/ and the checks a person makes looking at them."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with httpx.Client(base_url=f"{base_url}/api", timeout=30) as api:  # a second export, for Compare
+        wait_for(httpx.Client(base_url=base_url, timeout=30), api.post("/export", json={
+            "project_id": "demo-regression", "experiment_id": "exp-resnet18-center"}).json()["id"])
+    for view, scheme in [(v, s) for v in VIEWS for s in ("light", "dark")]:
+        context = browser.new_context(viewport=VIEWS[view], color_scheme=scheme, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        name = f"{view}-{scheme}"
+        try:
+            page.goto(base_url)
+            if view == "phone":  # the sidebar is a drawer on a phone
+                page.get_by_test_id("stExpandSidebarButton").click()
+            choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape centre regression")
+            if view == "phone":
+                page.get_by_test_id("stSidebarCollapseButton").locator("button").click()
+            page.get_by_text("Precision").first.wait_for()
+            labels = page.get_by_test_id("stWidgetLabel").all_inner_texts()
+            assert not [t for t in labels if re.match(SNAKE_CASE, t.strip())], labels
+            assert page.get_by_text("INT8 quantization").count() == 0  # nothing that does nothing at fp32
+            _no_truncation_or_page_scroll(page, f"export {name}")
+            shoot(page, f"export-before-{name}.png")
+            if name == "wide-light":
+                choose(page, page.get_by_test_id("stMain"), "Precision", "int8")
+                page.get_by_text("INT8 quantization").wait_for()
+                assert page.get_by_text("Calibration images").count() == 0  # only for static
+                choose(page, page.get_by_test_id("stMain"), "Precision", "fp32")
+                page.locator(".st-key-export button").click()
+                page.get_by_role("heading", name="Running").wait_for()
+                # the panel's first heading (Running, then Result) is in the window, below the top bar
+                heading = page.locator(".st-key-side-panel h3").first
+                playwright_api.expect(heading).to_be_in_viewport(ratio=1)
+                bar = page.get_by_test_id("stHeader").bounding_box()
+                assert heading.bounding_box()["y"] >= bar["y"] + bar["height"] - 1, heading.bounding_box()
+                playwright_api.expect(page.get_by_role("heading", name="Running")).to_have_count(0, timeout=180_000)
+            page.get_by_role("heading", name="Result").wait_for()
+            page.get_by_text("validation passed").first.wait_for()
+            page.get_by_test_id("stPlotlyChart").first.wait_for()
+            _no_truncation_or_page_scroll(page, f"result {name}")
+            _plots_do_not_overlap(page, f"result {name}")
+            shoot(page, f"export-after-{name}.png")
+
+            page.goto(f"{base_url}/history")
+            grid = page.get_by_test_id("stDataFrame").first
+            grid.wait_for()
+            page.wait_for_timeout(500)
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection box
+            page.locator("h4").filter(has_text="export-").first.wait_for()
+            _no_truncation_or_page_scroll(page, f"history {name}")
+            shoot(page, f"history-{name}.png")
+            page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)  # and the second: compare
+            page.get_by_role("heading", name="Compare").wait_for()
+            shoot(page, f"compare-{name}.png")
+
+            page.goto(f"{base_url}/projects")
+            page.get_by_role("heading", name="Projects").wait_for()
+            _no_truncation_or_page_scroll(page, f"projects {name}")
+            shoot(page, f"projects-{name}.png")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"failed-tour-{name}.png"))
+            raise
+        finally:
+            context.close()

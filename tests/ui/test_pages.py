@@ -50,7 +50,8 @@ def test_export_page_flow(app, demo_ws):
     assert at.title[0].value == "Export a checkpoint"
     export_id = export_once(at, "demo-regression")
     assert any("validation passed" in m.value for m in at.markdown)
-    assert [m.label for m in at.metric][3:8] == ["File", "Size", "Opset", "Nodes", "Max |diff|"]
+    summary = next(h.proto.body for h in at.get("html") if "aistudio-facts" in h.proto.body and "Opset" in h.proto.body)
+    assert all(name in summary for name in ("File", "Size", "Opset", "Nodes", "Max |diff|", "model.onnx"))
     assert len(at.get("plotly_chart")) == 1
     assert any("⬇️ Download model.onnx" in h.proto.body for h in at.get("html"))
     assert any("session.run" in c.value for c in at.code)
@@ -106,17 +107,24 @@ def test_bad_option_shows_a_readable_error(app, demo_ws):
     assert read_index(demo_ws, "demo-anomaly") == []
 
 
-def test_history_filter_compare_rerun_delete(app, demo_ws):
+def test_history_open_filter_compare_rerun_delete(app, demo_ws):
+    """A row's click puts its id in the URL (``?export=``), two rows' ids compare them; driven here
+    through the URL, and through real clicks in the browser tests."""
     at = app.run()
     first = export_once(at, "demo-anomaly")
-    at.switch_page("app_pages/history.py").run()
+    at.switch_page("app_pages/history.py")
+    at.query_params.clear()
+    at.run()
     assert not at.exception and at.title[0].value == "Export history"
-    assert at.selectbox(key="h_selected").value == first
+    assert any("Click a row" in i.value for i in at.info)
+    at.query_params["export"] = first
+    at.run()
+    assert any(m.value.startswith(f"#### {first}") for m in at.markdown)
     at.multiselect(key="h_statuses").set_value(["failed"]).run()
     assert any("No exports match" in i.value for i in at.info)
     at.multiselect(key="h_statuses").set_value([]).run()
     at.text_input(key="h_search").set_value("padim").run()
-    assert at.selectbox(key="h_selected").options
+    assert len(at.dataframe[0].value) == 1
     at.text_input(key="h_search").set_value("").run()
     at.button(key="h_rerun").click().run()
     assert any("Started export-" in s.value for s in at.success)
@@ -125,10 +133,12 @@ def test_history_filter_compare_rerun_delete(app, demo_ws):
     while any(e["status"] != "completed" for e in read_index(demo_ws, "demo-anomaly")):
         assert time.monotonic() < deadline
         time.sleep(0.5)
+    at.query_params["export"] = ",".join(e["id"] for e in read_index(demo_ws, "demo-anomaly"))
     at.run()
-    at.multiselect(key="h_compare").set_value([e["id"] for e in read_index(demo_ws, "demo-anomaly")]).run()
-    assert not at.exception and len(at.dataframe) >= 3
-    at.selectbox(key="h_selected").set_value(first).run()
+    assert not at.exception and [s.value for s in at.subheader] == ["Compare"]
+    assert "format" in set(at.dataframe[1].value["metric"])
+    at.query_params["export"] = first
+    at.run()
     at.button(key="h_delete").click().run()
     assert not at.exception
     remaining = [e["id"] for e in read_index(demo_ws, "demo-anomaly")]
