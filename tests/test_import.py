@@ -98,7 +98,7 @@ def export_passes(root: Path, project: str, experiment: str) -> dict:
 
 @pytest.mark.parametrize("key, expected", [
     ("lightning", "resnet18"), ("bare", "mobilenet_v3_small"),
-    *[(f"timm-{n}", n) for n in TIMM],
+    *[(f"timm-{n}", n) for n in ("efficientnet_b0", "vit_tiny_patch16_224")],  # the other timm families: API
 ])
 def test_cli_import_then_export(tmp_path, files, key, expected):
     args = ["import", str(files[key]), "--project", "mine", "--create-project", "--json"]
@@ -116,7 +116,7 @@ def test_api_import_then_export_and_hostile_uploads(tmp_path, files):
     root = tmp_path / "ws"
     root.mkdir()
     with running_server(root) as base, httpx.Client(base_url=base, timeout=120) as http:
-        for key in ("lightning", "bare", *[f"timm-{n}" for n in TIMM]):
+        for key in ("lightning", "timm-convnext_atto", "timm-resnet18"):  # bare and the others: the CLI test
             with files[key].open("rb") as handle:
                 response = http.post("/api/projects/api-proj/experiments", files={"file": (files[key].name, handle)},
                                      data={"create_project": "true", "input_size": "3,64,64"})

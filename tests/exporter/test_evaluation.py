@@ -117,15 +117,59 @@ def _png(path, size, value=0):
 # -- the demo projects, exported and evaluated -----------------------------------------------
 @pytest.mark.parametrize(("project_id", "experiment_id"), [DEMO[0], DEMO[1], DEMO[2], *TASK_DEMOS])
 def test_every_demo_project_evaluates_without_a_drop(demo_eval_ws, project_id, experiment_id):
+    """ONNX fp32 of every demo project: validation passes with something found on the samples, the
+    evaluation's drop is ~0, and a fresh ONNX Runtime session on a sample image (preprocessed from
+    the file's own metadata) reproduces PyTorch."""
     assert len(list((demo_eval_ws / "projects" / project_id / "data" / "val").rglob("*.png"))) >= 100
     record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(project_id, experiment_id,
                                                                       options={"max_images": 40}))
+    assert record.validation.verdict == "passed", record.validation.messages
+    task_metrics = record.validation.task_metrics
+    if "matched" in task_metrics:
+        assert task_metrics["sample_detections"] >= 1 and task_metrics["match_rate"] == 1.0
+    elif "pixel_agreement" in task_metrics:
+        assert task_metrics["pixel_agreement"] >= 0.999
     evaluation = record.evaluation
     assert evaluation is not None and evaluation.status == "completed", evaluation
     assert evaluation.dataset["images"] == 40
     primary = evaluation.primary_metric
     assert abs(evaluation.delta[primary]) <= 0.005, (primary, evaluation.pytorch, evaluation.file)
     assert evaluation.verdict == "passed", evaluation.reason
+    _reproduces_pytorch(demo_eval_ws, record)
+
+
+def _reproduces_pytorch(root, record) -> None:
+    import torch
+
+    from exporter.checkpoint import load_checkpoint
+    from exporter.pipeline import build_wrapped
+    from exporter.tasks.compare import match_detections
+    from exporter.validation import load_images
+
+    project = Workspace(root).project(record.project_id)
+    session = ort.InferenceSession(str(project.exports_dir / record.id / record.output_file),
+                                   providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    images = load_images(project.sample_images()[:1], tuple(json.loads(meta["input_size"])),
+                         json.loads(meta["normalization"]))
+    got = session.run(None, {"input": images.numpy()})
+    experiment = project.experiment(record.experiment_id)
+    _, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment, options=record.options)
+    with torch.no_grad():
+        want = [t.numpy() for t in module(images)]
+    if "matched" not in record.validation.task_metrics:  # one tensor per output, or class maps
+        for ref, out in zip(want, got, strict=True):
+            if ref.ndim == 4 and record.model.task == "segmentation":
+                assert (ref.argmax(1) == out.argmax(1)).mean() >= 0.999
+            else:
+                assert np.abs(ref - out).max() <= 1e-3 * max(1.0, float(np.abs(ref).max()))
+        return
+    n = int(want[3][0])
+    assert n >= 1 and int(got[3][0]) == n
+    ref = {"boxes": want[0][0, :n], "scores": want[1][0, :n], "labels": want[2][0, :n]}
+    out = {"boxes": got[0][0, :n], "scores": got[1][0, :n], "labels": got[2][0, :n]}
+    assert len(match_detections(ref, out, rotated=record.model.task == "oriented_object_detection")) == n
+    assert np.abs(np.sort(ref["scores"]) - np.sort(out["scores"])).max() < 1e-3
 
 
 def test_classifier_accuracy_agrees_with_an_independent_recount(demo_eval_ws):
@@ -150,13 +194,13 @@ def test_classifier_accuracy_agrees_with_an_independent_recount(demo_eval_ws):
 
 
 def test_int8_detector_reports_its_true_drop_and_fails_a_zero_gate(demo_eval_ws):
-    project, experiment = TASK_DEMOS[0]
+    project, experiment = "demo-oriented", "exp-obb-resnet18"
     result = cli("export", "--project", project, "--experiment", experiment, "--option", "precision=int8",
                  "--option", "quantization=static", "--option", "max_metric_drop=0", "--json",
                  workspace=demo_eval_ws)  # the whole set (100 images)
     record = json.loads(result.stdout)
     evaluation = record["evaluation"]
-    drop = evaluation["pytorch"]["map"] - evaluation["file"]["map"]
+    drop = evaluation["pytorch"]["map_50"] - evaluation["file"]["map_50"]
     assert evaluation["drop"] == pytest.approx(drop) and drop > 0, evaluation
     assert evaluation["verdict"] == "failed" and result.returncode == 1
     assert "evaluation failed" in result.stderr or "validation" in result.stderr

@@ -31,6 +31,7 @@ from tests.helpers import write_experiment
 from tests.server import running_server, wait_for
 
 CLS = ("demo-classification", "exp-resnet18-shapes")
+SMALL = ("demo-anomaly", "exp-autoencoder")  # a 1 MB model: concurrency tests need many exports, not big ones
 
 
 def file_hashes(root: Path, project_id: str) -> dict[str, str]:
@@ -93,15 +94,15 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_twelve_exports_at_once_through_api_and_cli(seeded_ws):
-    before = {e["id"] for e in read_index(seeded_ws, CLS[0])}
+    before = {e["id"] for e in read_index(seeded_ws, SMALL[0])}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AISTUDIO_WORKSPACE": str(seeded_ws)}
     with running_server(seeded_ws) as base, httpx.Client(base_url=base, timeout=60) as client:
         ids: list[str] = []
         posts = [threading.Thread(target=lambda: ids.append(
-            client.post("/api/export", json={"project_id": CLS[0], "experiment_id": CLS[1]}).json()["id"]))
+            client.post("/api/export", json={"project_id": SMALL[0], "experiment_id": SMALL[1]}).json()["id"]))
             for _ in range(8)]
-        clis = [subprocess.Popen([sys.executable, "-m", "exporter", "export", "--project", CLS[0],
-                                  "--experiment", CLS[1], "--json"], cwd=ROOT, env=env,
+        clis = [subprocess.Popen([sys.executable, "-m", "exporter", "export", "--project", SMALL[0],
+                                  "--experiment", SMALL[1], "--json"], cwd=ROOT, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(4)]
         for t in posts:
             t.start()
@@ -113,7 +114,7 @@ def test_twelve_exports_at_once_through_api_and_cli(seeded_ws):
             assert proc.returncode == 0
             records.append(__import__("json").loads(out))
     assert len(records) == 12 and all(r["status"] == "completed" for r in records)
-    index = read_index(seeded_ws, CLS[0])
+    index = read_index(seeded_ws, SMALL[0])
     new = {e["id"] for e in index} - before
     assert new == {r["id"] for r in records} and len(index) == len(before) + 12
 
@@ -121,8 +122,8 @@ def test_twelve_exports_at_once_through_api_and_cli(seeded_ws):
 def test_worker_limit_queues_exports_as_pending(seeded_ws, monkeypatch):
     monkeypatch.setenv("AISTUDIO_MAX_WORKERS", "1")
     ws = Workspace(seeded_ws)
-    records = [start_export(ws, ExportRequest(*CLS)).to_json() for _ in range(3)]
-    store = ExportStore.for_project(ws, CLS[0])
+    records = [start_export(ws, ExportRequest(*SMALL)).to_json() for _ in range(3)]
+    store = ExportStore.for_project(ws, SMALL[0])
     seen_pending_while_running = False
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
