@@ -14,7 +14,7 @@ from tests.helpers import classifier_checkpoint
 
 MATRIX = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
           "efficientnet_b0", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "densenet121",
-          "regnet_y_400mf", "googlenet", "convnext_tiny", "wide_resnet50_2"]
+          "regnet_y_400mf", "googlenet", "convnext_tiny"]  # (wide_resnet50_2: resnet50's graph, 16 s)
 
 
 def export(root, **options):

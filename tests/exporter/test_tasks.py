@@ -26,8 +26,7 @@ DETECTORS = [
     ("fasterrcnn_mobilenet_v3_large_320_fpn", 128, 0.5, True, "cls_score", 0.01),
     ("retinanet_resnet50_fpn_v2", 128, 0.5, False, "cls_logits", 0.05),
     ("fcos_resnet50_fpn", 128, 0.4, False, "cls_logits", 0.1),
-    ("ssdlite320_mobilenet_v3_large", 192, 0.6, True, None, None),
-    ("ssd300_vgg16", 300, 0.45, False, "classification_head", 0.001),
+    ("ssdlite320_mobilenet_v3_large", 192, 0.6, True, None, None),  # the SSD family (ssd300_vgg16: same head, 17 s)
 ]
 INIT = {d[0]: d[3:] for d in DETECTORS} | {"maskrcnn_resnet50_fpn": (False, "cls_score", 0.01),
                                            "fasterrcnn_resnet18_fpn": (True, "cls_score", 0.01)}
