@@ -15,6 +15,7 @@ import shutil
 import stat
 import uuid
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -60,7 +61,11 @@ def attach_dataset(workspace: Workspace, project_id: str, source: Path) -> dict[
         if source.is_dir():
             _copy_folder(source, staging)
         elif zipfile.is_zipfile(source):
-            _unzip(source, staging)
+            try:
+                _unzip(source, staging)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise DatasetError(f"{source.name} is a damaged or unsupported zip ({exc}); zip the set "
+                                   "again.") from None
         else:
             raise DatasetError(f"{source.name} is neither a folder nor a .zip archive.")
         root = _layout_root(staging, project)

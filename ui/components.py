@@ -120,7 +120,7 @@ def result_view(record: ExportRecord) -> None:
 
 
 def facts(pairs: dict[str, Any]) -> None:
-    """Named values as one small table that wraps instead of truncating (``st.metric`` cuts names)."""
+    """Named values side by side, wrapping instead of truncating (``st.metric`` cuts long values to "…")."""
     cells = {k: html.escape(str(v)) for k, v in pairs.items() if v not in (None, "")}
     items = "".join(f'<div><span class="aistudio-fact-name">{html.escape(k)}</span>'
                     f'<span class="aistudio-fact-value">{v}</span></div>' for k, v in cells.items())

@@ -99,6 +99,15 @@ def _json_edit(name: str, change: Callable[[dict], None]) -> Callable[[Path], No
     return edit
 
 
+def _damaged(archive: Path) -> Path:
+    """Flip bytes inside the first entry's compressed data (its CRC no longer matches)."""
+    data = bytearray(archive.read_bytes())
+    for i in range(200, 260):
+        data[i] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    return archive
+
+
 def _resize_first_mask(folder: Path) -> None:
     mask = sorted((folder / "masks").iterdir())[0]
     Image.open(mask).resize((20, 20)).save(mask)
@@ -136,6 +145,8 @@ HOSTILE = {
         t, "demo-segmentation", tmp, _resize_first_mask), "but its image is"),
     "label outside the classes": ("demo-oriented", lambda t, tmp: _edited(t, "demo-oriented", tmp, lambda f: (
         f / "labelTxt" / "val_000.txt").write_text("1 1 9 1 9 9 1 9 ship 0\n")), "'ship'"),
+    "damaged zip": ("demo-classification", lambda t, tmp: _damaged(zip_folder(
+        val_of(t, "demo-classification"), tmp / "a.zip")), "damaged"),
     "neither folder nor zip": ("demo-oriented", lambda t, tmp: Path(shutil.copyfile(
         val_of(t, "demo-oriented") / "labelTxt" / "val_000.txt", tmp / "val.zip")), "neither a folder nor a .zip"),
 }
