@@ -345,7 +345,7 @@ def main() -> None:
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
                    "formats": bench_formats(root / "exports", 10 if args.quick else 30),
                    "tasks": bench_tasks(root / "exports", 10 if args.quick else 30),
-                   "evaluation": bench_evaluation(root / "evaluation",
+                   "evaluation": bench_evaluation(root / "exports",  # the demo built above
                                                   EVAL_FORMATS[:2] if args.quick else EVAL_FORMATS),
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
