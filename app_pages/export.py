@@ -90,12 +90,15 @@ def running_exports() -> None:
     """This project's pending/running exports: progress every second while there are any, and a
     look every 5 s otherwise for exports started elsewhere (CLI, API, another tab).
 
-    Only this fragment reruns on the timer; the result below is drawn by full runs alone, and its
-    download is a plain link the browser fetches by itself. When an export starts or ends, the
-    whole page reruns once (to show the result and set the timer's pace).
+    Only this fragment reruns on the timer; the result beside it is drawn by full runs alone, and
+    its download is a plain link the browser fetches by itself. The whole page reruns once when an
+    export starts, or when one ends that the result panel should show (the one in the URL, or any
+    when none is) — not when another export finishes while the user reads a result.
     """
     active = [e for e in store.list() if e["status"] in ACTIVE]
-    if [e["id"] for e in active] != active_ids:
+    now = {e["id"] for e in active}
+    ended, wanted = set(active_ids) - now, st.query_params.get("export")
+    if now - set(active_ids) or (ended and (not wanted or wanted in ended)):
         st.rerun()
     if active:
         st.subheader("Running")

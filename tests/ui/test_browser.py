@@ -111,8 +111,9 @@ def download(page, target):
 
 def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     """Ten downloads in a row, each while another export of the project runs (so the page's progress
-    timer fires during every download, and the page reruns when that export ends): every file is
-    byte-identical to the record's sha256 — no download is cancelled by a refresh."""
+    timer fires during every download): every file is byte-identical to the record's sha256 — no
+    download is cancelled by a refresh, and the result being read is not redrawn when an export it
+    does not show finishes."""
     project, experiment = "demo-classification", "exp-resnet18-shapes"
     api = httpx.Client(base_url=f"{base_url}/api", timeout=30)
     page.goto(base_url)
