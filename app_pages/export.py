@@ -8,10 +8,8 @@ from exporter.formats import get_available_formats, get_format
 from exporter.jobs import ACTIVE, cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
 from exporter.store import ExportStore
-from exporter.workspace import Workspace
 from ui.components import (
     bring_into_view,
-    empty_workspace,
     facts,
     format_cards,
     option_inputs,
@@ -20,14 +18,9 @@ from ui.components import (
     side_panel,
     sticky_selectbox,
 )
-from ui.frame import current_project_id
+from ui.frame import open_project
 
-workspace = Workspace()
-if not workspace.projects():
-    empty_workspace(workspace)
-    st.stop()
-
-project = workspace.project(current_project_id(workspace))
+workspace, project = open_project()
 store = ExportStore(project)
 st.title("Export a checkpoint")
 if notice := st.session_state.pop("notice", None):
@@ -70,11 +63,14 @@ with form:
     raw_options = option_inputs(list(option_specs(get_format(format_name), task)), defaults,
                                 key=f"opt-{format_name}-{task}")
 
-    # 5 · export
+    # 5 · export (and, if asked, benchmark the file once it is made)
+    then_benchmark = st.checkbox("Then benchmark it on this machine", key="bench-after",
+                                 help="Time the file in its runtime and PyTorch eager here once it is exported "
+                                      "(latency, throughput, memory): its Benchmark tab, and the Compare page")
     if st.button("Export", icon=":material/rocket_launch:", type="primary", key="export", width="stretch"):
         try:
             record = start_export(workspace, ExportRequest(project.id, experiment_id, checkpoint, format_name,
-                                                           raw_options))
+                                                           raw_options, benchmark={} if then_benchmark else None))
         except ExportError as exc:
             st.error(exc.message)
         else:

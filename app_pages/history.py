@@ -42,7 +42,7 @@ table = st.dataframe([{
     "checkpoint": e["checkpoint"], "format": e["format"], "status": e["status"],
     "validation": (e.get("validation") or {}).get("verdict") or "—",
     "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e),
-    "size MB": e.get("output_size_mb"),
+    "size MB": e.get("output_size_mb"), "p50 ms": report.benchmark_p50(e),
     "stale": "⚠️ stale" if report.is_stale(e.get("checkpoint_sha256"), e.get("checkpoint_path")) else "",
 } for e in shown], hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="h_table")
 ids = [e["id"] for e in shown]

@@ -27,15 +27,22 @@ from bench.scale import stats
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench_exports(root: Path, repeats: int) -> list[dict]:
-    """End-to-end export (load → build → export → simplify → validate → store) per model."""
+def build_models(root: Path) -> None:
+    """The demo workspace plus resnet50 @224 (1000 classes) as project bench-resnet50."""
     from demo import build_demo
-    from exporter import ExportRequest, Workspace, export_checkpoint
     from tests.helpers import classifier_checkpoint
 
     build_demo(root)
-    classifier_checkpoint(root, "resnet50", num_classes=1000, size=224, project_id="bench-resnet50",
-                          experiment_id="exp-resnet50")
+    if not (root / "projects" / "bench-resnet50").is_dir():
+        classifier_checkpoint(root, "resnet50", num_classes=1000, size=224, project_id="bench-resnet50",
+                              experiment_id="exp-resnet50")
+
+
+def bench_exports(root: Path, repeats: int) -> list[dict]:
+    """End-to-end export (load → build → export → simplify → validate → store) per model."""
+    from exporter import ExportRequest, Workspace, export_checkpoint
+
+    build_models(root)
     ws = Workspace(root)
     rows = []
     for project in ws.projects():
@@ -55,105 +62,75 @@ def bench_exports(root: Path, repeats: int) -> list[dict]:
     return rows
 
 
-FORMATS = [("onnx fp32", "onnx", {}), ("onnx fp16", "onnx", {"precision": "fp16"}),
-           ("onnx int8 dynamic", "onnx", {"precision": "int8"}),
-           ("onnx int8 static", "onnx", {"precision": "int8", "quantization": "static"}),
-           ("torchscript", "torchscript", {}), ("openvino fp32", "openvino", {}),
-           ("openvino fp16 weights", "openvino", {"compress_to_fp16": True})]
+SPEED_SECONDS = 2.0  # timed seconds per runtime and batch size (the product's default)
 
 
-def _latency(fn, x, repeats: int) -> dict[str, float]:
-    for _ in range(5):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - start) * 1000)
-    return stats(times)
+def bench_speed(root: Path, projects: tuple[str, ...] | None = None) -> list[dict]:
+    """Every format × precision of resnet50 @224 and of each demo task's first experiment, made by the product's
+    own export-all: each exported, validated, evaluated on the demo's labelled set, then benchmarked (file and
+    PyTorch eager, batch 1 and 8) by its benchmark job — the table is what the Compare page shows."""
+    from demo import DEMO_PROJECTS
+    from exporter import Workspace
+    from exporter.compare import compare_rows, fastest_within, pytorch_baseline
+    from exporter.jobs import refresh, start_export_all
 
-
-def bench_formats(root: Path, repeats: int) -> list[dict]:
-    """Export time, file size and batch-1 latency per format, side by side with PyTorch eager."""
-    import numpy as np
-    import torch
-
-    from exporter import ExportRequest, Workspace, export_checkpoint
-    from exporter.checkpoint import load_checkpoint
-    from exporter.formats import get_format
-    from exporter.pipeline import build_wrapped
-
-    torch.set_num_threads(2)
     ws = Workspace(root)
-    rows = []
-    models = (("demo-classification", "exp-resnet18-shapes"), ("bench-resnet50", "exp-resnet50"))
-    for project_id, experiment_id in models:
-        experiment = ws.project(project_id).experiment(experiment_id)
-        spec, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment)
-        x = torch.rand(1, *spec.input_size)
-        with torch.no_grad():
-            eager = _latency(module, x, repeats)
-        rows.append({"model": spec.architecture, "input": list(x.shape), "format": "pytorch eager",
-                     "latency_ms": eager, "speedup": 1.0})
-        for label, fmt, options in FORMATS:
-            request = ExportRequest(project_id, experiment_id, format=fmt, options=options)
-            record = export_checkpoint(ws, request).to_json()
-            folder = ws.project(project_id).exports_dir / record["id"]
-            path = folder / record["output_file"]
-            if fmt == "torchscript":  # in-process, like a deployment would load it
-                loaded = torch.jit.load(str(path)).eval()
-
-                def run(a, loaded=loaded):
-                    with torch.no_grad():
-                        return loaded(a)
-            else:
-                runner = get_format(fmt).load(path, record["model"])
-
-                def run(a, runner=runner):
-                    return runner.run({"input": a.numpy() if hasattr(a, "numpy") else a})
-            latency = _latency(run, x if fmt == "torchscript" else x.numpy().astype(np.float32), repeats)
-            rows.append({"model": spec.architecture, "input": list(x.shape), "format": label,
-                         "export_s": round(sum(record["timings_s"].values()), 2),
-                         "size_mb": record["output_size_mb"], "verdict": record["validation"]["verdict"],
-                         "top1_agreement": record["validation"]["task_metrics"].get("top1_agreement"),
-                         "latency_ms": latency,
-                         "speedup": round(eager["median"] / latency["median"], 2)})
-    return rows
+    out = []
+    for project_id in projects or ("bench-resnet50", *DEMO_PROJECTS):
+        experiment = ws.project(project_id).experiments()[0]
+        started = time.perf_counter()
+        launched = start_export_all(ws, project_id, experiment.id, benchmark={"seconds": SPEED_SECONDS})
+        pending, records = [r.id for r in launched["started"]], {}
+        while pending:
+            time.sleep(2)
+            for export_id in list(pending):
+                record = refresh(ws, export_id)
+                if not record.active and not any(b.status in ("queued", "running") for b in record.benchmarks):
+                    records[export_id], pending = record, [p for p in pending if p != export_id]
+        ordered = [records[r.id] for r in launched["started"]]
+        rows = compare_rows(ordered)
+        for row, record in zip(rows, ordered, strict=True):
+            bench = record.benchmark
+            row["job_s"] = bench.duration_s if bench else None
+            row["error"] = (record.error.message if record.error else
+                            record.benchmarks[-1].error.message if record.benchmarks and record.benchmarks[-1].error
+                            else None)
+        out.append({"project": project_id, "task": ws.project(project_id).task, "model": experiment.id,
+                    "rows": rows, "skipped": launched["skipped"], "pytorch": pytorch_baseline(ordered),
+                    "fastest_within_0.01": (fastest_within(rows, 0.01) or {}).get("id"),
+                    "minutes": round((time.perf_counter() - started) / 60, 1)})
+    return out
 
 
-TASK_MODELS = (("demo-detection", "exp-fasterrcnn-resnet18-fpn"),
-               ("demo-instance-segmentation", "exp-maskrcnn-resnet18-fpn"),
-               ("demo-segmentation", "exp-lraspp-shapes"), ("demo-oriented", "exp-obb-resnet18"))
+def independent_ort(speed: list[dict], root: Path, runs: int = 50) -> dict:
+    """resnet50 @224 ONNX fp32 at batch 1: the benchmark job's p50 beside a plain ``onnxruntime`` timing of the
+    same file in a separate process (default session options, the same thread count)."""
+    import subprocess
 
+    from exporter import Workspace
+    from exporter.store import find_export
 
-def bench_tasks(root: Path, repeats: int) -> list[dict]:
-    """Per task: ONNX export time, file size, batch-1 latency in ONNX Runtime vs the PyTorch wrapper."""
-    import torch
-
-    from exporter import ExportRequest, Workspace, export_checkpoint
-    from exporter.checkpoint import load_checkpoint
-    from exporter.formats import get_format
-    from exporter.pipeline import build_wrapped
-    from exporter.validation import load_images
-
-    torch.set_num_threads(2)
-    ws = Workspace(root)
-    rows = []
-    for project_id, experiment_id in TASK_MODELS:
-        project = ws.project(project_id)
-        experiment = project.experiment(experiment_id)
-        spec, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment)
-        x = load_images(project.sample_images()[:1], spec.input_size, spec.normalization)  # a real scene
-        with torch.no_grad():
-            eager = _latency(module, x, repeats)
-        record = export_checkpoint(ws, ExportRequest(project_id, experiment_id)).to_json()
-        runner = get_format("onnx").load(project.exports_dir / record["id"] / record["output_file"], record["model"])
-        ort = _latency(lambda a, runner=runner: runner.run({"input": a}), x.numpy(), repeats)
-        rows.append({"task": spec.task, "model": spec.architecture, "input": list(x.shape),
-                     "export_s": round(sum(record["timings_s"].values()), 2), "size_mb": record["output_size_mb"],
-                     "verdict": record["validation"]["verdict"], "metrics": record["validation"]["task_metrics"],
-                     "eager_ms": eager, "onnxruntime_ms": ort, "speedup": round(eager["median"] / ort["median"], 2)})
-    return rows
+    row = next(r for entry in speed if entry["project"] == "bench-resnet50" for r in entry["rows"]
+               if r["format"] == "onnx" and r["variant"] == "fp32")
+    store, record = find_export(Workspace(root), row["id"])
+    path = store.export_dir(record.id) / record.output_file
+    script = (
+        "import sys, time, numpy as np, onnxruntime as ort\n"
+        "o = ort.SessionOptions(); o.intra_op_num_threads = int(sys.argv[2])\n"
+        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
+        "x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)\n"
+        "[s.run(None, {'input': x}) for _ in range(5)]\n"
+        "t = []\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    a = time.perf_counter(); s.run(None, {'input': x}); t.append((time.perf_counter() - a) * 1e3)\n"
+        "print(float(np.median(t)))\n")
+    threads = record.benchmark.threads
+    plain = float(subprocess.run([sys.executable, "-c", script, str(path), str(threads), str(runs)],
+                                 capture_output=True, text=True, check=True).stdout)
+    ours = row["p50_ms"]
+    return {"export": record.id, "threads": threads, "benchmark_p50_ms": ours,
+            "plain_onnxruntime_p50_ms": round(plain, 3),
+            "ratio": round(ours / plain, 3), "within_25_percent": abs(ours / plain - 1) <= 0.25}
 
 
 EVAL_FORMATS = (("onnx fp32", "onnx", {}),
@@ -276,6 +253,41 @@ def evaluation_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def speed_markdown(speed: list[dict], check: dict | None) -> list[str]:
+    def num(value, form: str) -> str:
+        return "—" if value is None else format(value, form)
+
+    lines = ["| model | format | precision | file MB | validation | metric Δ | p50 b1 ms | img/s b8 | peak MB | "
+             "× eager b1 | job s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for entry in speed:
+        base = entry["pytorch"] or {}
+        lines.append(f"| **{entry['project']}** ({entry['task']}) | PyTorch eager | fp32 | | | | "
+                     f"{num(base.get('p50_ms'), '.2f')} | {num(base.get('throughput_ips'), '.1f')} | "
+                     f"{num(base.get('peak_mb'), '.0f')} | 1 | |")
+        for r in entry["rows"]:
+            star = " ★" if r["id"] == entry["fastest_within_0.01"] else ""
+            precision = r["variant"] + (f" (runs {r['runs_at']})" if r.get("runs_at") else "")
+            lines.append(f"| | {r['display_format']}{star} | {precision} | {num(r['size_mb'], '.1f')} | "
+                         f"{r['validation']} | {num(r['delta'], '+.4f')} | {num(r['p50_ms'], '.2f')} | "
+                         f"{num(r['throughput_ips'], '.1f')} | {num(r['peak_mb'], '.0f')} | "
+                         f"{num(r['speedup'], '.2f')} | "
+                         f"{num(r['job_s'], '.0f')} |" + (f" {r['error'][:80]}" if r.get("error") else ""))
+        for skip in entry["skipped"]:
+            if "tensorrt" not in skip["format"]:
+                reason = skip["reason"][:90]
+                lines.append(f"| | {skip['format']} | {skip['variant']} | refused: {reason} | | | | | | | |")
+    lines.append("")
+    lines.append("★ the fastest export whose metric drops by at most 0.01 (and validates). metric Δ = file − PyTorch "
+                 "on the labelled set (at the precision the runtime runs at). peak MB = resident memory growth while "
+                 "loading and running. job s = the whole benchmark job.")
+    if check:
+        lines.append(f"\nresnet50 @224 ONNX fp32, batch 1, {check['threads']} threads: benchmark job p50 "
+                     f"{check['benchmark_p50_ms']:.2f} ms vs plain onnxruntime in a separate process "
+                     f"{check['plain_onnxruntime_p50_ms']:.2f} ms → ratio {check['ratio']} "
+                     f"({'within' if check['within_25_percent'] else 'OUTSIDE'} ±25 %).")
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = ["| model | input | file MB | validation | max diff | export+validate s (median [min–max]) |",
              "|---|---|---|---|---|---|"]
@@ -283,20 +295,7 @@ def markdown(results: dict) -> str:
         t = row["total_s"]
         lines.append(f"| {row['model']} | {row['input']} | {row['size_mb']} | {row['verdict']} | "
                      f"{row['max_diff']:.1e} | {t['median']} [{t['min']}–{t['max']}] |")
-    lines += ["", "| model | format | export s | file MB | validation | top-1 agr. | batch-1 ms (median [min–max]) "
-              "| × eager |", "|---|---|---|---|---|---|---|---|"]
-    for row in results["formats"]:
-        t = row["latency_ms"]
-        lines.append(f"| {row['model']} | {row['format']} | {row.get('export_s', '—')} | {row.get('size_mb', '—')} | "
-                     f"{row.get('verdict', '—')} | {row.get('top1_agreement', '—')} | "
-                     f"{t['median']:.1f} [{t['min']:.1f}–{t['max']:.1f}] | {row['speedup']} |")
-    lines += ["", "| task | model | export s | file MB | validation | PyTorch batch-1 ms | ONNX Runtime ms | × |",
-              "|---|---|---|---|---|---|---|---|"]
-    for row in results.get("tasks", []):
-        e, o = row["eager_ms"], row["onnxruntime_ms"]
-        lines.append(f"| {row['task']} | {row['model']} | {row['export_s']} | {row['size_mb']} | {row['verdict']} | "
-                     f"{e['median']:.1f} [{e['min']:.1f}–{e['max']:.1f}] | {o['median']:.1f} [{o['min']:.1f}–"
-                     f"{o['max']:.1f}] | {row['speedup']} |")
+    lines += ["", *speed_markdown(results.get("speed", []), results.get("independent_ort"))]
     lines += ["", *evaluation_markdown(results.get("evaluation", []))]
     o = results["overhead"]
     lines += ["", f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
@@ -326,9 +325,21 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation",), help="run one part alone (results/<part>.md)")
+    parser.add_argument("--only", choices=("evaluation", "speed"), help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
+    if args.only == "speed":
+        try:
+            build_models(root)
+            speed = bench_speed(root)
+            check = independent_ort(speed, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "speed.json").write_text(json.dumps({"speed": speed, "independent_ort": check}, indent=2))
+        (RESULTS / "speed.md").write_text("\n".join(speed_markdown(speed, check)) + "\n")
+        sys.stdout.write("\n".join(speed_markdown(speed, check)) + "\n")
+        return
     if args.only == "evaluation":
         try:
             rows = bench_evaluation(root)
@@ -343,14 +354,15 @@ def main() -> None:
         started = time.perf_counter()
         results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
                    "exports": bench_exports(root / "exports", 1 if args.quick else 3),
-                   "formats": bench_formats(root / "exports", 10 if args.quick else 30),
-                   "tasks": bench_tasks(root / "exports", 10 if args.quick else 30),
+                   "speed": bench_speed(root / "exports", ("bench-resnet50", "demo-classification")
+                                        if args.quick else None),
                    "evaluation": bench_evaluation(root / "exports",  # the demo built above
                                                   EVAL_FORMATS[:2] if args.quick else EVAL_FORMATS),
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
                    "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20)}
+        results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-images", type=int, help="labelled images used at most (default: the export's, 500)")
     evaluate.add_argument("--max-metric-drop", type=float,
                           help="largest allowed drop of the primary metric (default: the export's, 0.01)")
+    bench = sub.add_parser("benchmark", parents=[common],
+                           help="time an export in its runtime beside PyTorch eager (latency, throughput, memory)")
+    bench.add_argument("export_id")
+    _benchmark_flags(bench)
+    every = sub.add_parser("export-all", parents=[common],
+                           help="export an experiment to every format × precision its task can take, then compare")
+    every.add_argument("--project", required=True)
+    every.add_argument("--experiment", required=True)
+    every.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    every.add_argument("--no-benchmark", action="store_true", help="export, validate and evaluate only")
+    _benchmark_flags(every)
     data = sub.add_parser("data", help="labelled validation sets (data/val) of a project")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     add = data_sub.add_parser("add", parents=[common],
@@ -56,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--project", required=True)
     worker.add_argument("--export-id", required=True)
     worker.add_argument("--evaluate", action="store_true", help="evaluate the export instead of running it")
+    worker.add_argument("--benchmark", metavar="ENTRY_ID", help="run this benchmark of the export instead")
     return parser
 
 
@@ -75,6 +87,17 @@ def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="any format/task option, e.g. exporter=dynamo (repeatable)")
 
 
+def _benchmark_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", dest="batch_sizes", help="batch sizes to time, e.g. 1,8 (default: 1 and 8 when the "
+                        "batch is dynamic, else the file's batch)")
+    parser.add_argument("--threads", type=int, help="CPU threads for both runtimes (default: physical cores)")
+    parser.add_argument("--seconds", type=float, help="timed seconds per runtime and batch size (default 2)")
+
+
+def _benchmark_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"batch_sizes": args.batch_sizes, "threads": args.threads, "seconds": args.seconds}
+
+
 def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", parents=[common], help="import a checkpoint as a new experiment")
     imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...})")
@@ -92,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("list", "export", "evaluate"):
+        if args.command in ("list", "export", "evaluate", "benchmark", "export-all"):
             from exporter.jobs import recover_interrupted
 
             recover_interrupted(_workspace(args))
@@ -245,6 +268,88 @@ def failure_reason(record: ExportRecord) -> str:
     return f"validation {v.verdict}: " + "; ".join(bad + v.messages)
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from exporter.service import benchmark_export
+
+    record = benchmark_export(_workspace(args), args.export_id, _benchmark_settings(args))
+    entry = record.benchmarks[-1]
+    if args.json:
+        print(json.dumps(record.to_json(), indent=2))
+    else:
+        print("\n".join(benchmark_lines(record.id, entry)))
+    if entry.status != "completed":
+        print(f"error: benchmark failed: {entry.error.type}: {entry.error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def benchmark_lines(export_id: str, entry: Any) -> list[str]:
+    """A benchmark as a small table: per runtime load, first run, memory, and per batch p50/p90/p99 and img/s."""
+    if entry.status != "completed":
+        return [f"❌ benchmark of {export_id} {entry.status}"]
+    machine = entry.machine
+    lines = [f"⏱ {export_id} on {machine.get('cpu')} ({machine.get('physical_cores')} cores, {entry.threads} threads"
+             f"{', ' + machine['gpu'] if machine.get('gpu') else ''}) in {entry.duration_s:.1f}s"]
+    for runtime, result in entry.results.items():
+        settings = result.get("settings") or {}
+        lines.append(f"  {runtime:<8} {settings.get('runtime')} at {settings.get('precision')}: load "
+                     f"{result['load_s']:.2f}s, first run {result['first_inference_s'] * 1e3:.1f} ms, peak memory "
+                     f"+{result['peak_rss_growth_mb']:.0f} MB")
+        for row in result["batches"]:
+            lines.append(f"           batch {row['batch']:>3}: p50 {row['p50_ms']:.2f} · p90 {row['p90_ms']:.2f} · "
+                         f"p99 {row['p99_ms']:.2f} ms · {row['throughput_ips']:.1f} img/s ({row['runs']} runs)")
+    lines.append("  file vs PyTorch eager (p50): " + ", ".join(
+        f"{x:.2f}× at batch {b}" for b, x in entry.speedup_vs_pytorch.items()))
+    if entry.deploy_check:
+        check = entry.deploy_check
+        evaluation = check.get("evaluation") or {}
+        lines.append(f"  deployed at {check['precision']} (validated at another precision): validation "
+                     f"{check['validation']['verdict']} (max diff {check['validation']['max_diff']:.2e})"
+                     + (f", {evaluation.get('primary_metric')} drop {evaluation['drop']:+.4f}"
+                        if evaluation.get("drop") is not None else ""))
+    return lines
+
+
+def cmd_export_all(args: argparse.Namespace) -> int:
+    import time
+
+    from exporter.compare import compare_rows
+    from exporter.jobs import refresh, start_export_all
+
+    ws = _workspace(args)
+    started = start_export_all(ws, args.project, args.experiment, args.checkpoint,
+                               None if args.no_benchmark else _benchmark_settings(args))
+    for skip in started["skipped"]:
+        print(f"skipped {skip['format']} {skip['variant']}: {skip['reason']}", file=sys.stderr)
+    pending = {r.id for r in started["started"]}
+    print(f"started {len(pending)} exports: {', '.join(sorted(pending))}", file=sys.stderr)
+    records = {}
+    while pending:
+        time.sleep(1.0)
+        for export_id in sorted(pending):
+            record = refresh(ws, export_id)
+            if not record.active and not any(b.status in ("queued", "running") for b in record.benchmarks):
+                pending.discard(export_id)
+                records[export_id] = record
+                print(f"{record.format} {record.options.get('precision') or ''}: {summary_line(record)}",
+                      file=sys.stderr)
+    rows = compare_rows([records[r.id] for r in started["started"]])
+    _emit(args, {"exports": rows, "skipped": started["skipped"]}, [compare_line(r) for r in rows])
+    return 0 if all(r.status == "completed" for r in records.values()) else 1
+
+
+def compare_line(row: dict[str, Any]) -> str:
+    """One export as a line of the comparison table."""
+    def num(value: Any, form: str) -> str:
+        width = int("".join(c for c in form.split(".")[0] if c.isdigit()) or 0)
+        return f"{'—':>{width}}" if value is None else format(value, form)
+
+    return (f"{row['id']}  {row['display_format']:<12} {row['variant']:<13} {row['validation']:<12} "
+            f"{num(row['size_mb'], '8.1f')} MB  Δ {num(row['delta'], '+8.4f')}  p50 {num(row['p50_ms'], '8.2f')} ms  "
+            f"{num(row['throughput_ips'], '8.1f')} img/s  ×{num(row['speedup'], '.2f')} vs eager"
+            + (f"  (runs at {row['runs_at']})" if row.get("runs_at") else ""))
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -285,11 +390,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _, record = find_export(_workspace(args), args.export_id)
         requested = getattr(record.evaluation, "requested", None) or {}
         return 1 if evaluate_export(_workspace(args), args.export_id, requested).gate_failed else 0
-    from exporter.service import run_export
+    from exporter.jobs import run_worker
 
-    record = run_export(_workspace(args), args.project, args.export_id)
+    record = run_worker(_workspace(args), args.project, args.export_id, args.benchmark)
     return 0 if record.status == "completed" else 1
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
-            "evaluate": cmd_evaluate, "data": cmd_data, "worker": cmd_worker}
+            "evaluate": cmd_evaluate, "benchmark": cmd_benchmark, "export-all": cmd_export_all, "data": cmd_data,
+            "worker": cmd_worker}

@@ -23,8 +23,8 @@ from exporter.store import WORKER_LOG, ExportStore, find_export, utc_now
 from exporter.workers import limit_memory, process_identity, worker_alive, worker_memory_bytes
 from exporter.workspace import Workspace
 
-__all__ = ["ACTIVE", "cancel_export", "delete_export", "recover_interrupted", "refresh", "start_evaluation",
-           "start_export"]
+__all__ = ["ACTIVE", "cancel_benchmark", "cancel_export", "delete_export", "recover_interrupted", "refresh",
+           "run_worker", "start_benchmark", "start_evaluation", "start_export", "start_export_all"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,6 +62,86 @@ def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, 
             current = store.update(export_id, evaluation={**current.evaluation.model_dump(),
                                                           "worker": process_identity(pid)})
     return current
+
+
+def start_benchmark(workspace: Workspace, export_id: str, requested: dict[str, Any] | None = None) -> ExportRecord:
+    """Benchmark a completed export (the file and PyTorch eager) in a background worker.
+
+    Returns the record with a ``running`` entry last in ``benchmarks``; the worker fills it in.
+
+    Raises:
+        UsageError / NotFoundError: bad settings, or an export that cannot be benchmarked (nothing starts).
+    """
+    from exporter.benchmark import add_entry, update_entry
+
+    store, entry_id = add_entry(workspace, export_id, requested)
+    pid = _spawn_worker(workspace, store, export_id, "--benchmark", entry_id)
+    return update_entry(store, export_id, entry_id, worker=process_identity(pid))
+
+
+def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, checkpoint: str = "best",
+                     benchmark: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start one export per format × precision this experiment's task can take, here and now: each its
+    own record and job, validated, evaluated when the project has a labelled set, then benchmarked with
+    ``benchmark``'s settings (None: not benchmarked).
+
+    Returns:
+        ``{"started": [records], "skipped": [{"format", "variant", "reason"}]}``.
+
+    Raises:
+        NotFoundError / UsageError: unknown ids or bad benchmark settings (nothing is started).
+    """
+    from exporter.benchmark import parse_request
+    from exporter.formats import get_available_formats, get_format
+
+    project = workspace.project(project_id)
+    experiment = project.experiment(experiment_id)
+    experiment.checkpoint(checkpoint)
+    settings = None if benchmark is None else parse_request(benchmark)
+    task = experiment.task or project.task
+    started, skipped = [], []
+    for row in get_available_formats(task):
+        fmt = get_format(row["name"], require_available=False)
+        for label, options in fmt.variants:
+            if not row["available"]:
+                skipped.append({"format": fmt.name, "variant": label, "reason": row["reason"]})
+                continue
+            try:
+                started.append(start_export(workspace, ExportRequest(project.id, experiment.id, checkpoint, fmt.name,
+                                                                     dict(options), benchmark=settings)))
+            except UsageError as exc:  # e.g. fp16 refused for this task: say why, go on
+                skipped.append({"format": fmt.name, "variant": label, "reason": exc.message})
+    return {"started": started, "skipped": skipped}
+
+
+def cancel_benchmark(workspace: Workspace, export_id: str) -> ExportRecord:
+    """Stop an export's queued or running benchmark and remove its entry (no half figures are kept)."""
+    from exporter.benchmark import drop_entries
+
+    store, record = find_export(workspace, export_id)
+    for entry in record.benchmarks:
+        if entry.status == "running" and worker_alive(entry.worker) and entry.worker.pid != os.getpid():
+            try:
+                os.killpg(entry.worker.pid, signal.SIGKILL)  # the worker and its measuring children
+            except (ProcessLookupError, PermissionError):
+                pass
+    return drop_entries(store, export_id, ("queued", "running"))
+
+
+def run_worker(workspace: Workspace, project_id: str, export_id: str, benchmark: str | None = None) -> ExportRecord:
+    """A worker's job: run the export (then the benchmarks queued behind it), or one benchmark."""
+    from exporter.benchmark import drop_entries, run_benchmark
+    from exporter.pipeline import run_export
+
+    if benchmark:
+        return run_benchmark(workspace, export_id, benchmark)
+    record = run_export(workspace, project_id, export_id)
+    queued = [b.id for b in record.benchmarks if b.status == "queued"]
+    if record.status != "completed":
+        return drop_entries(ExportStore.for_project(workspace, project_id), export_id)
+    for entry_id in queued:
+        record = run_benchmark(workspace, export_id, entry_id)
+    return record
 
 
 def _spawn_worker(workspace: Workspace, store: ExportStore, export_id: str, *extra: str) -> int:
@@ -117,6 +197,20 @@ def refresh(workspace: Workspace, export_id: str) -> ExportRecord:
                 error = Interrupted("The evaluation's worker ended before it finished; evaluate again.",
                                     stage="evaluate")
                 record = store.update(export_id, evaluation={"status": "failed", "error": error.to_dict()})
+    if not record.active and any(b.status in ("queued", "running") for b in record.benchmarks):
+        record = _interrupt_benchmarks(store, record)
+    return record
+
+
+def _interrupt_benchmarks(store: ExportStore, record: ExportRecord) -> ExportRecord:
+    """End ``failed``/``Interrupted`` the benchmarks of an ended export whose worker is gone."""
+    from exporter.benchmark import update_entry
+
+    error = Interrupted("The benchmark's worker ended before it finished; benchmark again.", stage="benchmark")
+    for entry in record.benchmarks:
+        if entry.status in ("queued", "running") and not worker_alive(entry.worker or record.worker):
+            record = update_entry(store, record.id, entry.id, status="failed", error=error.to_dict(),
+                                  finished_at=utc_now())
     return record
 
 
@@ -151,4 +245,5 @@ def _end(store: ExportStore, record: ExportRecord, status: str, error: ExportErr
             return current
         store.clear_outputs(record.id)
         return store.update(record.id, status=status, finished_at=utc_now(), error=error.to_dict(),
-                            progress={"stage": current.stage, "fraction": 1.0}, files=[], output_file=None)
+                            progress={"stage": current.stage, "fraction": 1.0}, files=[], output_file=None,
+                            benchmarks=[b.model_dump(mode="json") for b in current.benchmarks if b.status != "queued"])

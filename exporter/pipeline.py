@@ -114,26 +114,14 @@ class _Pipeline:
             environment=environment(artifact.info), error=None)
 
     def _evaluate(self, job: Any, runner: Any, runtime: str, sha256: str) -> dict[str, Any] | None:
-        """The evaluation stage: on by default when the project has ``data/val``; a broken set is
-        reported in the record, it does not fail the export."""
+        """The evaluation stage: on by default when the project has ``data/val``."""
         from exporter import evaluation
 
-        project_path = self.store.project.path
-        if not job.options.get("evaluate") or not evaluation.val_folder(project_path).is_dir():
+        if not job.options.get("evaluate") or not evaluation.val_folder(self.store.project.path).is_dir():
             return None
         self.enter("evaluate")
-        try:
-            inputs = evaluation.prepare(get_task(job.spec.task), job.spec, job.options, project_path,
-                                        job.input_shape)
-            return evaluation.evaluate(inputs, job.module, runner, input_name=job.input_names[0],
-                                       output_names=job.output_names, checkpoint_sha256=sha256,
-                                       cache_root=self.workspace.root, runtime=runtime,
-                                       gallery=self.store.export_dir(self.record.id) / evaluation.GALLERY_DIR)
-        except ExportError as exc:
-            return {"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}}
-        except Exception as exc:  # noqa: BLE001 - the file is exported and validated; say why evaluation broke
-            error = resource_error(exc, "evaluate") or ExportError(f"Internal error: {one_line(exc)}", stage="evaluate")
-            return {"status": "failed", "error": error.to_dict()}
+        return _evaluate(job, runner, runtime, sha256, self.workspace.root, self.store.project.path,
+                         self.store.export_dir(self.record.id) / evaluation.GALLERY_DIR)
 
     def fail(self, exc: ExportError) -> ExportRecord:
         """End the record ``failed`` with the error; no model file is left behind."""
@@ -148,6 +136,45 @@ class _Pipeline:
         if self.on_progress:
             self.on_progress(self.record)
         return self.record
+
+
+def recheck(workspace: Workspace, store: ExportStore, record: ExportRecord, runner: Any, *, tolerance: float,
+            min_agreement: float | None, runtime: str) -> tuple[Any, dict[str, Any] | None]:
+    """Validate another runner of an export's file (e.g. as deployed, at another precision) the way the
+    export validated it, and evaluate it when the export was evaluated; returns ``(report, evaluation)``."""
+    from exporter import evaluation
+    from exporter.checkpoint import load_checkpoint
+
+    project = store.project
+    experiment = project.experiment(record.experiment_id)
+    ckpt = load_checkpoint(experiment.checkpoint(record.checkpoint).path)
+    spec, module, shape = _build(ckpt, experiment, project.task, record.options)
+    samples = project.sample_images()
+    pool, pool_kind = _input_pool(samples, shape, spec, record.options)
+    job = _job(module, spec, shape, record.options, record, ckpt.sha256, pool)
+    report = _validate(job, runner, pool, pool_kind, get_format(record.format), len(samples),
+                       tolerance=tolerance, min_agreement=min_agreement)
+    evaluated = record.evaluation is not None and evaluation.val_folder(project.path).is_dir()
+    return report, (_evaluate(job, runner, runtime, ckpt.sha256, workspace.root, project.path, None)
+                    if evaluated else None)
+
+
+def _evaluate(job: Any, runner: Any, runtime: str, sha256: str, cache_root: Path, project_path: Path,
+              gallery: Path | None) -> dict[str, Any]:
+    """Evaluate a runner on the project's labelled set; a broken set is reported, not raised (the file
+    is exported and validated either way)."""
+    from exporter import evaluation
+
+    try:
+        inputs = evaluation.prepare(get_task(job.spec.task), job.spec, job.options, project_path, job.input_shape)
+        return evaluation.evaluate(inputs, job.module, runner, input_name=job.input_names[0],
+                                   output_names=job.output_names, checkpoint_sha256=sha256, cache_root=cache_root,
+                                   runtime=runtime, gallery=gallery)
+    except ExportError as exc:
+        return {"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}}
+    except Exception as exc:  # noqa: BLE001 - say why evaluation broke
+        error = resource_error(exc, "evaluate") or ExportError(f"Internal error: {one_line(exc)}", stage="evaluate")
+        return {"status": "failed", "error": error.to_dict()}
 
 
 def build_wrapped(ckpt: Any, experiment: Any, project_task: str | None = None,
@@ -235,16 +262,20 @@ def _input_pool(samples: list[Path], shape: tuple, spec: Any, options: dict[str,
                       extra_random=max(0, options.get("calibration_samples", 0) - len(samples)))
 
 
-def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any, n_samples: int):
+def _validate(job: Any, runner: Any, pool: Any, pool_kind: str, fmt: Any, n_samples: int,
+              tolerance: float | None = None, min_agreement: float | None = None):
+    """Validate at batch 1 and 2 (or the fixed batch); ``tolerance``/``min_agreement`` default to the
+    format's for the export's options."""
     from exporter.validation import MAX_SAMPLE_IMAGES, VALIDATION_IMAGES, validate
 
     options = job.options
     sizes = [1, 2] if job.dynamic_batch else [job.input_shape[0]]
     task = job.spec.task
-    tolerance = options["tolerance"] or fmt.default_tolerance(options) * get_task(task).traits.tolerance_factor
+    factor = get_task(task).traits.tolerance_factor
+    tolerance = options["tolerance"] or (tolerance or fmt.default_tolerance(options)) * factor
     return validate(job.module, runner, input_name=job.input_names[0], output_names=job.output_names,
                     pool=pool[:VALIDATION_IMAGES], pool_kind=pool_kind, batch_sizes=sizes, tolerance=tolerance,
-                    task=task, min_agreement=fmt.min_agreement(options),
+                    task=task, min_agreement=min_agreement or fmt.min_agreement(options),
                     n_samples=min(n_samples, MAX_SAMPLE_IMAGES), settings=task_settings(job))
 
 

@@ -127,6 +127,37 @@ class Worker(_Part):
     create_time: float | None = None
 
 
+class Benchmark(_Part):
+    """One benchmark of the file and of PyTorch eager on one machine (``exporter.benchmark``).
+
+    ``queued`` behind its export, ``running`` (``progress``), then ``completed`` with ``results``
+    (per runtime: settings, load time, first inference, per batch size latency percentiles and
+    throughput, peak memory growth) and the ``machine`` stamp, or ``failed`` with ``error``.
+    """
+
+    id: str
+    status: Literal["queued", "running", "completed", "failed"] = "queued"
+    requested: dict[str, Any] = Field(default_factory=dict)
+    progress: Progress = Field(default_factory=Progress)
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    batch_sizes: list[int] = Field(default_factory=list)
+    threads: int | None = None
+    machine: dict[str, Any] = Field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    speedup_vs_pytorch: dict[str, float] = Field(default_factory=dict)
+    deploy_check: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    worker: Worker | None = None
+
+    def figure(self, runtime: str, batch: int | None, key: str) -> float | None:
+        """One figure of a completed run: ``key`` of ``runtime`` at ``batch`` (None: the largest batch)."""
+        rows = (self.results.get(runtime) or {}).get("batches") or []
+        row = rows[-1] if rows and batch is None else next((r for r in rows if r["batch"] == batch), None)
+        return row.get(key) if row else None
+
+
 class ExportRecord(BaseModel):
     """One export: request, state, the files it made and how they compare with PyTorch."""
 
@@ -150,6 +181,7 @@ class ExportRecord(BaseModel):
     model: ModelInfo = Field(default_factory=ModelInfo)
     validation: Validation | None = None
     evaluation: Evaluation | None = None
+    benchmarks: list[Benchmark] = Field(default_factory=list)
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     error: ErrorInfo | None = None
@@ -175,6 +207,15 @@ class ExportRecord(BaseModel):
     def gate_failed(self) -> bool:
         """True when an evaluation on labelled data found a metric drop over ``max_metric_drop``."""
         return self.evaluation is not None and self.evaluation.verdict == "failed"
+
+    @property
+    def benchmark(self) -> Benchmark | None:
+        """The latest completed benchmark, preferring one taken on this machine."""
+        from exporter.machine import this_machine_id
+
+        done = [b for b in self.benchmarks if b.status == "completed"]
+        here = [b for b in done if b.machine.get("id") == this_machine_id()]
+        return (here or done or [None])[-1]
 
     @property
     def stage(self) -> str | None:

@@ -34,6 +34,26 @@ def is_stale(checkpoint_sha256: str | None, checkpoint_path: str | None) -> bool
     return checkpoint_sha256_now(checkpoint_path) != checkpoint_sha256
 
 
+def require_current(store: Any, record: ExportRecord, action: str) -> None:
+    """Refuse, before any work, to ``action`` ("evaluate", "benchmark") an export that is not completed,
+    whose files are gone, or whose checkpoint changed since (its PyTorch reference would be another model).
+
+    Raises:
+        UsageError / NotFoundError: with what to do.
+    """
+    from exporter.errors import NotFoundError, UsageError
+
+    if record.status != "completed":
+        done = action.rstrip("e") + "ed"  # evaluated, benchmarked
+        raise UsageError(f"Export {record.id} is {record.status}; only completed exports can be {done}.")
+    folder = store.export_dir(record.id)
+    if not record.files or not all((folder / f.name).is_file() for f in record.files):
+        raise NotFoundError(f"The files of export {record.id} are gone; export the checkpoint again.")
+    if is_stale(record.checkpoint_sha256, record.checkpoint_path):
+        raise UsageError(f"The checkpoint of export {record.id} has changed since it was exported; export it "
+                         f"again, then {action}.")
+
+
 def usage_snippet(record: ExportRecord) -> str:
     """Copy-paste Python that runs the exported file in its own runtime, preprocessing included.
 
@@ -98,6 +118,17 @@ def metric_delta(entry: dict[str, Any]) -> str:
     return f"{evaluation['primary_metric']} {evaluation['delta']:+.4f}"
 
 
+def benchmark_p50(entry: dict[str, Any]) -> str:
+    """The index entry's benchmark as a cell: p50 at the smallest batch, flagged when taken elsewhere."""
+    from exporter.machine import this_machine_id
+
+    bench = entry.get("benchmark") or {}
+    if bench.get("p50_ms") is None:
+        return {"queued": "queued", "running": "running", "failed": "failed"}.get(bench.get("status"), "")
+    elsewhere = " ⚠️ other machine" if bench.get("machine_id") != this_machine_id() else ""
+    return f"{bench['p50_ms']:.2f} (b{bench.get('batch')}){elsewhere}"
+
+
 def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:
     """One row per (output, metric) with a column per export, values as text (numbers to 4
     significant digits, "—" where an export has none): for side-by-side comparison."""
@@ -114,12 +145,23 @@ def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:
                  "opset": record.model.opset, "size_mb": record.output_size_mb,
                  **(validation.task_metrics if validation else {}),
                  **({f"{evaluation.primary_metric} (file)": evaluation.file.get(evaluation.primary_metric),
-                     "metric drop": evaluation.drop, "evaluation": evaluation.verdict} if evaluation else {})}
+                     "metric drop": evaluation.drop, "evaluation": evaluation.verdict} if evaluation else {}),
+                 **_speed(record)}
         for key, value in facts.items():
             row = rows.setdefault(("(export)", key), {"output": "(export)", "metric": key})
             row[record.id] = value
     ids = [r.id for r in records]
     return [{**row, **{i: _shown(row.get(i)) for i in ids}} for row in rows.values()]
+
+
+def _speed(record: ExportRecord) -> dict[str, Any]:
+    bench = record.benchmark
+    if bench is None:
+        return {}
+    small = bench.batch_sizes[0]
+    return {f"p50 ms (batch {small})": bench.figure("file", small, "p50_ms"),
+            "img/s (largest batch)": bench.figure("file", None, "throughput_ips"),
+            "× PyTorch eager": bench.speedup_vs_pytorch.get(str(small)), "benchmarked on": bench.machine.get("cpu")}
 
 
 def _shown(value: Any) -> str:

@@ -27,6 +27,7 @@ class ExportRequest:
     checkpoint: str = "best"
     format: str = "onnx"
     options: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None  # settings of a benchmark to run once the export completes
 
 
 def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
@@ -36,6 +37,7 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
         NotFoundError: unknown project, experiment or checkpoint.
         UsageError: unknown/unavailable format or a bad option (nothing is written).
     """
+    from exporter.benchmark import new_entry, parse_request
     from exporter.options import parse_options
 
     project = workspace.project(request.project_id)
@@ -46,10 +48,11 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
     fmt.check_options(options)
     fmt.check_task(experiment.task or project.task, options)
     check_task_options(experiment.task or project.task, options)
+    benchmarks = [] if request.benchmark is None else [new_entry(parse_request(request.benchmark))]
     return ExportStore(project).create(
         project_id=project.id, experiment_id=experiment.id, checkpoint=ref.name, format=fmt.name,
         options=options, created_at=utc_now(), checkpoint_path=str(ref.path), worker={"pid": os.getpid()},
-        model={"task": experiment.task, "architecture": experiment.model.get("architecture")})
+        model={"task": experiment.task, "architecture": experiment.model.get("architecture")}, benchmarks=benchmarks)
 
 
 def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.errors import ExportError, NotFoundError, UsageError, one_line, resource_error
+from exporter.errors import ExportError, one_line, resource_error
 from exporter.pipeline import build_wrapped, run_export
 from exporter.record import ExportRecord
 from exporter.request import ExportRequest, option_specs, prepare_export
 from exporter.store import find_export
 from exporter.workspace import Workspace
 
-__all__ = ["ExportRequest", "evaluate_export", "export_checkpoint", "option_specs", "prepare_export", "run_export"]
+__all__ = ["ExportRequest", "benchmark_export", "evaluate_export", "export_checkpoint", "option_specs",
+           "prepare_export", "run_export"]
 
 
 def export_checkpoint(workspace: Workspace, request: ExportRequest) -> ExportRecord:
@@ -54,19 +55,25 @@ def evaluate_export(workspace: Workspace, export_id: str, overrides: dict[str, A
     return store.update(export_id, evaluation=result)
 
 
+def benchmark_export(workspace: Workspace, export_id: str, requested: dict[str, Any] | None = None) -> ExportRecord:
+    """Benchmark a completed export (the file and PyTorch eager) in this process; returns the record,
+    whose last ``benchmarks`` entry is this run (``completed``, or ``failed`` with the error).
+
+    Raises:
+        UsageError / NotFoundError: bad settings, or an export that cannot be benchmarked.
+    """
+    from exporter.benchmark import add_entry, run_benchmark
+
+    _, entry_id = add_entry(workspace, export_id, requested)
+    return run_benchmark(workspace, export_id, entry_id)
+
+
 def check_evaluable(store: Any, record: ExportRecord) -> None:
     """Refuse, before any work, an export that cannot be evaluated (and say what to do)."""
     from exporter.evaluation import require_val_folder
-    from exporter.report import is_stale
+    from exporter.report import require_current
 
-    if record.status != "completed":
-        raise UsageError(f"Export {record.id} is {record.status}; only completed exports can be evaluated.")
-    folder = store.export_dir(record.id)
-    if not record.files or not all((folder / f.name).is_file() for f in record.files):
-        raise NotFoundError(f"The files of export {record.id} are gone; export the checkpoint again.")
-    if is_stale(record.checkpoint_sha256, record.checkpoint_path):
-        raise UsageError(f"The checkpoint of export {record.id} has changed since it was exported; export it "
-                         "again, then evaluate.")
+    require_current(store, record, "evaluate")
     require_val_folder(store.project.path)
 
 

@@ -66,7 +66,21 @@ def summarize(record: ExportRecord) -> dict[str, Any]:
         "validation": {"passed": validation.passed if validation else None,
                        "verdict": validation.verdict if validation else None},
         "evaluation": _evaluation_summary(record),
+        "benchmark": _benchmark_summary(record),
     }
+
+
+def _benchmark_summary(record: ExportRecord) -> dict[str, Any] | None:
+    if not record.benchmarks:
+        return None
+    latest, done = record.benchmarks[-1], record.benchmark
+    summary: dict[str, Any] = {"status": latest.status}
+    if done is not None:
+        smallest = done.batch_sizes[0] if done.batch_sizes else None
+        summary.update(batch=smallest, p50_ms=done.figure("file", smallest, "p50_ms"),
+                       speedup=done.speedup_vs_pytorch.get(str(smallest)), machine_id=done.machine.get("id"),
+                       precision=(done.results.get("file") or {}).get("settings", {}).get("precision"))
+    return summary
 
 
 def _evaluation_summary(record: ExportRecord) -> dict[str, Any] | None:

@@ -27,19 +27,41 @@ def max_workers() -> int:
 
 
 @contextlib.contextmanager
-def worker_slot(root: Path, poll_s: float = 0.2):
-    """Hold one of ``max_workers()`` slot locks for the duration of an export.
+def worker_slot(root: Path, poll_s: float = 0.2, exclusive: bool = False):
+    """Hold one of ``max_workers()`` slot locks for the duration of a job (``exclusive``: all of them).
 
     The slots are file locks under the workspace, so the limit holds across the server, CLI
-    runs and worker processes alike, and a killed process frees its slot at once.
+    runs and worker processes alike, and a killed process frees its slot at once. An exclusive
+    job (a benchmark, which must have the machine to itself) first takes the gate lock, then every
+    slot as the jobs holding them end; while the gate is held, other jobs wait before taking a slot,
+    so a benchmark is not starved by a stream of exports.
     """
     from filelock import FileLock, Timeout
 
     folder = root / ".export-slots"
     folder.mkdir(parents=True, exist_ok=True)
+    gate = FileLock(str(folder / "exclusive.lock"), thread_local=False)
+    slots = [FileLock(str(folder / f"slot-{i}.lock"), thread_local=False) for i in range(max_workers())]
+    if exclusive:
+        with gate.acquire(poll_interval=poll_s):
+            held = []
+            try:
+                for lock in slots:
+                    lock.acquire(poll_interval=poll_s)
+                    held.append(lock)
+                yield -1
+            finally:
+                for lock in held:
+                    lock.release()
+        return
     while True:
-        for index in range(max_workers()):
-            lock = FileLock(str(folder / f"slot-{index}.lock"), thread_local=False)
+        try:
+            gate.acquire(timeout=0)  # free: no exclusive job is waiting or running
+            gate.release()
+        except Timeout:
+            time.sleep(poll_s)
+            continue
+        for index, lock in enumerate(slots):
             try:
                 lock.acquire(timeout=0)
             except Timeout:

@@ -110,3 +110,74 @@ def test_detector_bad_options_exit_2(cli_ws):
                        (["--option", "resolution=stride"], "Unknown option 'resolution'")):
         result = cli(*base, *args, workspace=cli_ws)
         assert result.returncode == 2 and text in result.stderr, result.stderr
+
+
+def _completed_export(workspace, fmt: str) -> str:
+    """The id of a completed export of the demo classifier in ``fmt`` (made here when there is none)."""
+    for entry in read_index(workspace, "demo-classification"):
+        if entry["format"] == fmt and entry["status"] == "completed":
+            return entry["id"]
+    result = cli("export", "--project", "demo-classification", "--experiment", "exp-resnet18-shapes", "--format", fmt,
+                 "--json", workspace=workspace)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["id"]
+
+
+@pytest.mark.parametrize("fmt, runtime", [("onnx", "onnxruntime"), ("torchscript", "torch.jit.load")])
+def test_benchmark_the_file_beside_pytorch_eager(cli_ws, fmt, runtime):
+    export_id = _completed_export(cli_ws, fmt)
+    result = cli("benchmark", export_id, "--batch", "1,4", "--seconds", "0.2", "--threads", "1", workspace=cli_ws)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"⏱ {export_id} on ") and "batch   4: p50" in result.stdout
+    record = json.loads((cli_ws / "projects/demo-classification/exports" / export_id / "export.json").read_text())
+    entry = record["benchmarks"][-1]
+    assert entry["status"] == "completed" and entry["batch_sizes"] == [1, 4] and entry["threads"] == 1
+    for name in ("file", "pytorch"):
+        figures = entry["results"][name]
+        assert figures["load_s"] > 0 and figures["first_inference_s"] > 0 and figures["peak_rss_growth_mb"] >= 0
+        assert [b["batch"] for b in figures["batches"]] == [1, 4]
+        for row in figures["batches"]:
+            assert row["runs"] >= 5 and 0 < row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+            assert row["throughput_ips"] == pytest.approx(row["batch"] * 1e3 / row["mean_ms"], rel=1e-3)
+    assert runtime in entry["results"]["file"]["settings"]["runtime"]
+    assert entry["results"]["pytorch"]["settings"]["threads"] == 1
+    assert set(entry["speedup_vs_pytorch"]) == {"1", "4"}
+    machine = entry["machine"]
+    assert machine["cpu"] and machine["logical_cores"] >= 1 and machine["runtimes"]["torch"] and machine["id"]
+    summary = next(e for e in read_index(cli_ws, "demo-classification") if e["id"] == export_id)["benchmark"]
+    assert summary["status"] == "completed" and summary["p50_ms"] > 0 and summary["machine_id"] == machine["id"]
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--batch", "0"], "batch sizes 1–256"), (["--seconds", "999"], "seconds 0.01–120"),
+    (["--threads", "0"], "threads ≥ 1")])
+def test_benchmark_bad_settings_exit_2(cli_ws, args, text):
+    result = cli("benchmark", _completed_export(cli_ws, "onnx"), *args, workspace=cli_ws)
+    assert result.returncode == 2 and text in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_refuses_what_it_cannot_time(cli_ws):
+    missing = cli("benchmark", "export-00000000", workspace=cli_ws)
+    assert missing.returncode == 2 and "export-00000000" in missing.stderr
+    fixed = cli("export", "--project", "demo-anomaly", "--experiment", "exp-autoencoder", "--no-dynamic-batch",
+                "--input-shape", "2,3,64,64", "--json", workspace=cli_ws)
+    assert fixed.returncode == 0, fixed.stderr
+    refused = cli("benchmark", json.loads(fixed.stdout)["id"], "--batch", "1,8", workspace=cli_ws)
+    assert refused.returncode == 2 and "fixed batch of 2" in refused.stderr
+
+
+def test_export_all_waits_and_prints_the_comparison(cli_ws):
+    result = cli("export-all", "--project", "demo-anomaly", "--experiment", "exp-autoencoder", "--no-benchmark",
+                 "--json", workspace=cli_ws)
+    table = json.loads(result.stdout)
+    assert sorted((r["format"], r["variant"]) for r in table["exports"]) == [
+        ("onnx", "fp16"), ("onnx", "fp32"), ("onnx", "int8 dynamic"), ("onnx", "int8 static"),
+        ("openvino", "fp16 weights"), ("openvino", "fp32"), ("torchscript", "fp32")]
+    done = [r for r in table["exports"] if r["status"] == "completed"]
+    assert result.returncode == (0 if len(done) == 7 else 1), result.stderr  # exit 1 names what did not complete
+    assert len(done) >= 6 and {r["evaluation"] for r in done} == {"passed"}  # each file on the labelled set
+    for row in table["exports"]:
+        assert row["p50_ms"] is None  # --no-benchmark
+        if row["status"] != "completed":
+            assert f"❌ {row['id']} failed" in result.stderr
+    assert "started 7 exports" in result.stderr and "skipped tensorrt fp32" in result.stderr

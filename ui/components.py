@@ -16,6 +16,7 @@ from exporter.errors import ExportError
 from exporter.record import ExportRecord, OutputCheck
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
+from ui.benchmarking import benchmark_section
 
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
           "inconclusive": ("orange", "⚠️", "inconclusive"), "running": ("blue", "⏳", "running"),
@@ -105,16 +106,18 @@ def result_view(record: ExportRecord) -> None:
     if record.status != "completed":
         return
     _summary_metrics(record)
-    tabs = st.tabs(["Validation", "Evaluation", "Model", "Run it", "Record"])
+    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Model", "Run it", "Record"])
     with tabs[0]:
         validation_section(record)
     with tabs[1]:
         evaluation_section(record)
     with tabs[2]:
-        model_section(record)
+        benchmark_section(record)
     with tabs[3]:
-        st.code(report.usage_snippet(record), language="python")
+        model_section(record)
     with tabs[4]:
+        st.code(report.usage_snippet(record), language="python")
+    with tabs[5]:
         st.json(record.to_json(), expanded=False)
     download_section(record)
 
@@ -136,10 +139,12 @@ _FACTS_CSS = """<style>
 
 
 def _summary_metrics(record: ExportRecord) -> None:
-    model, validation = record.model, record.validation
+    model, validation, bench = record.model, record.validation, record.benchmark
+    small = bench.batch_sizes[0] if bench and bench.batch_sizes else None
     facts({"File": record.output_file or "—", "Size": f"{record.output_size_mb or 0:.1f} MB",
            "Opset": model.opset or "—", "Nodes": model.node_count or "—",
-           "Max |diff|": f"{validation.max_diff:.2e}" if validation else "—"})
+           "Max |diff|": f"{validation.max_diff:.2e}" if validation else "—",
+           f"p50 · batch {small}": f"{bench.figure('file', small, 'p50_ms'):.2f} ms" if bench else None})
     for warning in record.warnings:
         st.info(warning)
     sha = record.files[0].sha256 if record.files else ""

@@ -11,7 +11,8 @@ from exporter.store import ExportStore
 from exporter.workspace import Workspace
 from ui.components import apply_goto, sticky_selectbox
 
-PAGES = {"export": "app_pages/export.py", "history": "app_pages/history.py", "projects": "app_pages/projects.py"}
+PAGES = {"export": "app_pages/export.py", "compare": "app_pages/compare.py", "history": "app_pages/history.py",
+         "projects": "app_pages/projects.py"}
 
 
 def run_frame() -> None:
@@ -33,6 +34,7 @@ def run_frame() -> None:
             st.session_state["recent_projects"] = [chosen, *[r for r in recent if r != chosen]][:8]
         st.caption(f"Workspace `{workspace.root}`")
     pages = [st.Page(PAGES["export"], title="Export", icon=":material/rocket_launch:", default=True),
+             st.Page(PAGES["compare"], title="Compare", icon=":material/scatter_plot:"),
              st.Page(PAGES["history"], title="History", icon=":material/history:"),
              st.Page(PAGES["projects"], title="Projects", icon=":material/folder:")]
     st.navigation(pages, position="top").run()
@@ -49,6 +51,18 @@ def project_order(projects: list[Any]) -> list[str]:
 
     rest = sorted((p for p in projects if p.id not in recent), key=lambda p: (-last_export(p), p.id))
     return recent + [p.id for p in rest]
+
+
+def open_project() -> tuple[Workspace, Any]:
+    """The workspace and the project chosen in the sidebar; an empty workspace shows how to start, and
+    the page stops there."""
+    from ui.components import empty_workspace
+
+    workspace = Workspace()
+    if not workspace.projects():
+        empty_workspace(workspace)
+        st.stop()
+    return workspace, workspace.project(current_project_id(workspace))
 
 
 def current_project_id(workspace: Workspace) -> str:

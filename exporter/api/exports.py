@@ -6,7 +6,7 @@ import io
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
@@ -15,7 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.api.app_state import workspace
 from exporter.api.errors import ApiError
 from exporter.errors import NotFoundError
-from exporter.jobs import delete_export, recover_interrupted, refresh, start_evaluation, start_export
+from exporter.jobs import (
+    cancel_benchmark,
+    delete_export,
+    recover_interrupted,
+    refresh,
+    start_benchmark,
+    start_evaluation,
+    start_export,
+    start_export_all,
+)
 from exporter.record import ExportRecord
 from exporter.service import ExportRequest
 from exporter.store import all_exports, find_export
@@ -66,6 +75,44 @@ class EvaluateBody(BaseModel):
              summary="Evaluate an export on its project's labelled set in the background")
 def evaluate(export_id: str, body: EvaluateBody | None = None) -> ExportRecord:
     return start_evaluation(workspace(), export_id, body.model_dump() if body else {})
+
+
+class BenchmarkBody(BaseModel):
+    """Body of ``POST /api/export/{id}/benchmark`` (all optional: batch 1 and 8, physical cores, 2 s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(None, min_length=1, max_length=8)
+    threads: int | None = Field(None, ge=1, le=1024)
+    seconds: float | None = Field(None, gt=0, le=120)
+
+
+@router.post("/export/{export_id}/benchmark", status_code=202,
+             summary="Benchmark an export (its runtime and PyTorch eager) in the background")
+def benchmark(export_id: str, body: BenchmarkBody | None = None) -> ExportRecord:
+    return start_benchmark(workspace(), export_id, body.model_dump() if body else {})
+
+
+@router.delete("/export/{export_id}/benchmark", summary="Cancel an export's queued or running benchmark")
+def cancel_benchmark_route(export_id: str) -> ExportRecord:
+    return cancel_benchmark(workspace(), export_id)
+
+
+class ExportAllBody(BaseModel):
+    """Body of ``POST /api/export-all``: ``benchmark`` settings as for /benchmark, or null for none."""
+
+    model_config = ConfigDict(extra="forbid")
+    project_id: str = Field(max_length=128)
+    experiment_id: str = Field(max_length=128)
+    checkpoint: str = Field("best", max_length=16)
+    benchmark: BenchmarkBody | None = Field(default_factory=BenchmarkBody)
+
+
+@router.post("/export-all", status_code=202,
+             summary="Start one export per format × precision the task can take (validated, evaluated, benchmarked)")
+def export_all(body: ExportAllBody) -> dict[str, Any]:
+    started = start_export_all(workspace(), body.project_id, body.experiment_id, body.checkpoint,
+                               body.benchmark.model_dump() if body.benchmark else None)
+    return {"started": [r.to_json() for r in started["started"]], "skipped": started["skipped"]}
 
 
 @router.get("/export/{export_id}/download", summary="The exported file, streamed")

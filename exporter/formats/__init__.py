@@ -1,10 +1,12 @@
 """Export formats behind one registry (see ``registry.py``)."""
 
 from exporter.formats.registry import (
+    Deployed,
     ExportArtifact,
     ExportFormat,
     ExportJob,
     Runner,
+    TorchRunner,
     Usage,
     format_names,
     get_available_formats,
@@ -12,5 +14,5 @@ from exporter.formats.registry import (
     register_format,
 )
 
-__all__ = ["ExportArtifact", "ExportFormat", "ExportJob", "Runner", "Usage", "format_names", "get_available_formats",
-           "get_format", "register_format"]
+__all__ = ["Deployed", "ExportArtifact", "ExportFormat", "ExportJob", "Runner", "TorchRunner", "Usage", "format_names",
+           "get_available_formats", "get_format", "register_format"]

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
+from exporter.formats.registry import (
+    Deployed,
+    ExportArtifact,
+    ExportFormat,
+    ExportJob,
+    Progress,
+    Usage,
+    register_format,
+)
 from exporter.options import OptionSpec
 from exporter.tasks import task_traits
 
@@ -35,10 +43,10 @@ DATA_FILE = "model.onnx.data"
 class OrtRunner:
     """An ONNX Runtime CPU session over an exported file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, options: Any = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
+        options = options or ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -56,6 +64,10 @@ class OnnxFormat(ExportFormat):
     """ONNX via torch.onnx (legacy or dynamo), simplified with onnxsim, run with ONNX Runtime."""
 
     stages = ("export", "simplify", "quantize")
+    runtime_modules = ("onnxruntime",)
+    variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
+                ("int8 dynamic", {"precision": "int8", "quantization": "dynamic"}),
+                ("int8 static", {"precision": "int8", "quantization": "static"}))
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET,
                    "ONNX opset; legacy exporter 7–20, dynamo 18–23.",
@@ -103,6 +115,19 @@ class OnnxFormat(ExportFormat):
 
     def load(self, path: Path, model: dict[str, Any]) -> OrtRunner:
         return OrtRunner(path)
+
+    def deploy(self, path: Path, model: dict[str, Any], options: dict[str, Any], threads: int) -> Deployed:
+        """A CPU session with every graph optimisation on and ``threads`` intra-op threads."""
+        import onnxruntime as ort
+
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+        return Deployed(OrtRunner(path, session_options), {
+            "runtime": f"onnxruntime {ort.__version__}", "provider": "CPUExecutionProvider",
+            "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": threads,
+            "precision": options["precision"]})
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         input_name = (model.get("inputs") or [{"name": "input"}])[0]["name"]

@@ -10,10 +10,18 @@ import numpy as np
 
 from exporter.errors import ExporterError, one_line, resource_error
 from exporter.formats.onnx import DEFAULT_OPSET, describe_model, exporter_order, intermediate_onnx
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
+from exporter.formats.registry import (
+    Deployed,
+    ExportArtifact,
+    ExportFormat,
+    ExportJob,
+    Progress,
+    Usage,
+    register_format,
+)
 from exporter.options import OptionSpec
 
-FP32_TOLERANCE, FP16_TOLERANCE = 1e-4, 1e-2
+FP32_TOLERANCE, FP16_TOLERANCE, BF16_TOLERANCE = 1e-4, 1e-2, 5e-2  # bf16 keeps 8 mantissa bits, fp16 11
 
 
 def _openvino():
@@ -23,13 +31,25 @@ def _openvino():
     return openvino
 
 
-class OpenVinoRunner:
-    """A model compiled for the CPU; FP32 inference unless the weights were compressed to FP16."""
+def _type_name(value: Any) -> str:
+    """``f32`` / ``bf16`` / ``f16`` from an OpenVINO element type (or its text)."""
+    name = getattr(value, "get_type_name", lambda: str(value))()
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
 
-    def __init__(self, path: Path, fp16: bool = False) -> None:
+
+class OpenVinoRunner:
+    """A model compiled for the CPU; FP32 inference unless the weights were compressed to FP16
+    (then the CPU's default inference precision), or ``config`` says otherwise."""
+
+    def __init__(self, path: Path, fp16: bool = False, config: dict[str, Any] | None = None) -> None:
         ov = _openvino()
-        config = {} if fp16 else {"INFERENCE_PRECISION_HINT": "f32"}
+        config = config if config is not None else ({} if fp16 else {"INFERENCE_PRECISION_HINT": "f32"})
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    @property
+    def precision(self) -> str:
+        """What the CPU plugin computes in: f32, bf16 or f16."""
+        return _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self.compiled(inputs)
@@ -44,6 +64,8 @@ class OpenVinoFormat(ExportFormat):
     """ONNX (legacy/dynamo as for the ONNX format) → ``openvino.convert_model`` → ``save_model``."""
 
     stages = ("export", "simplify", "convert")
+    runtime_modules = ("openvino",)
+    variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}))
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
                    minimum=7, maximum=23, label="Intermediate ONNX opset", advanced=True),
@@ -69,6 +91,23 @@ class OpenVinoFormat(ExportFormat):
 
     def load(self, path: Path, model: dict[str, Any]) -> OpenVinoRunner:
         return OpenVinoRunner(path)
+
+    def deploy(self, path: Path, model: dict[str, Any], options: dict[str, Any], threads: int) -> Deployed:
+        """Compiled as ``benchmark_app`` and the usage snippet do: the CPU's default inference precision
+        (bf16 on CPUs with AMX / AVX-512 BF16), the LATENCY performance hint, ``threads`` threads."""
+        ov = _openvino()
+        runner = OpenVinoRunner(path, config={"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        compiled = runner.compiled
+        precision = runner.precision
+        validated_at = precision if options["compress_to_fp16"] else "f32"  # OpenVinoRunner's config above
+        return Deployed(runner, {
+            "runtime": f"openvino {ov.get_version().split('-')[0]}", "device": "CPU",
+            "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "num_streams": int(compiled.get_property("NUM_STREAMS")), "precision": precision,
+            "validated_at": validated_at},
+            differs_from_validation=precision != validated_at,
+            tolerance=FP16_TOLERANCE if precision == "f16" else BF16_TOLERANCE)
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         return Usage(imports=("import openvino as ov",),

@@ -67,6 +67,39 @@ class ExportJob:
     calibration: Any = None  # np.ndarray [N, C, H, W] of normalised sample/synthetic images
 
 
+class TorchRunner:
+    """A PyTorch module (eager or TorchScript) run in this process under ``inference_mode``, on
+    ``device`` (inputs copied there, outputs back: what a caller holding numpy arrays pays)."""
+
+    def __init__(self, module: Any, device: str = "cpu") -> None:
+        self.module, self.device = module.to(device), device
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(next(iter(inputs.values()))).to(self.device))
+        return [o.cpu().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+    def close(self) -> None:
+        self.module = None
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """An exported file opened as it would be deployed (``ExportFormat.deploy``), for benchmarks.
+
+    ``settings`` names the runtime and what was set (threads, optimisation level, hint) and the
+    ``precision`` it computes at; ``differs_from_validation`` is True when that precision is not the
+    one validation ran at — then ``tolerance`` is the one to validate it with.
+    """
+
+    runner: Runner
+    settings: dict[str, Any]
+    differs_from_validation: bool = False
+    tolerance: float = 1e-4
+
+
 @dataclass
 class ExportArtifact:
     """What ``export`` produced in its work folder: files (primary first) and a live runner."""
@@ -86,11 +119,21 @@ class ExportFormat:
     format_options: ClassVar[tuple[OptionSpec, ...]] = ()
     note: ClassVar[str] = ""  # a caveat every user of the format should read before choosing it
     stages: ClassVar[tuple[str, ...]] = ("export",)  # progress stages export() reports, in order
+    runtime_modules: ClassVar[tuple[str, ...]] = ()  # what deploy() imports (a benchmark imports it first)
+    # The precisions "export all" makes, each a label and the options that select it (first: the default).
+    variants: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = (("fp32", {}),)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
         """``(True, "")`` when this format can run here, else ``(False, reason)``."""
         return False, "Coming Soon"
+
+    @classmethod
+    def variant_label(cls, options: dict[str, Any]) -> str:
+        """The label of the variant ``options`` select (the most specific one that matches)."""
+        matching = [(len(opts), label) for label, opts in cls.variants
+                    if all(options.get(k) == v for k, v in opts.items())]
+        return max(matching)[1] if matching else cls.variants[0][0]
 
     @classmethod
     def options(cls) -> tuple[OptionSpec, ...]:
@@ -135,6 +178,14 @@ class ExportFormat:
     def load(self, path: Path, model: dict[str, Any]) -> Runner:
         """Open an exported file for inference; ``model`` is its record's ``model`` section."""
         raise NotImplementedError
+
+    def deploy(self, path: Path, model: dict[str, Any], options: dict[str, Any], threads: int) -> Deployed:
+        """Open the file as a user would deploy it, with ``threads`` CPU threads (benchmarks time this).
+
+        The default is ``load`` (the runtime's own defaults); formats override it to state their settings.
+        """
+        return Deployed(self.load(path, model), {"runtime": self.display_name, "threads": threads,
+                                                 "precision": options.get("precision", "fp32")})
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         """The code that opens ``file`` (as downloaded, beside the user's script) and runs it."""

@@ -24,7 +24,15 @@ import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.onnx import describe_model, intermediate_onnx, refuse_precision
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
+from exporter.formats.registry import (
+    Deployed,
+    ExportArtifact,
+    ExportFormat,
+    ExportJob,
+    Progress,
+    Usage,
+    register_format,
+)
 from exporter.options import OptionSpec
 
 ENGINE_FILE, META_FILE = "model.engine", "model.engine.json"
@@ -108,6 +116,8 @@ class TensorRtFormat(ExportFormat):
 
     note = "An engine runs only with the TensorRT version and GPU model it was built on."
     stages = ("export", "simplify", "engine")
+    runtime_modules = ("torch", "tensorrt")
+    variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))
     format_options = (
         OptionSpec("precision", "choice", "fp32", "fp16 is built from an FP16 ONNX (TensorRT 11 has no precision "
                    "flags).", choices=("fp32", "fp16"), label="Precision"),
@@ -140,6 +150,14 @@ class TensorRtFormat(ExportFormat):
     def load(self, path: Path, model: dict[str, Any]) -> TrtRunner:
         meta = path.with_name(META_FILE)
         return TrtRunner(path, json.loads(meta.read_text()).get("outputs") if meta.is_file() else None)
+
+    def deploy(self, path: Path, model: dict[str, Any], options: dict[str, Any], threads: int) -> Deployed:
+        """The engine on the GPU; timings include the host↔device copies a caller with numpy pays."""
+        import torch
+
+        return Deployed(self.load(path, model), {
+            "runtime": f"tensorrt {_trt().__version__}", "device": "cuda", "gpu": torch.cuda.get_device_name(0),
+            "precision": options["precision"], "copies": "host→device input, device→host outputs"})
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         outputs = [o["name"] for o in model.get("outputs") or []]

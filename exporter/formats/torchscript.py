@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
-from exporter.formats.registry import ExportArtifact, ExportFormat, ExportJob, Progress, Usage, register_format
+from exporter.formats.registry import (
+    Deployed,
+    ExportArtifact,
+    ExportFormat,
+    ExportJob,
+    Progress,
+    TorchRunner,
+    Usage,
+    register_format,
+)
 from exporter.options import OptionSpec
 
 MODEL_FILE = "model.pt"
@@ -85,6 +94,8 @@ class IsolatedTorchScriptRunner:
 class TorchScriptFormat(ExportFormat):
     """TorchScript via torch.jit; metadata in the file's ``extra_files``."""
 
+    runtime_modules = ("torch", "torchvision")
+
     format_options = (
         OptionSpec("method", "choice", "trace", "trace (default) or script (keeps data-dependent control flow).",
                    choices=("trace", "script"), label="TorchScript method"),
@@ -96,6 +107,18 @@ class TorchScriptFormat(ExportFormat):
 
     def load(self, path: Path, model: dict[str, Any]) -> IsolatedTorchScriptRunner:
         return IsolatedTorchScriptRunner(path, needs_torchvision="torchvision" in (model.get("requires") or ()))
+
+    def deploy(self, path: Path, model: dict[str, Any], options: dict[str, Any], threads: int) -> Deployed:
+        """``torch.jit.load`` in this process (the benchmark's own child), ``threads`` intra-op threads."""
+        import torch
+
+        if "torchvision" in (model.get("requires") or ()):
+            import torchvision  # noqa: F401 - registers the operators the graph calls
+        torch.set_num_threads(threads)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+        return Deployed(TorchRunner(module), {"runtime": f"torch {torch.__version__} (torch.jit.load)",
+                                                   "device": "cpu", "mode": "inference_mode",
+                                                   "threads": torch.get_num_threads(), "precision": "fp32"})
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         imports = ["import torch"]

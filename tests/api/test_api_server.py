@@ -228,3 +228,83 @@ def test_attach_a_labelled_set_from_a_staged_upload(client, api_ws, demo_full_te
     assert (project / "data" / "val" / "labelTxt" / "val_099.txt").is_file()
     again = client.post("/api/projects/demo-oriented/datasets", data={"upload_id": staged["upload_id"]})
     assert again.status_code == 404  # the staged upload was consumed
+
+
+def _benchmark(client, export_id: str) -> dict:
+    """Poll the record until its latest benchmark has ended; returns that entry."""
+    import time
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        entry = client.get(f"/api/export/{export_id}").json()["benchmarks"][-1]
+        if entry["status"] not in ("queued", "running"):
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(entry)
+
+
+def test_benchmark_in_the_background(client, completed):
+    started = client.post(f"/api/export/{completed['id']}/benchmark", json={"batch_sizes": [1, 2], "seconds": 0.2})
+    assert started.status_code == 202, started.text
+    assert started.json()["benchmarks"][-1]["status"] == "running"
+    again = client.post(f"/api/export/{completed['id']}/benchmark", json={})
+    assert again.status_code == 400 and "being benchmarked already" in again.json()["error"]["message"]
+    entry = _benchmark(client, completed["id"])
+    assert entry["status"] == "completed", entry
+    assert {r: [b["batch"] for b in entry["results"][r]["batches"]] for r in ("file", "pytorch")} == {
+        "file": [1, 2], "pytorch": [1, 2]}
+    assert entry["results"]["file"]["settings"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert entry["machine"]["isa"] is not None and entry["machine"]["threads"] == entry["threads"]
+    for body, text in (({"batch_sizes": [0]}, "batch_sizes"), ({"seconds": 500}, "seconds"),
+                       ({"bogus": 1}, "bogus")):
+        response = client.post(f"/api/export/{completed['id']}/benchmark", json=body)
+        assert response.status_code == 422 and text in response.text, response.text
+
+
+def test_cancel_a_running_benchmark_keeps_no_half_figures(client, completed):
+    import time
+
+    import psutil
+
+    record = client.post(f"/api/export/{completed['id']}/benchmark", json={"batch_sizes": [1], "seconds": 60}).json()
+    before = len(record["benchmarks"]) - 1
+    deadline = time.monotonic() + 60
+    while "batch" not in (entry := client.get(f"/api/export/{completed['id']}").json()["benchmarks"][-1])[
+            "progress"]["stage"] and time.monotonic() < deadline:  # the measuring child is timing runs
+        time.sleep(0.2)
+    worker = psutil.Process(entry["worker"]["pid"])
+    processes = [worker, *worker.children(recursive=True)]
+    assert len(processes) >= 2, processes
+    cancelled = client.delete(f"/api/export/{completed['id']}/benchmark")
+    assert cancelled.status_code == 200 and len(cancelled.json()["benchmarks"]) == before
+    gone, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive, alive
+    assert all(b["status"] == "completed" for b in client.get(f"/api/export/{completed['id']}").json()["benchmarks"])
+
+
+def test_benchmark_refusals(client, api_ws):
+    assert client.post("/api/export/export-00000000/benchmark", json={}).status_code == 404
+    running = client.post("/api/export", json={**CLS, "options": {"input_shape": "1,3,256,256"}}).json()
+    refused = client.post(f"/api/export/{running['id']}/benchmark", json={})
+    assert refused.status_code == 400 and "only completed exports" in refused.json()["error"]["message"]
+    client.delete(f"/api/export/{running['id']}")
+    bad = client.post("/api/export-all", json={**CLS, "experiment_id": "missing"})
+    assert bad.status_code == 404 and "missing" in bad.json()["error"]["message"]
+
+
+def test_export_all_starts_one_export_per_format_and_precision(client, api_ws):
+    """The route's answer (the whole run, to the Compare chart, is the browser test's): one pending record per
+    combination, each with its benchmark queued behind it; TensorRT skipped with the reason."""
+    from exporter.formats import get_available_formats, get_format
+
+    response = client.post("/api/export-all", json={"project_id": "demo-anomaly", "experiment_id": "exp-autoencoder"})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    expected = [(r["name"], label) for r in get_available_formats("anomaly_detection") if r["available"]
+                for label, _ in get_format(r["name"]).variants]
+    made = [(r["format"], get_format(r["format"]).variant_label(r["options"])) for r in body["started"]]
+    assert sorted(made) == sorted(expected)
+    assert all(r["benchmarks"][0]["status"] == "queued" for r in body["started"])
+    assert {s["format"] for s in body["skipped"]} <= {"tensorrt"} and all(s["reason"] for s in body["skipped"])
+    for record in body["started"]:
+        assert client.delete(f"/api/export/{record['id']}").status_code == 200

@@ -27,10 +27,15 @@ TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def base_url(demo_template, tmp_path_factory):
+def browser_ws(demo_template, tmp_path_factory):
     ws = tmp_path_factory.mktemp("browser") / "ws"
     shutil.copytree(demo_template, ws, copy_function=os.link)
-    with running_server(ws) as base:
+    return ws
+
+
+@pytest.fixture(scope="module")
+def base_url(browser_ws):
+    with running_server(browser_ws, AISTUDIO_BENCHMARK_SECONDS="0.1") as base:  # quick default benchmarks
         yield base
 
 
@@ -251,6 +256,56 @@ def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, dem
     page.screenshot(path=str(ARTIFACTS / "evaluation-gallery.png"))
 
 
+def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws, demo_full_template):
+    """Compare → Export all formats makes one export per format × precision the task takes, each validated,
+    evaluated on the labelled set and benchmarked; the chart places them (Pareto front, PyTorch eager);
+    clicking a bubble opens that export, whose Benchmark tab shows the latency boxes, and a benchmark
+    started there from the dashboard completes."""
+    from exporter.dataset_attach import attach_dataset
+    from exporter.formats import get_available_formats, get_format
+    from exporter.workspace import Workspace
+
+    attach_dataset(Workspace(browser_ws), "demo-classification",
+                   demo_full_template / "projects/demo-classification/data/val")
+    expected = sum(len(get_format(r["name"]).variants) for r in get_available_formats("classification")
+                   if r["available"])
+    page.goto(f"{base_url}/compare")
+    choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
+    page.get_by_role("button", name="Export all formats").click()
+    page.get_by_text(f"Started {expected} exports").wait_for()
+    deadline, done = time.monotonic() + 600, []
+    while time.monotonic() < deadline and len(done) < expected:
+        time.sleep(2)
+        listed = [e for e in httpx.get(f"{base_url}/api/exports?project_id=demo-classification").json()
+                  if e.get("benchmark")]
+        done = [e for e in listed if e["status"] == "completed" and e["benchmark"]["status"] == "completed"]
+        assert not [e for e in listed if e["status"] in ("failed", "cancelled")], listed
+    assert len(done) == expected, listed
+    assert {e["evaluation"]["status"] for e in done} == {"completed"}
+    chart = page.get_by_test_id("stPlotlyChart").first
+    bubbles = chart.locator(".scatterlayer .trace").filter(has=page.locator(".point")).locator(".point")
+    bubbles.first.wait_for(timeout=60_000)  # a bubble per export, PyTorch's star, the Pareto front's rings
+    assert bubbles.count() >= expected + 2, bubbles.count()
+    assert chart.locator(".legendtext").filter(has_text="Pareto front").count() == 1
+    assert chart.locator(".legendtext").filter(has_text="PyTorch eager").count() == 1
+    page.get_by_text("Fastest within a 0.01").wait_for()
+    shoot(page, "compare-page.png")
+    point = chart.locator(".scatterlayer .trace").first.locator(".point").first.bounding_box()
+    page.mouse.click(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
+    page.get_by_role("heading", name="Export a checkpoint").wait_for()
+    opened = re.search(r"export=(export-[0-9a-f]{8})", page.url).group(1)
+    assert opened in {e["id"] for e in done}
+    page.locator("h4").filter(has_text=opened).wait_for()
+    page.get_by_role("tab", name="Benchmark").click()
+    page.get_by_text("vs PyTorch eager · batch 1").wait_for()
+    page.get_by_text("Runtime as deployed:").wait_for()
+    page.get_by_role("button", name="⏱ Benchmark on this machine").click()
+    page.get_by_text("Earlier benchmarks (1)").wait_for(timeout=120_000)  # the new run is shown, the first kept
+    boxes = page.locator(".js-plotly-plot .boxlayer .trace")
+    assert boxes.count() == 2  # the file and PyTorch eager
+    shoot(page, "benchmark-tab.png")
+
+
 VIEWS = {"wide": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
 SNAKE_CASE = r"^[a-z0-9]+(_[a-z0-9]+)+$"
 
@@ -264,6 +319,15 @@ def shoot(page, name: str) -> None:
     page.wait_for_timeout(300)
     page.screenshot(path=str(ARTIFACTS / name))
     page.set_viewport_size(size)
+
+
+def pick_project(page, view: str, name: str) -> None:
+    """Choose the project in the sidebar (a drawer on a phone: opened, then closed again)."""
+    if view == "phone":
+        page.get_by_test_id("stExpandSidebarButton").click()
+    choose(page, page.get_by_test_id("stSidebar"), "Project", name)
+    if view == "phone":
+        page.get_by_test_id("stSidebarCollapseButton").locator("button").click()
 
 
 def _no_truncation_or_page_scroll(page, where: str) -> None:
@@ -309,11 +373,7 @@ def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_
         name = f"{view}-{scheme}"
         try:
             page.goto(base_url)
-            if view == "phone":  # the sidebar is a drawer on a phone
-                page.get_by_test_id("stExpandSidebarButton").click()
-            choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape centre regression")
-            if view == "phone":
-                page.get_by_test_id("stSidebarCollapseButton").locator("button").click()
+            pick_project(page, view, "Demo · shape centre regression")
             page.get_by_text("Precision").first.wait_for()
             labels = page.get_by_test_id("stWidgetLabel").all_inner_texts()
             assert not [t for t in labels if re.match(SNAKE_CASE, t.strip())], labels
@@ -352,6 +412,15 @@ def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_
             page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)  # and the second: compare
             page.get_by_role("heading", name="Compare").wait_for()
             shoot(page, f"compare-{name}.png")
+
+            page.goto(f"{base_url}/compare")
+            page.get_by_role("heading", name="Compare exports").wait_for()
+            pick_project(page, view, "Demo · shape classification")
+            page.get_by_test_id("stDataFrame").or_(page.get_by_text("No completed exports")).first.wait_for()
+            page.wait_for_timeout(500)
+            _no_truncation_or_page_scroll(page, f"compare page {name}")
+            _plots_do_not_overlap(page, f"compare page {name}")
+            shoot(page, f"compare-page-{name}.png")
 
             page.goto(f"{base_url}/projects")
             page.get_by_role("heading", name="Projects").wait_for()

@@ -178,3 +178,26 @@ def test_empty_workspace_builds_the_demo(tmp_path, monkeypatch):
     assert (tmp_path / "projects/demo-anomaly/project.json").exists()
     at.run()
     assert at.title[0].value == "Export a checkpoint"
+
+
+def test_compare_page_exports_all_and_lists_them(app, demo_ws):
+    """Compare with no export yet says what to do; "Export all formats" starts one export per format × precision
+    (each with its benchmark queued) and says which were skipped and why."""
+    from exporter.jobs import cancel_benchmark, cancel_export
+    from exporter.workspace import Workspace
+
+    at = app.run()
+    at.session_state["project_id"] = "demo-anomaly"
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception and at.title[0].value == "Compare exports"
+    assert any("No completed exports" in i.value for i in at.info)
+    at.button(key="export-all").click().run()
+    assert not at.exception
+    started = [e for e in read_index(demo_ws, "demo-anomaly") if e["status"] in ("pending", "running")]
+    assert len(started) == 7 and all(e["benchmark"]["status"] == "queued" for e in started)
+    assert any(s.value.startswith("Started 7 exports") and "skipped tensorrt" in s.value for s in at.success)
+    assert any("still running" in i.value for i in at.info)
+    for entry in started:  # a cancelled export drops the benchmark queued behind it
+        cancel_export(Workspace(demo_ws), entry["id"])
+        cancel_benchmark(Workspace(demo_ws), entry["id"])  # in case it had finished and begun its benchmark
+    assert not [e for e in read_index(demo_ws, "demo-anomaly") if e["status"] == "cancelled" and e["benchmark"]]

@@ -1,0 +1,104 @@
+"""Compare: every export of one experiment side by side — a chart of latency against accuracy change and
+a table — to choose the file to deploy; "Export all formats" makes and benchmarks the whole set."""
+
+import streamlit as st
+
+from exporter.compare import compare_rows, fastest_within, pareto_front, pytorch_baseline
+from exporter.errors import ExportError
+from exporter.jobs import start_export_all
+from exporter.store import ExportStore
+from exporter.tasks import task_traits
+from ui.benchmarking import compare_figure
+from ui.components import sticky_selectbox
+from ui.frame import PAGES, open_project
+
+workspace, project = open_project()
+store = ExportStore(project)
+st.title("Compare exports")
+experiments = {e.id: e for e in project.experiments()}
+if not experiments:
+    st.info("This project has no experiments yet: import a checkpoint on the Projects page.")
+    st.stop()
+top = st.columns([3, 2], vertical_alignment="bottom")
+with top[0]:
+    experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
+                                     format_func=lambda i: f"{experiments[i].name} ({i})")
+if top[1].button("Export all formats", icon=":material/bolt:", key="export-all", width="stretch",
+                 help="One export per format × precision this task can take — each validated, evaluated on the "
+                      "labelled set when there is one, then benchmarked on this machine"):
+    try:
+        started = start_export_all(workspace, project.id, experiment_id, benchmark={})
+    except ExportError as exc:
+        st.error(exc.message)
+    else:
+        st.session_state["notice"] = (f"Started {len(started['started'])} exports"
+                                      + "".join(f" · skipped {s['format']} {s['variant']}: {s['reason']}"
+                                                for s in started["skipped"]))
+if notice := st.session_state.pop("notice", None):
+    st.success(notice)
+entries = [e for e in store.list() if e["experiment_id"] == experiment_id]
+busy_ids = [e["id"] for e in entries if e["status"] in ("pending", "running")
+            or (e.get("benchmark") or {}).get("status") in ("queued", "running")]
+
+
+@st.fragment(run_every=2.0 if busy_ids else None)
+def busy() -> None:
+    """How many exports or benchmarks of this experiment are still going; the page redraws as each ends."""
+    now = [e["id"] for e in store.list() if e["experiment_id"] == experiment_id and (
+        e["status"] in ("pending", "running") or (e.get("benchmark") or {}).get("status") in ("queued", "running"))]
+    if set(now) != set(busy_ids):
+        st.rerun()
+    if now:
+        st.info(f"⏳ {len(now)} export(s) or benchmark(s) of this experiment still running — the chart fills in as "
+                "they finish.")
+
+
+busy()
+records = [store.get(e["id"]) for e in entries if e["status"] == "completed"]
+if not records:
+    st.info("No completed exports of this experiment yet: export it on the Export page, or press "
+            "**Export all formats**.")
+    st.stop()
+rows = compare_rows(records)
+traits = task_traits(experiments[experiment_id].task or project.task)
+metric = next((r["metric"] for r in rows if r["metric"]), traits.primary_metric if traits else "metric")
+front = pareto_front(rows)
+baseline = pytorch_baseline(records)
+plotted = [r for r in rows if r["p50_ms"] is not None and r["change"] is not None]
+if plotted:
+    chart = st.plotly_chart(compare_figure(rows, front, baseline, metric), key="compare-chart", on_select="rerun",
+                            selection_mode="points")
+    points = chart.selection.points if chart and chart.selection else []
+    clicked = next((p["customdata"][0] for p in points if p.get("customdata")), None)
+    if clicked:
+        st.switch_page(PAGES["export"], query_params={"export": clicked})
+    best = fastest_within(rows, 0.01)
+    if best:
+        st.success(f"Fastest within a 0.01 {metric} drop: **{best['display_format']} {best['variant']}** "
+                   f"({best['id']}) — p50 {best['p50_ms']:.2f} ms at batch {best['latency_batch']}, "
+                   f"{best['size_mb']:.1f} MB, {metric} change {best['change'] + 0.0:+.4f}.")
+else:
+    st.info("Benchmark exports (Benchmark tab of an export, or Export all formats) and evaluate them on a labelled "
+            "set to place them on the chart.")
+missing = len(rows) - len(plotted)
+if missing and plotted:
+    st.caption(f"{missing} export(s) are in the table only: not benchmarked, or not evaluated on a labelled set.")
+if any(r["other_machine"] for r in rows):
+    st.caption("⚠️ marks figures taken on another machine.")
+number = st.column_config.NumberColumn
+st.dataframe([{
+    "export": r["id"], "format": r["display_format"],
+    "precision": r["variant"] + (f" → runs {r['runs_at']}" if r["runs_at"] else ""),
+    "size MB": r["size_mb"], "validation": r["validation"], f"Δ {metric}": r["delta"], "p50 ms": r["p50_ms"],
+    "img/s": r["throughput_ips"], "peak MB": r["peak_mb"], "× eager": r["speedup"],
+    "Pareto": "★" if r["id"] in front else "", "machine": "⚠️ other" if r["other_machine"] else "",
+} for r in rows], hide_index=True, width="stretch", column_config={
+    "size MB": number(format="%.1f"), f"Δ {metric}": number(format="%+.4f"),
+    "p50 ms": number(format="%.2f", help="median latency at the smallest timed batch (usually 1)"),
+    "img/s": number(format="%.0f", help="throughput at the largest timed batch (usually 8)"),
+    "peak MB": number(format="%.0f", help="resident memory growth while loading and running the file"),
+    "× eager": number(format="%.2f", help="PyTorch eager p50 ÷ the file's p50, measured in the same job")})
+if baseline:
+    throughput = f"{baseline['throughput_ips']:.1f} img/s at the largest batch, " if baseline["throughput_ips"] else ""
+    st.caption(f"PyTorch eager on this machine: p50 {baseline['p50_ms']:.2f} ms, {throughput}median of the "
+               f"{baseline['runs']} benchmark(s) above (each measures it beside its file).")

@@ -1,0 +1,88 @@
+"""Every export of one experiment side by side: size, validation, accuracy change, speed, memory — the
+rows of the Compare page, ``export-all``'s table and ``make bench``'s, and the Pareto front.
+
+Speed comes from each export's latest benchmark on this machine (else on another, flagged); the
+accuracy change from its evaluation — or, when the benchmark found the deployed runtime computing
+at another precision, from the evaluation at that precision, so a speed is never paired with an
+accuracy measured some other way.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from exporter.record import ExportRecord
+
+
+def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> list[dict[str, Any]]:
+    """One row per export, newest first as given; figures are ``None`` where not measured."""
+    from exporter.formats import get_format
+    from exporter.machine import this_machine_id
+
+    here = machine_id or this_machine_id()
+    rows = []
+    for record in records:
+        fmt = get_format(record.format, require_available=False)
+        bench = record.benchmark
+        evaluation = record.evaluation if record.evaluation and record.evaluation.status == "completed" else None
+        runs_at = None
+        metric, change, delta = (evaluation.primary_metric, -evaluation.drop,
+                                 evaluation.delta.get(evaluation.primary_metric)) if evaluation else (None,) * 3
+        check = (bench.deploy_check or {}) if bench else {}
+        if check:
+            runs_at = check.get("precision")
+            deployed = check.get("evaluation") or {}
+            if deployed.get("drop") is not None:
+                change, delta = -deployed["drop"], (deployed.get("delta") or {}).get(metric)
+        smallest = bench.batch_sizes[0] if bench and bench.batch_sizes else None
+        rows.append({
+            "id": record.id, "format": record.format, "display_format": fmt.display_name,
+            "variant": fmt.variant_label(record.options), "status": record.status, "validation": record.verdict,
+            "deploy_validation": (check.get("validation") or {}).get("verdict"), "runs_at": runs_at,
+            "size_mb": record.output_size_mb, "metric": metric, "delta": delta, "change": change,
+            "evaluation": evaluation.verdict if evaluation else None,
+            "p50_ms": bench.figure("file", smallest, "p50_ms") if bench else None,
+            "latency_batch": smallest,
+            "throughput_ips": bench.figure("file", None, "throughput_ips") if bench else None,
+            "throughput_batch": bench.batch_sizes[-1] if bench and bench.batch_sizes else None,
+            "peak_mb": (bench.results.get("file") or {}).get("peak_rss_growth_mb") if bench else None,
+            "speedup": bench.speedup_vs_pytorch.get(str(smallest)) if bench else None,
+            "other_machine": bool(bench and bench.machine.get("id") != here),
+            "machine": (bench.machine.get("cpu") if bench else None),
+            "benchmark_status": record.benchmarks[-1].status if record.benchmarks else None,
+            "created_at": record.created_at, "checkpoint": record.checkpoint,
+        })
+    return rows
+
+
+def pytorch_baseline(records: list[ExportRecord]) -> dict[str, Any] | None:
+    """PyTorch eager's figures, the median over the benchmarks of these exports on this machine (every
+    benchmark measures it again beside its file)."""
+    from exporter.machine import this_machine_id
+
+    benches = [r.benchmark for r in records if r.benchmark and r.benchmark.machine.get("id") == this_machine_id()]
+    p50 = [b.figure("pytorch", b.batch_sizes[0], "p50_ms") for b in benches if b.batch_sizes]
+    throughput = [b.figure("pytorch", None, "throughput_ips") for b in benches]
+    peak = [(b.results.get("pytorch") or {}).get("peak_rss_growth_mb") for b in benches]
+    p50, throughput, peak = ([v for v in values if v is not None] for values in (p50, throughput, peak))
+    if not p50:
+        return None
+    return {"p50_ms": statistics.median(p50), "throughput_ips": statistics.median(throughput) if throughput else None,
+            "peak_mb": statistics.median(peak) if peak else None, "runs": len(p50)}
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
+    """Ids of the rows no other row beats on both latency (lower) and accuracy change (higher), by latency."""
+    points = [r for r in rows if r.get("p50_ms") is not None and r.get("change") is not None]
+    front = [r for r in points
+             if not any(o is not r and o["p50_ms"] <= r["p50_ms"] and o["change"] >= r["change"]
+                        and (o["p50_ms"] < r["p50_ms"] or o["change"] > r["change"]) for o in points)]
+    return [r["id"] for r in sorted(front, key=lambda r: r["p50_ms"])]
+
+
+def fastest_within(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+    """The row with the lowest latency among those whose metric drops by at most ``max_drop``."""
+    fit = [r for r in rows if r.get("p50_ms") is not None and r.get("change") is not None
+           and -r["change"] <= max_drop + 1e-12 and r.get("validation") == "passed"]
+    return min(fit, key=lambda r: r["p50_ms"], default=None)
