@@ -89,7 +89,7 @@ number = st.column_config.NumberColumn
 st.dataframe([{
     "export": r["id"], "format": r["display_format"],
     "precision": r["variant"] + (f" → runs {r['runs_at']}" if r["runs_at"] else ""),
-    "size MB": r["size_mb"], "validation": r["validation"], f"Δ {metric}": r["delta"], "p50 ms": r["p50_ms"],
+    "size MB": r["size_mb"], "validation": r["verdicts"], f"Δ {metric}": r["delta"], "p50 ms": r["p50_ms"],
     "img/s": r["throughput_ips"], "peak MB": r["peak_mb"], "× eager": r["speedup"],
     "Pareto": "★" if r["id"] in front else "", "machine": "⚠️ other" if r["other_machine"] else "",
 } for r in rows], hide_index=True, width="stretch", column_config={

@@ -71,7 +71,6 @@ def bench_speed(root: Path, projects: tuple[str, ...] | None = None) -> list[dic
     PyTorch eager, batch 1 and 8) by its benchmark job — the table is what the Compare page shows."""
     from demo import DEMO_PROJECTS
     from exporter import Workspace
-    from exporter.compare import compare_rows, fastest_within, pytorch_baseline
     from exporter.jobs import refresh, start_export_all
 
     ws = Workspace(root)
@@ -88,18 +87,23 @@ def bench_speed(root: Path, projects: tuple[str, ...] | None = None) -> list[dic
                 if not record.active and not any(b.status in ("queued", "running") for b in record.benchmarks):
                     records[export_id], pending = record, [p for p in pending if p != export_id]
         ordered = [records[r.id] for r in launched["started"]]
-        rows = compare_rows(ordered)
-        for row, record in zip(rows, ordered, strict=True):
-            bench = record.benchmark
-            row["job_s"] = bench.duration_s if bench else None
-            row["error"] = (record.error.message if record.error else
-                            record.benchmarks[-1].error.message if record.benchmarks and record.benchmarks[-1].error
-                            else None)
-        out.append({"project": project_id, "task": ws.project(project_id).task, "model": experiment.id,
-                    "rows": rows, "skipped": launched["skipped"], "pytorch": pytorch_baseline(ordered),
-                    "fastest_within_0.01": (fastest_within(rows, 0.01) or {}).get("id"),
-                    "minutes": round((time.perf_counter() - started) / 60, 1)})
+        out.append(speed_entry(ws, project_id, ordered, launched["skipped"], time.perf_counter() - started))
     return out
+
+
+def speed_entry(ws, project_id: str, records: list, skipped: list[dict], seconds: float) -> dict:
+    """One model's rows of the speed table from its exports' records."""
+    from exporter.compare import compare_rows, fastest_within, pytorch_baseline
+
+    rows = compare_rows(records)
+    for row, record in zip(rows, records, strict=True):
+        bench = record.benchmark
+        row["job_s"] = bench.duration_s if bench else None
+        failed = record.benchmarks[-1].error if record.benchmarks else None
+        row["error"] = record.error.message if record.error else failed.message if failed else None
+    return {"project": project_id, "task": ws.project(project_id).task, "model": records[0].experiment_id,
+            "rows": rows, "skipped": skipped, "pytorch": pytorch_baseline(records),
+            "fastest_within_0.01": (fastest_within(rows, 0.01) or {}).get("id"), "minutes": round(seconds / 60, 1)}
 
 
 def independent_ort(speed: list[dict], root: Path, runs: int = 50) -> dict:
@@ -268,7 +272,7 @@ def speed_markdown(speed: list[dict], check: dict | None) -> list[str]:
             star = " ★" if r["id"] == entry["fastest_within_0.01"] else ""
             precision = r["variant"] + (f" (runs {r['runs_at']})" if r.get("runs_at") else "")
             lines.append(f"| | {r['display_format']}{star} | {precision} | {num(r['size_mb'], '.1f')} | "
-                         f"{r['validation']} | {num(r['delta'], '+.4f')} | {num(r['p50_ms'], '.2f')} | "
+                         f"{r['verdicts']} | {num(r['delta'], '+.4f')} | {num(r['p50_ms'], '.2f')} | "
                          f"{num(r['throughput_ips'], '.1f')} | {num(r['peak_mb'], '.0f')} | "
                          f"{num(r['speedup'], '.2f')} | "
                          f"{num(r['job_s'], '.0f')} |" + (f" {r['error'][:80]}" if r.get("error") else ""))

@@ -344,10 +344,10 @@ def compare_line(row: dict[str, Any]) -> str:
         width = int("".join(c for c in form.split(".")[0] if c.isdigit()) or 0)
         return f"{'—':>{width}}" if value is None else format(value, form)
 
-    return (f"{row['id']}  {row['display_format']:<12} {row['variant']:<13} {row['validation']:<12} "
+    return (f"{row['id']}  {row['display_format']:<12} {row['variant']:<13} {row['verdicts']:<12} "
             f"{num(row['size_mb'], '8.1f')} MB  Δ {num(row['delta'], '+8.4f')}  p50 {num(row['p50_ms'], '8.2f')} ms  "
             f"{num(row['throughput_ips'], '8.1f')} img/s  ×{num(row['speedup'], '.2f')} vs eager"
-            + (f"  (runs at {row['runs_at']})" if row.get("runs_at") else ""))
+)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

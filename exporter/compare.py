@@ -40,6 +40,7 @@ def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> 
             "id": record.id, "format": record.format, "display_format": fmt.display_name,
             "variant": fmt.variant_label(record.options), "status": record.status, "validation": record.verdict,
             "deploy_validation": (check.get("validation") or {}).get("verdict"), "runs_at": runs_at,
+            "verdicts": record.verdict + (f" · at {runs_at}: {check['validation']['verdict']}" if runs_at else ""),
             "size_mb": record.output_size_mb, "metric": metric, "delta": delta, "change": change,
             "evaluation": evaluation.verdict if evaluation else None,
             "p50_ms": bench.figure("file", smallest, "p50_ms") if bench else None,
@@ -82,7 +83,8 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def fastest_within(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
-    """The row with the lowest latency among those whose metric drops by at most ``max_drop``."""
+    """The lowest-latency row among those whose metric drops by at most ``max_drop`` and that validate at the
+    precision they run at."""
     fit = [r for r in rows if r.get("p50_ms") is not None and r.get("change") is not None
-           and -r["change"] <= max_drop + 1e-12 and r.get("validation") == "passed"]
+           and -r["change"] <= max_drop + 1e-12 and (r.get("deploy_validation") or r.get("validation")) == "passed"]
     return min(fit, key=lambda r: r["p50_ms"], default=None)

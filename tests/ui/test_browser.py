@@ -256,7 +256,7 @@ def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, dem
     page.screenshot(path=str(ARTIFACTS / "evaluation-gallery.png"))
 
 
-def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws, demo_full_template):
+def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws, demo_full_template, tmp_path):
     """Compare → Export all formats makes one export per format × precision the task takes, each validated,
     evaluated on the labelled set and benchmarked; the chart places them (Pareto front, PyTorch eager);
     clicking a bubble opens that export, whose Benchmark tab shows the latency boxes, and a benchmark
@@ -265,8 +265,12 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
     from exporter.formats import get_available_formats, get_format
     from exporter.workspace import Workspace
 
-    attach_dataset(Workspace(browser_ws), "demo-classification",
-                   demo_full_template / "projects/demo-classification/data/val")
+    labelled = tmp_path / "val"  # 7 images per class (3 classes) of the demo's set: a verdict needs ≥ 20
+    for folder in sorted((demo_full_template / "projects/demo-classification/data/val").iterdir()):
+        (labelled / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:7]:
+            shutil.copy(image, labelled / folder.name / image.name)
+    attach_dataset(Workspace(browser_ws), "demo-classification", labelled)
     expected = sum(len(get_format(r["name"]).variants) for r in get_available_formats("classification")
                    if r["available"])
     page.goto(f"{base_url}/compare")
