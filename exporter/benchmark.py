@@ -198,13 +198,11 @@ def update_entry(store: Any, export_id: str, entry_id: str, **changes: Any) -> A
         return store.update(export_id, benchmarks=entries)
 
 
-def drop_entries(store: Any, export_id: str, statuses: tuple[str, ...] = ("queued",),
-                 entry_id: str | None = None) -> Any:
-    """Remove benchmark entries (queued ones behind an export that did not complete; a cancelled one)."""
+def drop_entries(store: Any, export_id: str, statuses: tuple[str, ...] = ("queued",)) -> Any:
+    """Remove the benchmark entries in ``statuses`` (queued behind an export that did not complete; cancelled)."""
     with store.lock():
         record = store.get(export_id)
-        kept = [e.model_dump(mode="json") for e in record.benchmarks
-                if not (e.status in statuses and (entry_id is None or e.id == entry_id))]
+        kept = [e.model_dump(mode="json") for e in record.benchmarks if e.status not in statuses]
         return store.update(export_id, benchmarks=kept) if len(kept) != len(record.benchmarks) else record
 
 

@@ -35,7 +35,7 @@ def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> 
             deployed = check.get("evaluation") or {}
             if deployed.get("drop") is not None:
                 change, delta = -deployed["drop"], (deployed.get("delta") or {}).get(metric)
-        smallest = bench.batch_sizes[0] if bench and bench.batch_sizes else None
+        head = bench.headline() if bench else {}
         rows.append({
             "id": record.id, "format": record.format, "display_format": fmt.display_name,
             "variant": fmt.variant_label(record.options), "status": record.status, "validation": record.verdict,
@@ -43,13 +43,10 @@ def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> 
             "verdicts": record.verdict + (f" · at {runs_at}: {check['validation']['verdict']}" if runs_at else ""),
             "size_mb": record.output_size_mb, "metric": metric, "delta": delta, "change": change,
             "evaluation": evaluation.verdict if evaluation else None,
-            "p50_ms": bench.figure("file", smallest, "p50_ms") if bench else None,
-            "latency_batch": smallest,
-            "throughput_ips": bench.figure("file", None, "throughput_ips") if bench else None,
-            "throughput_batch": bench.batch_sizes[-1] if bench and bench.batch_sizes else None,
-            "peak_mb": (bench.results.get("file") or {}).get("peak_rss_growth_mb") if bench else None,
-            "speedup": bench.speedup_vs_pytorch.get(str(smallest)) if bench else None,
-            "other_machine": bool(bench and bench.machine.get("id") != here),
+            "p50_ms": head.get("p50_ms"), "latency_batch": head.get("batch"),
+            "throughput_ips": head.get("throughput_ips"), "throughput_batch": head.get("throughput_batch"),
+            "peak_mb": head.get("peak_mb"), "speedup": head.get("speedup"),
+            "other_machine": bool(bench and head["machine_id"] != here),
             "machine": (bench.machine.get("cpu") if bench else None),
             "benchmark_status": record.benchmarks[-1].status if record.benchmarks else None,
             "created_at": record.created_at, "checkpoint": record.checkpoint,

@@ -157,6 +157,18 @@ class Benchmark(_Part):
         row = rows[-1] if rows and batch is None else next((r for r in rows if r["batch"] == batch), None)
         return row.get(key) if row else None
 
+    def headline(self) -> dict[str, Any]:
+        """The file's figures a table shows: p50 and × eager at the smallest batch, throughput at the largest,
+        peak memory, precision, machine id."""
+        small = self.batch_sizes[0] if self.batch_sizes else None
+        file = self.results.get("file") or {}
+        return {"batch": small, "p50_ms": self.figure("file", small, "p50_ms"),
+                "speedup": self.speedup_vs_pytorch.get(str(small)),
+                "throughput_batch": self.batch_sizes[-1] if self.batch_sizes else None,
+                "throughput_ips": self.figure("file", None, "throughput_ips"),
+                "peak_mb": file.get("peak_rss_growth_mb"), "precision": (file.get("settings") or {}).get("precision"),
+                "machine_id": self.machine.get("id")}
+
 
 class ExportRecord(BaseModel):
     """One export: request, state, the files it made and how they compare with PyTorch."""

@@ -158,10 +158,10 @@ def _speed(record: ExportRecord) -> dict[str, Any]:
     bench = record.benchmark
     if bench is None:
         return {}
-    small = bench.batch_sizes[0]
-    return {f"p50 ms (batch {small})": bench.figure("file", small, "p50_ms"),
-            "img/s (largest batch)": bench.figure("file", None, "throughput_ips"),
-            "× PyTorch eager": bench.speedup_vs_pytorch.get(str(small)), "benchmarked on": bench.machine.get("cpu")}
+    head = bench.headline()
+    return {f"p50 ms (batch {head['batch']})": head["p50_ms"],
+            f"img/s (batch {head['throughput_batch']})": head["throughput_ips"],
+            "× PyTorch eager": head["speedup"], "benchmarked on": bench.machine.get("cpu")}
 
 
 def _shown(value: Any) -> str:

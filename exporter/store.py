@@ -76,10 +76,8 @@ def _benchmark_summary(record: ExportRecord) -> dict[str, Any] | None:
     latest, done = record.benchmarks[-1], record.benchmark
     summary: dict[str, Any] = {"status": latest.status}
     if done is not None:
-        smallest = done.batch_sizes[0] if done.batch_sizes else None
-        summary.update(batch=smallest, p50_ms=done.figure("file", smallest, "p50_ms"),
-                       speedup=done.speedup_vs_pytorch.get(str(smallest)), machine_id=done.machine.get("id"),
-                       precision=(done.results.get("file") or {}).get("settings", {}).get("precision"))
+        summary.update({k: v for k, v in done.headline().items() if k in ("batch", "p50_ms", "speedup", "machine_id",
+                                                                          "precision")})
     return summary
 
 

@@ -41,15 +41,15 @@ def benchmark_section(record: ExportRecord) -> None:
 
 def benchmark_result(bench: Benchmark) -> None:
     """Headline figures, where it ran, the latency distributions and the full table."""
-    file, eager = bench.results.get("file") or {}, bench.results.get("pytorch") or {}
-    small, large = bench.batch_sizes[0], bench.batch_sizes[-1]
     from ui.components import facts
 
-    facts({f"p50 · batch {small}": _ms(bench.figure("file", small, "p50_ms")),
-           f"vs PyTorch eager · batch {small}": _times(bench.speedup_vs_pytorch.get(str(small))),
-           f"throughput · batch {large}": f"{bench.figure('file', None, 'throughput_ips'):,.1f} img/s",
+    file, eager = bench.results.get("file") or {}, bench.results.get("pytorch") or {}
+    head = bench.headline()
+    facts({f"p50 · batch {head['batch']}": _ms(head["p50_ms"]),
+           f"vs PyTorch eager · batch {head['batch']}": _times(head["speedup"]),
+           f"throughput · batch {head['throughput_batch']}": f"{head['throughput_ips']:,.1f} img/s",
            "load": f"{file.get('load_s', 0):.2f} s", "first run": _ms(file.get("first_inference_s", 0) * 1e3),
-           "peak memory": f"+{file.get('peak_rss_growth_mb', 0):,.0f} MB"})
+           "peak memory": f"+{head['peak_mb'] or 0:,.0f} MB"})
     machine = bench.machine
     where = (f"{machine.get('cpu')} · {machine.get('physical_cores')} cores · {bench.threads} threads"
              + (f" · {machine['gpu']}" if machine.get("gpu") else "")
@@ -101,11 +101,10 @@ def latency_figure(bench: Benchmark):
 
 
 def _history_row(bench: Benchmark) -> dict[str, Any]:
-    small = bench.batch_sizes[0]
+    head = bench.headline()
     return {"when": bench.finished_at, "machine": bench.machine.get("cpu"), "host": bench.machine.get("host"),
-            "here": "yes" if bench.machine.get("id") == this_machine_id() else "another machine",
-            "threads": bench.threads, f"p50 ms (batch {small})": bench.figure("file", small, "p50_ms"),
-            "× eager": bench.speedup_vs_pytorch.get(str(small))}
+            "here": "yes" if head["machine_id"] == this_machine_id() else "another machine",
+            "threads": bench.threads, "batch": head["batch"], "p50 ms": head["p50_ms"], "× eager": head["speedup"]}
 
 
 def _benchmark_button(record: ExportRecord) -> None:
@@ -176,13 +175,13 @@ def compare_figure(rows: list[dict[str, Any]], front: list[str], baseline: dict[
                            marker={"symbol": "star", "size": 18, "color": "#444"}, text=["PyTorch"],
                            textposition="top center", hovertemplate="PyTorch eager: p50 %{x:.2f} ms<extra></extra>")
     figure.update_layout(
-        title={"text": f"Latency against {metric} change — best is up and to the left<br><sup>bubble area: file size · "
-                       "green rings: the Pareto front · click a bubble to open its export</sup>"},
+        title={"text": f"Latency vs {metric} change<br><sup>best: up and to the left · bubble area: file size<br>"
+                       "green rings: the Pareto front · click a bubble to open it</sup>"},
         xaxis={"type": "log", "title": "p50 latency, ms (log)", "tickvals": _log_ticks(
             [r["p50_ms"] for r in plotted] + ([baseline["p50_ms"]] if baseline else []))},
         yaxis={"title": f"{metric} change vs PyTorch (+ is better)", "zeroline": True},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}, height=460,
-        margin={"t": 80, "b": 40, "l": 10, "r": 10}, clickmode="event+select")
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0, "itemsizing": "constant"}, height=480,
+        margin={"t": 95, "b": 40, "l": 10, "r": 10}, clickmode="event+select")
     return figure
 
 

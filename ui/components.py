@@ -140,11 +140,11 @@ _FACTS_CSS = """<style>
 
 def _summary_metrics(record: ExportRecord) -> None:
     model, validation, bench = record.model, record.validation, record.benchmark
-    small = bench.batch_sizes[0] if bench and bench.batch_sizes else None
+    head = bench.headline() if bench else {}
     facts({"File": record.output_file or "—", "Size": f"{record.output_size_mb or 0:.1f} MB",
            "Opset": model.opset or "—", "Nodes": model.node_count or "—",
            "Max |diff|": f"{validation.max_diff:.2e}" if validation else "—",
-           f"p50 · batch {small}": f"{bench.figure('file', small, 'p50_ms'):.2f} ms" if bench else None})
+           f"p50 · batch {head.get('batch')}": f"{head['p50_ms']:.2f} ms" if head.get("p50_ms") else None})
     for warning in record.warnings:
         st.info(warning)
     sha = record.files[0].sha256 if record.files else ""

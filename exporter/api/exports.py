@@ -36,6 +36,15 @@ NO_GZIP = {"Content-Encoding": "identity"}
 router = APIRouter()
 
 
+class BenchmarkBody(BaseModel):
+    """Body of ``POST /api/export/{id}/benchmark`` (all optional: batch 1 and 8, physical cores, 2 s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(None, min_length=1, max_length=8)
+    threads: int | None = Field(None, ge=1, le=1024)
+    seconds: float | None = Field(None, gt=0, le=120)
+
+
 class ExportBody(BaseModel):
     """Body of ``POST /api/export``."""
 
@@ -45,6 +54,7 @@ class ExportBody(BaseModel):
     checkpoint: str = Field("best", max_length=16)
     format: str = Field("onnx", max_length=32)
     options: dict[str, Any] = Field(default_factory=dict)
+    benchmark: BenchmarkBody | None = None  # settings of a benchmark to run once the export completes
 
 
 @router.get("/exports", summary="Export summaries, newest first")
@@ -75,15 +85,6 @@ class EvaluateBody(BaseModel):
              summary="Evaluate an export on its project's labelled set in the background")
 def evaluate(export_id: str, body: EvaluateBody | None = None) -> ExportRecord:
     return start_evaluation(workspace(), export_id, body.model_dump() if body else {})
-
-
-class BenchmarkBody(BaseModel):
-    """Body of ``POST /api/export/{id}/benchmark`` (all optional: batch 1 and 8, physical cores, 2 s)."""
-
-    model_config = ConfigDict(extra="forbid")
-    batch_sizes: list[Annotated[int, Field(ge=1, le=256)]] | None = Field(None, min_length=1, max_length=8)
-    threads: int | None = Field(None, ge=1, le=1024)
-    seconds: float | None = Field(None, gt=0, le=120)
 
 
 @router.post("/export/{export_id}/benchmark", status_code=202,

@@ -288,6 +288,10 @@ def test_benchmark_refusals(client, api_ws):
     refused = client.post(f"/api/export/{running['id']}/benchmark", json={})
     assert refused.status_code == 400 and "only completed exports" in refused.json()["error"]["message"]
     client.delete(f"/api/export/{running['id']}")
+    then = client.post("/api/export", json={**CLS, "benchmark": {"batch_sizes": [1], "seconds": 0.1}}).json()
+    assert then["benchmarks"][0]["status"] == "queued" and then["benchmarks"][0]["requested"] == {
+        "batch_sizes": [1], "seconds": 0.1}  # run by the export's worker once the file is made
+    client.delete(f"/api/export/{then['id']}")
     bad = client.post("/api/export-all", json={**CLS, "experiment_id": "missing"})
     assert bad.status_code == 404 and "missing" in bad.json()["error"]["message"]
 

@@ -33,3 +33,15 @@ def test_engine_builds_validates_and_reloads(demo_ws, project, experiment, preci
     runner = TensorRtFormat().load(folder / "model.engine")
     x = np.random.rand(2, *record["model"]["input_shape"][1:]).astype(np.float32)
     assert [o.shape[0] for o in runner.run({runner.inputs[0]: x})] == [2] * len(runner.outputs)
+
+
+def test_engine_benchmarks_on_the_gpu_beside_eager_on_the_gpu(demo_ws):
+    from exporter.service import benchmark_export
+
+    ws = Workspace(demo_ws)
+    record = export_checkpoint(ws, ExportRequest(*DEMO[0], format="tensorrt"))
+    entry = benchmark_export(ws, record.id, {"batch_sizes": [1, 8], "seconds": 0.5}).benchmarks[-1]
+    assert entry.status == "completed", entry.error
+    assert entry.results["file"]["settings"]["device"] == "cuda" and entry.machine["gpu"]
+    assert entry.results["pytorch"]["settings"]["device"] == "cuda"
+    assert [b["batch"] for b in entry.results["file"]["batches"]] == [1, 8]
