@@ -93,6 +93,7 @@ st.dataframe([{
     "img/s": r["throughput_ips"], "peak MB": r["peak_mb"], "× eager": r["speedup"],
     "Pareto": "★" if r["id"] in front else "", "machine": "⚠️ other" if r["other_machine"] else "",
 } for r in rows], hide_index=True, width="stretch", column_config={
+    "validation": st.column_config.TextColumn(width="medium"), "precision": st.column_config.TextColumn(width="medium"),
     "size MB": number(format="%.1f"), f"Δ {metric}": number(format="%+.4f"),
     "p50 ms": number(format="%.2f", help="median latency at the smallest timed batch (usually 1)"),
     "img/s": number(format="%.0f", help="throughput at the largest timed batch (usually 8)"),
