@@ -21,68 +21,21 @@ def _isolated_env(tmp_path_factory):
     yield
 
 
-DEMO_FIXTURES = {"demo_full_template", "demo_template", "demo_ws", "demo_eval_ws"}
-_BUILD: dict[str, object] = {}  # the demo build started at collection: {"root", "process", "log"}
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Modules that need the demo workspace run after those that do not, and the demo (~4 min of training)
-    starts building in a background process now, so the demo-free modules run while it trains."""
-    needs: dict[str, bool] = {}
-    for item in items:
-        needs[item.nodeid.split("::")[0]] = needs.get(item.nodeid.split("::")[0], False) or bool(
-            DEMO_FIXTURES & set(getattr(item, "fixturenames", ())))
-    items.sort(key=lambda item: needs[item.nodeid.split("::")[0]])  # stable: file order kept within each group
-    if any(needs.values()) and not _prebuilt() and not config.option.collectonly:
-        import subprocess
-        import sys
-        import tempfile
-
-        root = Path(tempfile.mkdtemp(prefix="aistudio-test-demo-"))
-        log = open(root / "build.log", "wb")  # noqa: SIM115 - closed at session end
-        process = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--workspace", str(root / "ws")],
-                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-        _BUILD.update(root=root, process=process, log=log)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Stop the background demo build if the session ends first; remove what it wrote."""
-    if not _BUILD:
-        return
-    if _BUILD["process"].poll() is None:
-        _BUILD["process"].kill()
-        _BUILD["process"].wait()
-    _BUILD["log"].close()
-    shutil.rmtree(_BUILD["root"], ignore_errors=True)
-
-
-def _prebuilt() -> Path | None:
-    prebuilt = Path(os.environ.get("AISTUDIO_TEST_DEMO", "")).expanduser()
-    return prebuilt if os.environ.get("AISTUDIO_TEST_DEMO") and (prebuilt / "projects").is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def demo_full_template(tmp_path_factory) -> Path:
     """The demo workspace as `make run` builds it, trained once per test session (read-only).
 
-    Built by ``python -m exporter demo`` in a background process started at collection time (see
-    ``pytest_collection_modifyitems``). ``AISTUDIO_TEST_DEMO=DIR`` reuses a demo workspace built
-    before (``python -m exporter demo --workspace DIR``) to save its ~4 min when running a few
-    tests; tests only ever copy it.
+    ``AISTUDIO_TEST_DEMO=DIR`` reuses a demo workspace built before (``python -m exporter demo
+    --workspace DIR``) to save its ~2.5 min when running a few tests; tests only ever copy it.
     """
-    if prebuilt := _prebuilt():
-        return prebuilt
-    if not _BUILD:  # collected without the hook's build (e.g. an unusual plugin order): build here
-        from demo import build_demo
+    from demo import build_demo
 
-        root = tmp_path_factory.mktemp("demo-template")
-        build_demo(root)
-        return root
-    if _BUILD["process"].wait() != 0:
-        raise RuntimeError("building the demo workspace failed:\n"
-                           + (_BUILD["root"] / "build.log").read_text(errors="replace")[-3000:])
-    return _BUILD["root"] / "ws"
+    prebuilt = Path(os.environ.get("AISTUDIO_TEST_DEMO", "")).expanduser()
+    if os.environ.get("AISTUDIO_TEST_DEMO") and (prebuilt / "projects").is_dir():
+        return prebuilt
+    root = tmp_path_factory.mktemp("demo-template")
+    build_demo(root)
+    return root
 
 
 @pytest.fixture(scope="session")
