@@ -106,6 +106,75 @@ def speed_entry(ws, project_id: str, records: list, skipped: list[dict], seconds
             "fastest_within_0.01": (fastest_within(rows, 0.01) or {}).get("id"), "minutes": round(seconds / 60, 1)}
 
 
+PRECISION_VARIANTS = (("ONNX fp32", "onnx", {}), ("ONNX fp16", "onnx", {"precision": "fp16"}),
+                      ("ONNX fp16 auto", "onnx", {"precision": "fp16", "accuracy": "auto"}),
+                      ("ONNX int8 static", "onnx", {"precision": "int8", "quantization": "static"}),
+                      ("ONNX int8 static auto", "onnx", {"precision": "int8", "quantization": "static",
+                                                         "accuracy": "auto"}),
+                      ("OpenVINO int8 (NNCF)", "openvino", {"precision": "int8"}))
+
+
+def bench_precision(root: Path, projects: tuple[str, ...] | None = None) -> list[dict]:
+    """Reduced precision on each demo task's first experiment, before and after accuracy=auto: the gate's
+    figures (metric drop on the labelled set, validation agreement), file size and p50 at batch 1 (benchmark
+    job, 1 s), and the time the accuracy-aware rounds took."""
+    from demo import DEMO_PROJECTS
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.errors import ExportError
+    from exporter.service import benchmark_export
+    from exporter.validation import AGREEMENT_METRICS
+
+    ws = Workspace(root)
+    rows = []
+    for project_id in projects or DEMO_PROJECTS:
+        project = ws.project(project_id)
+        experiment = project.experiments()[0]
+        for label, fmt, options in PRECISION_VARIANTS:
+            row = {"project": project_id, "task": project.task, "variant": label}
+            try:
+                record = export_checkpoint(ws, ExportRequest(project_id, experiment.id, format=fmt, options=options))
+            except ExportError as exc:
+                rows.append({**row, "error": exc.message})
+                continue
+            if record.status != "completed":
+                rows.append({**row, "error": record.error.message})
+                continue
+            bench = benchmark_export(ws, record.id, {"batch_sizes": [1], "seconds": 1.0}).benchmarks[-1]
+            metrics = record.validation.task_metrics
+            search = record.accuracy_search
+            rows.append({**row, "size_mb": record.output_size_mb, "validation": record.validation.verdict,
+                         "agreement": next((metrics[k] for k in AGREEMENT_METRICS if k in metrics), None),
+                         "drop": record.evaluation.drop if record.evaluation else None,
+                         "gate": record.evaluation.verdict if record.evaluation else None,
+                         "p50_ms": bench.figure("file", 1, "p50_ms") if bench.status == "completed" else None,
+                         "rounds": len(search.rounds) - 1 if search else None,
+                         "chosen": search.chosen if search else None, "met": search.met if search else None,
+                         "kept_float": len(search.rounds[search.chosen]["kept_float"]) if search else None,
+                         "search_s": search.duration_s if search else None,
+                         "round0_drop": search.rounds[0].get("drop") if search else None})
+    return rows
+
+
+def precision_markdown(rows: list[dict]) -> list[str]:
+    def num(value, form: str) -> str:
+        return "—" if value is None else format(value, form)
+
+    lines = ["| task | file | MB | validation | agreement | metric drop | p50 b1 ms | accuracy=auto |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['task']} | {row['variant']} | failed: {row['error'][:100]} | | | | | |")
+            continue
+        auto = ("" if row["rounds"] is None else
+                f"{'met' if row['met'] else 'NOT met'}: round {row['chosen']} of {row['rounds']}, "
+                f"{row['kept_float']} nodes in float (round 0 drop {num(row['round0_drop'], '+.4f')}), "
+                f"{row['search_s']:.1f} s")
+        lines.append(f"| {row['task']} | {row['variant']} | {num(row['size_mb'], '.2f')} | {row['validation']} | "
+                     f"{num(row['agreement'], '.3f')} | {num(row['drop'], '+.4f')} | {num(row['p50_ms'], '.2f')} | "
+                     f"{auto} |")
+    return lines
+
+
 def independent_ort(speed: list[dict], root: Path, runs: int = 50) -> dict:
     """resnet50 @224 ONNX fp32 at batch 1: the benchmark job's p50 beside a plain ``onnxruntime`` timing of the
     same file in a separate process (default session options, the same thread count)."""
@@ -301,6 +370,7 @@ def markdown(results: dict) -> str:
                      f"{row['max_diff']:.1e} | {t['median']} [{t['min']}–{t['max']}] |")
     lines += ["", *speed_markdown(results.get("speed", []), results.get("independent_ort"))]
     lines += ["", *evaluation_markdown(results.get("evaluation", []))]
+    lines += ["", *precision_markdown(results.get("precision", []))]
     o = results["overhead"]
     lines += ["", f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
               f"{o['ours_s']['max']}] vs raw tools {o['raw_s']['median']} s [{o['raw_s']['min']}–{o['raw_s']['max']}]"
@@ -326,12 +396,29 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(part: str, data, lines: list[str]) -> None:
+    """results/<part>.json and .md, and the table on stdout."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{part}.json").write_text(json.dumps(data, indent=2))
+    (RESULTS / f"{part}.md").write_text("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed"), help="run one part alone (results/<part>.md)")
+    parser.add_argument("--only", choices=("evaluation", "speed", "precision"),
+                        help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
+    if args.only == "precision":
+        try:
+            build_models(root)
+            rows = bench_precision(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        _write("precision", rows, precision_markdown(rows))
+        return
     if args.only == "speed":
         try:
             build_models(root)
@@ -339,20 +426,14 @@ def main() -> None:
             check = independent_ort(speed, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "speed.json").write_text(json.dumps({"speed": speed, "independent_ort": check}, indent=2))
-        (RESULTS / "speed.md").write_text("\n".join(speed_markdown(speed, check)) + "\n")
-        sys.stdout.write("\n".join(speed_markdown(speed, check)) + "\n")
+        _write("speed", {"speed": speed, "independent_ort": check}, speed_markdown(speed, check))
         return
     if args.only == "evaluation":
         try:
             rows = bench_evaluation(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "evaluation.json").write_text(json.dumps(rows, indent=2))
-        (RESULTS / "evaluation.md").write_text("\n".join(evaluation_markdown(rows)) + "\n")
-        sys.stdout.write("\n".join(evaluation_markdown(rows)) + "\n")
+        _write("evaluation", rows, evaluation_markdown(rows))
         return
     try:
         started = time.perf_counter()
@@ -362,6 +443,7 @@ def main() -> None:
                                         if args.quick else None),
                    "evaluation": bench_evaluation(root / "exports",  # the demo built above
                                                   EVAL_FORMATS[:2] if args.quick else EVAL_FORMATS),
+                   "precision": bench_precision(root / "exports", ("demo-oriented",) if args.quick else None),
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
@@ -379,3 +461,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-images", type=int, help="labelled images used at most (default: the export's, 500)")
     evaluate.add_argument("--max-metric-drop", type=float,
                           help="largest allowed drop of the primary metric (default: the export's, 0.01)")
+    diagnose = sub.add_parser("diagnose", parents=[common],
+                              help="where an export diverges from its reference, layer by layer")
+    diagnose.add_argument("export_id")
     bench = sub.add_parser("benchmark", parents=[common],
                            help="time an export in its runtime beside PyTorch eager (latency, throughput, memory)")
     bench.add_argument("export_id")
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--project", required=True)
     worker.add_argument("--export-id", required=True)
     worker.add_argument("--evaluate", action="store_true", help="evaluate the export instead of running it")
+    worker.add_argument("--diagnose", action="store_true", help="diagnose the export instead of running it")
     worker.add_argument("--benchmark", metavar="ENTRY_ID", help="run this benchmark of the export instead")
     return parser
 
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("list", "export", "evaluate", "benchmark", "export-all"):
+        if args.command in ("list", "export", "evaluate", "diagnose", "benchmark", "export-all"):
             from exporter.jobs import recover_interrupted
 
             recover_interrupted(_workspace(args))
@@ -212,6 +216,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(summary_line(record))
         if record.evaluation and record.evaluation.status == "completed":
             print(evaluation_line(record))
+        if record.accuracy_search:
+            print("\n".join(search_lines(record.accuracy_search)))
+        if record.diagnosis:
+            print("\n".join(diagnosis_lines(record.diagnosis)))
     if not ok:
         print(f"error: {failure_reason(record)}", file=sys.stderr)
     return 0 if ok else 1
@@ -229,6 +237,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if record.evaluation.verdict != "passed":
         print(f"error: evaluation {record.evaluation.verdict}: {record.evaluation.reason}", file=sys.stderr)
     return 1 if record.gate_failed else 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from exporter.service import diagnose_export
+
+    record = diagnose_export(_workspace(args), args.export_id)
+    _emit(args, record.to_json(), diagnosis_lines(record.diagnosis))
+    return 0
+
+
+def diagnosis_lines(diagnosis: Any) -> list[str]:
+    """A diagnosis as its reading and its top layers (op, module path, error, error added)."""
+    if diagnosis.status == "failed":
+        return [f"🔍 diagnosis failed: {diagnosis.error.message}"]
+    lines = [f"🔍 {diagnosis.reading}"]
+    if diagnosis.available:
+        mapping = diagnosis.mapping
+        mapped = (f"; {mapping['mapped']} of {mapping['nodes']} nodes mapped to modules "
+                  f"({mapping['conv_mapped']} of {mapping['conv']} Conv)" if mapping else "")
+        lines.append(f"   {diagnosis.comparison}: {len(diagnosis.layers)} layers compared{mapped}")
+        lines += [f"   {row['error']:9.2e} (+{row['added']:.2e})  {row['op_type']:<14} {row['node']}"
+                  + (f"  ← {row['module']}" if row.get("module") else "") for row in diagnosis.top]
+    return lines
+
+
+def search_lines(search: Any) -> list[str]:
+    """accuracy=auto's rounds, one line each."""
+    lines = [f"🎯 accuracy=auto {'met' if search.met else 'did not meet'} the gate ({search.gate}) in "
+             f"{search.duration_s:.1f}s; the file is round {search.chosen} (fp32 graph: {search.float_size_mb:.2f} MB)"]
+    for row in search.rounds:
+        metric = f"drop {row['drop']:+.4f}" if row.get("drop") is not None else f"agreement {row.get('agreement')}"
+        lines.append(f"   round {row['round']}: {row['kept_count']:3d} nodes in float · validation {row['verdict']} · "
+                     f"{metric} · {row['size_mb']:.2f} MB{'  ✓' if row['holds'] else ''}")
+    return lines
 
 
 def evaluation_line(record: ExportRecord) -> str:
@@ -383,6 +425,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.diagnose:
+        from exporter.service import diagnose_export
+
+        diagnose_export(_workspace(args), args.export_id)
+        return 0
     if args.evaluate:
         from exporter.service import evaluate_export
         from exporter.store import find_export
@@ -397,5 +444,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
-            "evaluate": cmd_evaluate, "benchmark": cmd_benchmark, "export-all": cmd_export_all, "data": cmd_data,
-            "worker": cmd_worker}
+            "evaluate": cmd_evaluate, "diagnose": cmd_diagnose, "benchmark": cmd_benchmark,
+            "export-all": cmd_export_all, "data": cmd_data, "worker": cmd_worker}

@@ -24,7 +24,7 @@ from exporter.workers import limit_memory, process_identity, worker_alive, worke
 from exporter.workspace import Workspace
 
 __all__ = ["ACTIVE", "cancel_benchmark", "cancel_export", "delete_export", "recover_interrupted", "refresh",
-           "run_worker", "start_benchmark", "start_evaluation", "start_export", "start_export_all"]
+           "run_worker", "start_benchmark", "start_diagnosis", "start_evaluation", "start_export", "start_export_all"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,18 +49,45 @@ def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, 
     """
     from exporter.service import check_evaluable
 
-    store, record = find_export(workspace, export_id)
-    check_evaluable(store, record)
-    if record.evaluation and record.evaluation.status == "running" and worker_alive(record.evaluation.worker):
-        raise UsageError(f"Export {export_id} is being evaluated already.")
     requested = {k: v for k, v in (overrides or {}).items() if v is not None}
-    store.update(export_id, evaluation={"status": "running", "requested": requested})
-    pid = _spawn_worker(workspace, store, export_id, "--evaluate")
+    return _start_side_job(workspace, export_id, "evaluation", check_evaluable, {"requested": requested})
+
+
+def start_diagnosis(workspace: Workspace, export_id: str) -> ExportRecord:
+    """Diagnose a completed export layer by layer in a background worker.
+
+    Returns the record with ``diagnosis.status == "running"``; the worker replaces it with the result.
+
+    Raises:
+        UsageError / NotFoundError: the export cannot be diagnosed (nothing is started).
+    """
+    from exporter.report import require_current
+
+    return _start_side_job(workspace, export_id, "diagnosis",
+                           lambda store, record: require_current(store, record, "diagnose"), {})
+
+
+# Jobs that add a part to a completed export: the part → (worker flag, "being …", the action's verb).
+SIDE_JOBS = {"evaluation": ("--evaluate", "evaluated", "evaluate"),
+             "diagnosis": ("--diagnose", "diagnosed", "diagnose")}
+
+
+def _start_side_job(workspace: Workspace, export_id: str, field: str, check: Any,
+                    state: dict[str, Any]) -> ExportRecord:
+    """Start a job that adds ``field`` (evaluation, diagnosis) to a completed export, in a worker."""
+    flag, done, _ = SIDE_JOBS[field]
+    store, record = find_export(workspace, export_id)
+    check(store, record)
+    current = getattr(record, field)
+    if current and current.status == "running" and worker_alive(current.worker):
+        raise UsageError(f"Export {export_id} is being {done} already.")
+    store.update(export_id, **{field: {"status": "running", **state}})
+    pid = _spawn_worker(workspace, store, export_id, flag)
     with store.lock():
         current = store.get(export_id)
-        if current.evaluation and current.evaluation.status == "running":
-            current = store.update(export_id, evaluation={**current.evaluation.model_dump(),
-                                                          "worker": process_identity(pid)})
+        part = getattr(current, field)
+        if part and part.status == "running":
+            current = store.update(export_id, **{field: {**part.model_dump(), "worker": process_identity(pid)}})
     return current
 
 
@@ -189,14 +216,15 @@ def refresh(workspace: Workspace, export_id: str) -> ExportRecord:
     store, record = find_export(workspace, export_id)
     if record.active and not worker_alive(record.worker):
         record = _interrupt(store, record)
-    evaluation = record.evaluation
-    if evaluation and evaluation.status == "running" and not worker_alive(evaluation.worker):
-        with store.lock():
-            current = store.get(export_id).evaluation
-            if current and current.status == "running" and not worker_alive(current.worker):
-                error = Interrupted("The evaluation's worker ended before it finished; evaluate again.",
-                                    stage="evaluate")
-                record = store.update(export_id, evaluation={"status": "failed", "error": error.to_dict()})
+    for field, (_, _, action) in SIDE_JOBS.items():
+        part = getattr(record, field)
+        if part and part.status == "running" and not worker_alive(part.worker):
+            with store.lock():
+                current = getattr(store.get(export_id), field)
+                if current and current.status == "running" and not worker_alive(current.worker):
+                    error = Interrupted(f"The {field}'s worker ended before it finished; {action} again.",
+                                        stage=action)
+                    record = store.update(export_id, **{field: {"status": "failed", "error": error.to_dict()}})
     if not record.active and any(b.status in ("queued", "running") for b in record.benchmarks):
         record = _interrupt_benchmarks(store, record)
     return record

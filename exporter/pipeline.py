@@ -48,7 +48,8 @@ def stage_fractions(format_stages: tuple[str, ...]) -> dict[str, float]:
     """Progress fraction at the start of each stage: the format's own stages share 0.3–0.7."""
     step = 0.4 / max(1, len(format_stages))
     middle = {stage: round(0.3 + i * step, 3) for i, stage in enumerate(format_stages)}
-    return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "evaluate": 0.75, "store": 0.95, "done": 1.0}
+    return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "evaluate": 0.75, "refine": 0.8,
+            "diagnose": 0.9, "store": 0.95, "done": 1.0}
 
 
 
@@ -96,11 +97,17 @@ class _Pipeline:
         self.enter("export")
         artifact = fmt.export(job, self.workdir, self.enter)
         self.enter("validate")
-        try:
-            report = _validate(job, artifact.runner, pool, pool_kind, fmt, len(samples))
-            evaluation = self._evaluate(job, artifact.runner, fmt.name, sha256)
-        finally:
-            artifact.runner.close()
+        check = _Check(job, fmt, pool, pool_kind, len(samples), sha256, self.workspace.root, project.path,
+                       self.store.export_dir(self.record.id))
+        report, evaluation = check(artifact.runner, on_evaluate=self._entering_evaluate)
+        search = diagnosis = None
+        if options.get("accuracy") == "auto":
+            self.enter("refine")
+            artifact, report, evaluation, search = self._keep_accuracy(fmt, check, artifact, report, evaluation)
+        if report.verdict == "failed" or (evaluation or {}).get("verdict") == "failed":  # say where, while
+            # the reference is at hand
+            self.enter("diagnose")
+            diagnosis = _diagnosis(fmt, job, artifact.files[0], pool, self.workdir)
         self.enter("store")
         files = _publish(artifact.files, self.store.export_dir(self.record.id))
         self.enter("done")
@@ -111,17 +118,50 @@ class _Pipeline:
             output_size_mb=round(sum(f["size_bytes"] for f in files) / 1e6, 3),
             model={**spec.metadata(), **artifact.info, "input_shape": list(shape)},
             validation=report.to_dict(), evaluation=evaluation, warnings=artifact.warnings, timings_s=timings,
-            environment=environment(artifact.info), error=None)
+            accuracy_search=search, diagnosis=diagnosis, environment=environment(artifact.info), error=None)
 
-    def _evaluate(self, job: Any, runner: Any, runtime: str, sha256: str) -> dict[str, Any] | None:
-        """The evaluation stage: on by default when the project has ``data/val``."""
-        from exporter import evaluation
-
-        if not job.options.get("evaluate") or not evaluation.val_folder(self.store.project.path).is_dir():
-            return None
+    def _entering_evaluate(self) -> None:
         self.enter("evaluate")
-        return _evaluate(job, runner, runtime, sha256, self.workspace.root, self.store.project.path,
-                         self.store.export_dir(self.record.id) / evaluation.GALLERY_DIR)
+
+    def _keep_accuracy(self, fmt: Any, check: _Check, artifact: Any, report: Any, evaluation: dict | None):
+        """accuracy=auto: while the gate fails, keep more of the graph in float and convert again — first the
+        segments the diagnosis ranks worst (a quarter of them, then all), then instead every op without weights
+        (the box and score arithmetic a tensor-by-tensor diagnosis cannot follow past NMS, where shapes
+        depend on the data). Ends with the first round that holds, else the best one reached.
+
+        Returns ``(artifact, report, evaluation, search)``; ``search`` is the stored table of rounds.
+        """
+        from exporter.diagnosis import ranking, weight_free_nodes
+        from exporter.formats.onnx import REFERENCE_FILE
+
+        started = time.perf_counter()
+        reference = self.workdir / REFERENCE_FILE
+        inputs = _diagnosis_inputs(check.job, check.pool)
+        rounds = [_round(0, (), "everything converted", report, evaluation, artifact)]
+        keep: tuple[str, ...] = ()
+        ranked: list[tuple[str, ...]] = []
+        plans = iter([("the diagnosis's worst quarter", lambda: ranked[:max(1, len(ranked) // 4)]),
+                      ("everything the diagnosis ranks", lambda: ranked),
+                      ("every op without weights", lambda: [(n,) for n in weight_free_nodes(reference)])])
+        while not _gate(report, evaluation) and len(rounds) <= MAX_ACCURACY_ROUNDS:
+            ranked = ranked or ranking(reference, artifact.files[0], inputs)  # of the fully converted file
+            plan = next(((how, nodes) for how, pick in plans if (nodes := _nodes(pick())) != keep), None)
+            if plan is None:
+                break
+            how, keep = plan
+            artifact = fmt.reduce(check.job, self.workdir, keep)
+            report, evaluation = check(artifact.runner)
+            rounds.append(_round(len(rounds), keep, how, report, evaluation, artifact))
+            self._save(progress={"stage": "refine", "fraction": round(0.8 + 0.02 * len(rounds), 3)})
+        chosen = next((r for r in rounds if r["holds"]), max(rounds, key=lambda r: r["score"]))
+        if chosen is not rounds[-1]:  # the best round was an earlier one: make its file again
+            artifact = fmt.reduce(check.job, self.workdir, tuple(chosen["kept_float"]))
+            report, evaluation = check(artifact.runner)
+        search = {"met": chosen["holds"], "chosen": chosen["round"], "max_rounds": MAX_ACCURACY_ROUNDS,
+                  "gate": _gate_text(evaluation), "rounds": rounds,
+                  "float_size_mb": round(reference.stat().st_size / 1e6, 3),
+                  "duration_s": round(time.perf_counter() - started, 2)}
+        return artifact, report, evaluation, search
 
     def fail(self, exc: ExportError) -> ExportRecord:
         """End the record ``failed`` with the error; no model file is left behind."""
@@ -157,6 +197,122 @@ def recheck(workspace: Workspace, store: ExportStore, record: ExportRecord, runn
     evaluated = record.evaluation is not None and evaluation.val_folder(project.path).is_dir()
     return report, (_evaluate(job, runner, runtime, ckpt.sha256, workspace.root, project.path, None)
                     if evaluated else None)
+
+
+class _Check:
+    """Validation, then evaluation on ``data/val`` when the project has it and the options ask: the gate
+    an export (and each round of accuracy=auto) must pass. Closes the runner it is given."""
+
+    def __init__(self, job: Any, fmt: Any, pool: Any, pool_kind: str, n_samples: int, sha256: str,
+                 cache_root: Path, project_path: Path, export_dir: Path) -> None:
+        from exporter import evaluation
+
+        self.job, self.fmt, self.pool, self.pool_kind, self.n_samples = job, fmt, pool, pool_kind, n_samples
+        self.sha256, self.cache_root, self.project_path = sha256, cache_root, project_path
+        self.gallery = export_dir / evaluation.GALLERY_DIR
+        self.evaluates = bool(job.options.get("evaluate")) and evaluation.val_folder(project_path).is_dir()
+
+    def __call__(self, runner: Any, on_evaluate: Callable[[], None] | None = None) -> tuple[Any, dict | None]:
+        try:
+            report = _validate(self.job, runner, self.pool, self.pool_kind, self.fmt, self.n_samples)
+            if not self.evaluates:
+                return report, None
+            if on_evaluate:
+                on_evaluate()
+            return report, _evaluate(self.job, runner, self.fmt.name, self.sha256, self.cache_root,
+                                     self.project_path, self.gallery)
+        finally:
+            runner.close()
+
+
+MAX_ACCURACY_ROUNDS = 3  # accuracy=auto converts again at most this many times
+
+
+def _evaluated(evaluation: dict[str, Any] | None) -> bool:
+    return evaluation is not None and evaluation.get("status", "completed") == "completed"
+
+
+def _gate(report: Any, evaluation: dict[str, Any] | None) -> bool:
+    """accuracy=auto's gate: the metric drop within ``max_metric_drop`` on data/val when the export is
+    evaluated, else validation passing on the samples (task agreement ≥ 99 %)."""
+    return evaluation.get("verdict") == "passed" if _evaluated(evaluation) else report.verdict == "passed"
+
+
+def _gate_text(evaluation: dict[str, Any] | None) -> str:
+    if _evaluated(evaluation):
+        return f"{evaluation.get('primary_metric')} drops by at most {evaluation.get('max_metric_drop')} on data/val"
+    return "validation passes on the samples (task agreement ≥ 99 %)"
+
+
+def _nodes(segments: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The nodes of ``segments``, each once, in order."""
+    return tuple(dict.fromkeys(node for segment in segments for node in segment))
+
+
+def _round(number: int, keep: tuple[str, ...], how: str, report: Any, evaluation: dict[str, Any] | None,
+           artifact: Any) -> dict[str, Any]:
+    """One round of accuracy=auto, as stored: what stayed in float, the gate's figures, the file's size."""
+    from exporter.validation import AGREEMENT_METRICS
+
+    agreement = next((report.task_metrics[k] for k in AGREEMENT_METRICS if k in report.task_metrics), None)
+    evaluated = _evaluated(evaluation)
+    drop = evaluation.get("drop") if evaluated else None
+    metric = (evaluation.get("file") or {}).get(evaluation.get("primary_metric")) if evaluated else None
+    score = -drop if drop is not None else (agreement if agreement is not None else -report.max_diff)
+    return {"round": number, "kept_float": list(keep), "kept_count": len(keep), "added": how,
+            "verdict": report.verdict, "agreement": agreement, "metric": metric, "drop": drop,
+            "holds": _gate(report, evaluation),
+            "size_mb": round(sum(f.stat().st_size for f in artifact.files) / 1e6, 3), "score": score}
+
+
+def _diagnosis_inputs(job: Any, pool: Any) -> dict[str, Any]:
+    """The images a diagnosis runs: the first two of the pool (the fixed batch when the batch is fixed)."""
+    count = 2 if job.dynamic_batch else job.input_shape[0]
+    batch = pool[:count]
+    if len(batch) < count:
+        batch = batch.repeat((count + len(batch) - 1) // len(batch), 1, 1, 1)[:count]
+    return {job.input_names[0]: batch.numpy().astype("float32")}
+
+
+def _diagnosis(fmt: Any, job: Any, path: Path, pool: Any, workdir: Path | None,
+               reference: Path | None = None) -> dict[str, Any]:
+    """Diagnose ``path`` (a failed diagnosis is reported, not raised: the export stands either way)."""
+    from exporter.diagnosis import diagnose_file
+    from exporter.formats.onnx import REFERENCE_FILE
+
+    if reference is None and workdir is not None and (workdir / REFERENCE_FILE).is_file():
+        reference = workdir / REFERENCE_FILE
+    try:
+        return diagnose_file(fmt, job.options, path, job.module, _diagnosis_inputs(job, pool), reference)
+    except Exception as exc:  # noqa: BLE001 - say why the diagnosis broke
+        error = resource_error(exc, "diagnose") or ExportError(f"Internal error: {one_line(exc)}", stage="diagnose")
+        return {"status": "failed", "error": error.to_dict()}
+
+
+def diagnose(workspace: Workspace, store: ExportStore, record: ExportRecord) -> dict[str, Any]:
+    """The diagnosis of a completed export's file, as stored in ``diagnosis`` (the caller stores it); a
+    reduced-precision ONNX file is compared with its fp32 graph, exported again here from the checkpoint."""
+    import dataclasses
+    import tempfile
+
+    from exporter.checkpoint import load_checkpoint
+    from exporter.diagnosis import diagnose_file
+
+    project = store.project
+    experiment = project.experiment(record.experiment_id)
+    ckpt = load_checkpoint(experiment.checkpoint(record.checkpoint).path)
+    spec, module, shape = _build(ckpt, experiment, project.task, record.options)
+    pool, _ = _input_pool(project.sample_images(), shape, spec, record.options)
+    job = _job(module, spec, shape, record.options, record, ckpt.sha256, pool)
+    fmt = get_format(record.format, require_available=False)
+    path = store.export_dir(record.id) / str(record.output_file)
+    if fmt.name != "onnx" or record.options.get("precision", "fp32") == "fp32":
+        return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), None)
+    with tempfile.TemporaryDirectory(prefix="aistudio-reference-") as tmp:
+        float_job = dataclasses.replace(job, options={**job.options, "precision": "fp32"})
+        reference = fmt.export(float_job, Path(tmp), lambda _: None)
+        reference.runner.close()
+        return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), reference.files[0])
 
 
 def _evaluate(job: Any, runner: Any, runtime: str, sha256: str, cache_root: Path, project_path: Path,

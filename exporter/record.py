@@ -170,6 +170,39 @@ class Benchmark(_Part):
                 "machine_id": self.machine.get("id")}
 
 
+class Diagnosis(_Part):
+    """Where the file diverges from its reference, layer by layer (``exporter.diagnosis``): ``layers`` in
+    graph order with their error and the error each adds, ``first_above`` the tolerance, the ``top`` adders,
+    a one-line ``reading``; ``available`` is False (with the reason) for a format that exposes no tensors."""
+
+    status: Literal["running", "completed", "failed"] = "completed"
+    available: bool = True
+    reading: str | None = None
+    reference: str | None = None
+    comparison: str | None = None
+    tolerance: float | None = None
+    layers: list[dict[str, Any]] = Field(default_factory=list)
+    top: list[dict[str, Any]] = Field(default_factory=list)
+    first_above: dict[str, Any] | None = None
+    mapping: dict[str, int] | None = None
+    duration_s: float | None = None
+    error: ErrorInfo | None = None
+    worker: Worker | None = None
+
+
+class AccuracySearch(_Part):
+    """accuracy=auto's rounds: what stayed in float each round and the gate's figures; ``chosen`` is the
+    round the file is from (the first that ``met`` the gate, else the best one)."""
+
+    met: bool
+    chosen: int
+    max_rounds: int
+    gate: str
+    rounds: list[dict[str, Any]] = Field(default_factory=list)
+    float_size_mb: float | None = None  # the fp32 graph it was converted from
+    duration_s: float | None = None
+
+
 class ExportRecord(BaseModel):
     """One export: request, state, the files it made and how they compare with PyTorch."""
 
@@ -194,6 +227,8 @@ class ExportRecord(BaseModel):
     validation: Validation | None = None
     evaluation: Evaluation | None = None
     benchmarks: list[Benchmark] = Field(default_factory=list)
+    accuracy_search: AccuracySearch | None = None
+    diagnosis: Diagnosis | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     error: ErrorInfo | None = None

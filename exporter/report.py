@@ -35,7 +35,7 @@ def is_stale(checkpoint_sha256: str | None, checkpoint_path: str | None) -> bool
 
 
 def require_current(store: Any, record: ExportRecord, action: str) -> None:
-    """Refuse, before any work, to ``action`` ("evaluate", "benchmark") an export that is not completed,
+    """Refuse, before any work, to ``action`` ("evaluate", "benchmark", "diagnose") an export that is not completed,
     whose files are gone, or whose checkpoint changed since (its PyTorch reference would be another model).
 
     Raises:
@@ -44,7 +44,7 @@ def require_current(store: Any, record: ExportRecord, action: str) -> None:
     from exporter.errors import NotFoundError, UsageError
 
     if record.status != "completed":
-        done = action.rstrip("e") + "ed"  # evaluated, benchmarked
+        done = action.rstrip("e") + "ed"  # evaluated, benchmarked, diagnosed
         raise UsageError(f"Export {record.id} is {record.status}; only completed exports can be {done}.")
     folder = store.export_dir(record.id)
     if not record.files or not all((folder / f.name).is_file() for f in record.files):

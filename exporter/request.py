@@ -48,6 +48,7 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
     fmt.check_options(options)
     fmt.check_task(experiment.task or project.task, options)
     check_task_options(experiment.task or project.task, options)
+    check_accuracy_data(project, options)
     benchmarks = [] if request.benchmark is None else [new_entry(parse_request(request.benchmark))]
     return ExportStore(project).create(
         project_id=project.id, experiment_id=experiment.id, checkpoint=ref.name, format=fmt.name,
@@ -58,6 +59,21 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
 def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
     """Every option of an export: the format's (common ones first), then the task's."""
     return tuple(fmt.options()) + task_option_specs(task)
+
+
+def check_accuracy_data(project: Any, options: dict[str, Any]) -> None:
+    """accuracy=auto needs real images to hold a gate on: the project's samples or its labelled set.
+
+    Raises:
+        InvalidOptionError: neither, with what to add.
+    """
+    from exporter.evaluation import val_folder
+
+    if options.get("accuracy") == "auto" and not project.sample_images() and not val_folder(project.path).is_dir():
+        raise InvalidOptionError(
+            f"accuracy=auto needs images to check each round on, and project {project.id} has none: add sample "
+            f"images to {project.path / 'data' / 'samples'} or attach a labelled set (python -m exporter data "
+            f"add --project {project.id} PATH).")
 
 
 def check_task_options(task: str | None, options: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from exporter.request import ExportRequest, option_specs, prepare_export
 from exporter.store import find_export
 from exporter.workspace import Workspace
 
-__all__ = ["ExportRequest", "benchmark_export", "evaluate_export", "export_checkpoint", "option_specs",
-           "prepare_export", "run_export"]
+__all__ = ["ExportRequest", "benchmark_export", "diagnose_export", "evaluate_export", "export_checkpoint",
+           "option_specs", "prepare_export", "run_export"]
 
 
 def export_checkpoint(workspace: Workspace, request: ExportRequest) -> ExportRecord:
@@ -43,16 +43,8 @@ def evaluate_export(workspace: Workspace, export_id: str, overrides: dict[str, A
     """
     store, record = find_export(workspace, export_id)
     check_evaluable(store, record)
-    try:
-        result = _evaluate_files(workspace, store, record, overrides or {})
-    except ExportError as exc:
-        store.update(export_id, evaluation={"status": "failed", "error": {**exc.to_dict(), "stage": "evaluate"}})
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug must still end the evaluation, readably
-        error = resource_error(exc, "evaluate") or ExportError(f"Internal error: {one_line(exc)}", stage="evaluate")
-        store.update(export_id, evaluation={"status": "failed", "error": error.to_dict()})
-        raise error from None
-    return store.update(export_id, evaluation=result)
+    return _store_part(store, export_id, "evaluation", "evaluate",
+                       lambda: _evaluate_files(workspace, store, record, overrides or {}))
 
 
 def benchmark_export(workspace: Workspace, export_id: str, requested: dict[str, Any] | None = None) -> ExportRecord:
@@ -66,6 +58,35 @@ def benchmark_export(workspace: Workspace, export_id: str, requested: dict[str, 
 
     _, entry_id = add_entry(workspace, export_id, requested)
     return run_benchmark(workspace, export_id, entry_id)
+
+
+def diagnose_export(workspace: Workspace, export_id: str) -> ExportRecord:
+    """Diagnose where a completed export diverges from its reference, layer by layer, and store it.
+
+    Raises:
+        NotFoundError: no such export, or its files are gone.
+        UsageError: the export is not completed, or its checkpoint changed since.
+    """
+    from exporter.pipeline import diagnose
+    from exporter.report import require_current
+
+    store, record = find_export(workspace, export_id)
+    require_current(store, record, "diagnose")
+    return _store_part(store, export_id, "diagnosis", "diagnose", lambda: diagnose(workspace, store, record))
+
+
+def _store_part(store: Any, export_id: str, field: str, stage: str, make: Any) -> ExportRecord:
+    """Store ``make()`` as the export's ``field``; a failure is stored as ``failed`` with its error, then raised."""
+    try:
+        result = make()
+    except ExportError as exc:
+        store.update(export_id, **{field: {"status": "failed", "error": {**exc.to_dict(), "stage": stage}}})
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug must still end the job, readably
+        error = resource_error(exc, stage) or ExportError(f"Internal error: {one_line(exc)}", stage=stage)
+        store.update(export_id, **{field: {"status": "failed", "error": error.to_dict()}})
+        raise error from None
+    return store.update(export_id, **{field: result})
 
 
 def check_evaluable(store: Any, record: ExportRecord) -> None:

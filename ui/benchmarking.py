@@ -9,10 +9,10 @@ from typing import Any
 import streamlit as st
 
 from exporter.benchmark import default_seconds
-from exporter.errors import ExportError
 from exporter.machine import this_machine_id
 from exporter.record import Benchmark, ExportRecord
 from exporter.workspace import Workspace
+from ui.jobs import start_button
 
 RUNTIME_NAMES = {"file": "exported file", "pytorch": "PyTorch eager"}
 
@@ -118,14 +118,10 @@ def _benchmark_button(record: ExportRecord) -> None:
                                       placeholder="physical cores")
         seconds = right.number_input("Seconds per batch size", min_value=0.1, max_value=120.0, value=default_seconds(),
                                      key=f"bench-seconds-{record.id}")
-    if st.button("⏱ Benchmark on this machine", key=f"benchmark-{record.id}",
-                 help="Time this file and PyTorch eager here; the job has the machine to itself"):
-        try:
-            start_benchmark(Workspace(), record.id, {"batch_sizes": batches, "threads": threads, "seconds": seconds})
-        except ExportError as exc:
-            st.error(exc.message)
-        else:
-            st.rerun()
+    start_button("⏱ Benchmark on this machine", f"benchmark-{record.id}",
+                 "Time this file and PyTorch eager here; the job has the machine to itself",
+                 lambda: start_benchmark(Workspace(), record.id,
+                                         {"batch_sizes": batches, "threads": threads, "seconds": seconds}))
 
 
 @st.fragment(run_every=1.0)

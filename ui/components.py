@@ -12,11 +12,12 @@ import streamlit as st
 
 from exporter import report
 from exporter.api import TICKET_TTL_S, page_ticket
-from exporter.errors import ExportError
 from exporter.record import ExportRecord, OutputCheck
 from exporter.store import ExportStore
 from exporter.workspace import Workspace
 from ui.benchmarking import benchmark_section
+from ui.diagnosing import diagnosis_section
+from ui.jobs import start_button, waiting_panel
 
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
           "inconclusive": ("orange", "⚠️", "inconclusive"), "running": ("blue", "⏳", "running"),
@@ -106,7 +107,7 @@ def result_view(record: ExportRecord) -> None:
     if record.status != "completed":
         return
     _summary_metrics(record)
-    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Model", "Run it", "Record"])
+    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Diagnosis", "Model", "Run it", "Record"])
     with tabs[0]:
         validation_section(record)
     with tabs[1]:
@@ -114,10 +115,12 @@ def result_view(record: ExportRecord) -> None:
     with tabs[2]:
         benchmark_section(record)
     with tabs[3]:
-        model_section(record)
+        diagnosis_section(record)
     with tabs[4]:
-        st.code(report.usage_snippet(record), language="python")
+        model_section(record)
     with tabs[5]:
+        st.code(report.usage_snippet(record), language="python")
+    with tabs[6]:
         st.json(record.to_json(), expanded=False)
     download_section(record)
 
@@ -179,7 +182,8 @@ def evaluation_section(record: ExportRecord) -> None:
     """Accuracy on the project's labelled set: PyTorch vs the file, the gate, per class, disagreements."""
     evaluation = record.evaluation
     if evaluation is not None and evaluation.status == "running":
-        _evaluation_progress(record.id)
+        waiting_panel(record.id, "evaluation",
+                      "⏳ Evaluating on the project's labelled set (PyTorch and the file, then their metrics)…")
         return
     if evaluation is None:
         st.caption("Not evaluated. Exports evaluate by themselves when the project has a labelled set in "
@@ -251,24 +255,9 @@ def confusion_figure(reference: dict[str, Any], exported: dict[str, Any]):
 def _evaluate_button(record: ExportRecord) -> None:
     from exporter.jobs import start_evaluation
 
-    if st.button("📏 Evaluate on data/val", key=f"evaluate-{record.id}",
-                 help="Run PyTorch and this file on the project's labelled set and compare their metrics"):
-        try:
-            start_evaluation(Workspace(), record.id)
-        except ExportError as exc:
-            st.error(exc.message)
-        else:
-            st.rerun()
-
-
-@st.fragment(run_every=2.0)
-def _evaluation_progress(export_id: str) -> None:
-    """Shown while an evaluation job runs; reruns the page once it has ended."""
-    from exporter.jobs import refresh
-
-    if refresh(Workspace(), export_id).evaluation.status != "running":
-        st.rerun()
-    st.info("⏳ Evaluating on the project's labelled set (PyTorch and the file, then their metrics)…")
+    start_button("📏 Evaluate on data/val", f"evaluate-{record.id}",
+                 "Run PyTorch and this file on the project's labelled set and compare their metrics",
+                 lambda: start_evaluation(Workspace(), record.id))
 
 
 def diff_ecdf_figure(outputs: list[OutputCheck]):

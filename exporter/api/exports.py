@@ -21,6 +21,7 @@ from exporter.jobs import (
     recover_interrupted,
     refresh,
     start_benchmark,
+    start_diagnosis,
     start_evaluation,
     start_export,
     start_export_all,
@@ -85,6 +86,12 @@ class EvaluateBody(BaseModel):
              summary="Evaluate an export on its project's labelled set in the background")
 def evaluate(export_id: str, body: EvaluateBody | None = None) -> ExportRecord:
     return start_evaluation(workspace(), export_id, body.model_dump() if body else {})
+
+
+@router.post("/export/{export_id}/diagnose", status_code=202,
+             summary="Find where an export diverges from its reference, layer by layer, in the background")
+def diagnose(export_id: str) -> ExportRecord:
+    return start_diagnosis(workspace(), export_id)
 
 
 @router.post("/export/{export_id}/benchmark", status_code=202,

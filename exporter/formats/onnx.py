@@ -28,7 +28,6 @@ from exporter.formats.registry import (
     register_format,
 )
 from exporter.options import OptionSpec
-from exporter.tasks import task_traits
 
 LEGACY_OPSETS = (7, 20)
 DYNAMO_OPSETS = (18, 23)
@@ -37,7 +36,13 @@ PRECISION_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 MIN_AGREEMENT = 0.99  # top-1 agreement a reduced-precision classifier must keep
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
 MODEL_FILE = "model.onnx"
-DATA_FILE = "model.onnx.data"
+REFERENCE_FILE = "reference-fp32.onnx"  # the float graph a reduced-precision file was made from (work folder only)
+SELECTION_OPS = {"TopK", "NonMaxSuppression"}  # fp16 keeps them and all they feed in float (see _to_fp16)
+ACCURACY_OPTION = OptionSpec(
+    "accuracy", "choice", "fixed",
+    "auto: while validation (or the metric gate on data/val) fails, keep the layers that add the most error "
+    "in float and convert again (a few rounds); fixed: convert every layer once.",
+    choices=("fixed", "auto"), label="Keep accuracy automatically", applies_when=(("precision", ("fp16", "int8")),))
 
 
 class OrtRunner:
@@ -89,6 +94,7 @@ class OnnxFormat(ExportFormat):
         OptionSpec("calibration_samples", "int", 16, "int8 static: images used to calibrate activations.",
                    minimum=1, maximum=512, label="Calibration images",
                    applies_when=(("precision", ("int8",)), ("quantization", ("static",)))),
+        ACCURACY_OPTION,
     )
 
     @classmethod
@@ -100,12 +106,9 @@ class OnnxFormat(ExportFormat):
 
     def check_options(self, options: dict[str, Any]) -> None:
         exporter_order(options["exporter"], options["opset_version"])
+        check_accuracy_option(options)
         if options["precision"] == "int8" and options["external_data"] == "always":
             raise InvalidOptionError("precision=int8 files are small; use external_data=auto or never.")
-
-    def check_task(self, task: str | None, options: dict[str, Any]) -> None:
-        super().check_task(task, options)
-        refuse_precision(task, options["precision"], instead="fp32 (or int8)")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return PRECISION_TOLERANCE[options["precision"]]
@@ -164,31 +167,47 @@ class OnnxFormat(ExportFormat):
             model = onnx.load(str(raw))
         _concrete_output_dims(model, output_shapes, job.dynamic_batch)
 
-        options = job.options
-        if options["precision"] == "fp16":
-            model = _to_fp16(model)
         onnx.helper.set_model_props(model, {**job.metadata, "onnx_exporter": exporter,
-                                            "precision": options["precision"]})
-        if options["precision"] == "int8":
-            progress("quantize")
-            model = _quantize(model, workdir, job)
-        files = _save(model, workdir, options["external_data"])
+                                            "precision": job.options["precision"]})
         shutil.rmtree(workdir / "raw", ignore_errors=True)
+        if job.options["precision"] == "fp32":
+            return self._finish(model, workdir, job, exporter, warn)
+        _save(model, workdir, "auto", REFERENCE_FILE)  # what the quantizer, reduce() and a diagnosis start from
+        return self._finish(_reduced(model, workdir, job, (), progress), workdir, job, exporter, warn)
+
+    def reduce(self, job: ExportJob, workdir: Path, keep_float: tuple[str, ...]) -> ExportArtifact:
+        """The reduced-precision file again, from the float graph ``export`` kept, with the nodes
+        ``keep_float`` left in float (accuracy=auto's next round)."""
+        import onnx
+
+        model = onnx.load(str(workdir / REFERENCE_FILE))
+        exporter = next((p.value for p in model.metadata_props if p.key == "onnx_exporter"), "legacy")
+        return self._finish(_reduced(model, workdir, job, keep_float, lambda _: None), workdir, job, exporter, [])
+
+    def _finish(self, model: Any, workdir: Path, job: ExportJob, exporter: str, warn: list[str]) -> ExportArtifact:
+        files = _save(model, workdir, job.options["external_data"])
         info = describe_model(model, exporter)
         del model  # ONNX Runtime holds its own copy of the weights from here on
         return ExportArtifact(files=files, runner=_checked_runner(files[0], job), info=info, warnings=warn)
 
 
-def refuse_precision(task: str | None, precision: str, instead: str) -> None:
-    """Refuse a precision the task's graph cannot be converted to (ONNX, and TensorRT, which builds
-    from it): e.g. FP16 breaks the in-graph NMS of detection tasks.
+def check_accuracy_option(options: dict[str, Any]) -> None:
+    """accuracy=auto works on a reduced precision only.
 
     Raises:
-        InvalidOptionError: the task refuses ``precision``, with the reason and what to use instead.
+        InvalidOptionError: accuracy=auto at fp32.
     """
-    traits = task_traits(task)
-    if traits and (why := traits.refusal(precision=precision)):
-        raise InvalidOptionError(f"precision={precision} cannot carry {task} models: {why}. Use {instead}.")
+    if options.get("accuracy") == "auto" and options.get("precision", "fp32") == "fp32":
+        raise InvalidOptionError("accuracy=auto keeps layers of a reduced-precision file in float: use it with "
+                                 "precision=fp16 or int8.")
+
+
+def _reduced(model: Any, workdir: Path, job: ExportJob, keep_float: tuple[str, ...], progress: Progress) -> Any:
+    """The float graph at the job's precision, ``keep_float`` nodes excepted."""
+    if job.options["precision"] == "fp16":
+        return _to_fp16(model, keep_float)
+    progress("quantize")
+    return _quantize(model, workdir, job, keep_float)
 
 
 def intermediate_onnx(job: ExportJob, workdir: Path, progress: Progress, **options: Any) -> ExportArtifact:
@@ -317,13 +336,107 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def _to_fp16(model: Any) -> Any:
+def _to_fp16(model: Any, keep_float: tuple[str, ...] = ()) -> Any:
+    """FP16 with float32 inputs/outputs. Detectors keep their selection sub-graph in float: every node from
+    the first TopK / NonMaxSuppression on (proposal scores that tie in fp16 pick other boxes; the demo
+    detector then validated with 3 unmatched detections, and with none this way, at 26.4 MB of 49.1) —
+    unless a Loop reads it (Mask R-CNN's mask paste: the converter retypes the loop body wrongly), then
+    only the converter's default block list (NMS, TopK, RoiAlign, Range, CumSum, Resize) stays in float.
+    Always kept in float: every Cast (the converter would retype a ``Cast(to=float)`` feeding a kept-float
+    op to float16 and the file would not load: the fault that made FP16 refuse detection tasks) and every
+    node that reads a graph output (the converter casts the output back to float32 but not that node's
+    input: the autoencoder's score)."""
+    outputs = {o.name for o in model.graph.output}
+    kept = [node.name for node in _all_nodes(model.graph) if node.op_type == "Cast" or outputs.intersection(node.input)]
+    selection = downstream(model.graph, SELECTION_OPS)
+    attempts = [[*kept, *selection, *keep_float]] if selection else []
+    failure = ""
+    for block in [*attempts, [*kept, *keep_float]]:
+        converted, failure = _fp16_attempt(model, block)
+        if converted is not None:
+            return converted
+    raise ExporterError(f"fp16 conversion failed: {failure}", stage="export")
+
+
+def _fp16_attempt(model: Any, block: list[str]) -> tuple[Any, str]:
+    """The converted graph when ONNX Runtime can load it, else ``(None, why)``."""
+    import onnx
+    import onnxruntime as ort
     from onnxconverter_common import float16
 
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the converter edits its argument; the float graph stays the reference
+    del copy.graph.value_info[:]  # stale float32 types it leaves alone would contradict the new ones
     try:
-        return float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one line per weight below fp16's smallest normal
+            converted = float16.convert_float_to_float16(copy, keep_io_types=True, disable_shape_infer=False,
+                                                         node_block_list=block)
+        _sort_nodes(converted.graph)
+        if converted.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise ExporterError(f"fp16 conversion failed: {one_line(exc)}", stage="export") from None
+        return None, one_line(exc)
+    return converted, ""
+
+
+def downstream(graph: Any, op_types: set[str]) -> list[str]:
+    """Names of the nodes of ``op_types`` and of every node that reads (directly or not) one of their outputs,
+    but for nodes whose outputs a Loop/If body reads (the converter renames them without telling the body)."""
+    body_reads = {name for node in graph.node if node.op_type in ("Loop", "If") for name in _reads(node)}
+    tainted, names = set(), []
+    for node in graph.node:
+        if node.op_type in op_types or tainted.intersection(node.input):
+            tainted.update(node.output)
+            if not body_reads.intersection(node.output):
+                names.append(node.name)
+    return names
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    """The nodes of ``graph`` and of every Loop/If body inside it."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attribute in node.attribute:
+            for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                nodes.extend(_all_nodes(body))
+    return nodes
+
+
+def _reads(node: Any) -> set[str]:
+    """The tensors ``node`` reads: its inputs and the outer tensors its Loop/If bodies use."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for body in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            inner = {out for n in body.node for out in n.output} | {i.name for i in body.input}
+            names |= {name for n in body.node for name in _reads(n)} - inner
+    return names
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Order ``graph``'s nodes topologically, counting the outer tensors a Loop/If body reads (the fp16
+    converter appends its Casts at the end, after a Loop that reads them)."""
+    produced = {name for node in graph.node for name in node.output}
+    nodes = list(graph.node)
+    needs = [_reads(node) & produced for node in nodes]
+    pending, ready, ordered = list(range(len(nodes))), set(), []
+    while pending:
+        progressed = [i for i in pending if needs[i] <= ready]
+        if not progressed:  # a cycle: leave the order as it is, the checker will say what is wrong
+            return
+        for i in progressed:
+            ordered.append(nodes[i])
+            ready.update(nodes[i].output)
+        pending = [i for i in pending if i not in set(progressed)]
+    copied = [type(node)() for node in ordered]
+    for target, node in zip(copied, ordered, strict=True):
+        target.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copied)
 
 
 class _Calibration:
@@ -336,7 +449,7 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def _quantize(model: Any, workdir: Path, job: ExportJob) -> Any:
+def _quantize(model: Any, workdir: Path, job: ExportJob, keep_float: tuple[str, ...] = ()) -> Any:
     """INT8 with onnxruntime: dynamic (weights only) or static QDQ calibrated on real inputs.
 
     Unsigned 8-bit activations with signed weights (U8S8) is ONNX Runtime's fast x86 path
@@ -346,38 +459,37 @@ def _quantize(model: Any, workdir: Path, job: ExportJob) -> Any:
     import onnx
     from onnxruntime import quantization as q
 
-    source, target = workdir / "fp32.onnx", workdir / "int8.onnx"
-    onnx.save_model(model, str(source))
+    source, target = workdir / REFERENCE_FILE, workdir / "int8.onnx"  # export() saved the float graph there
     try:
         if job.options["quantization"] == "static":
             reader = _Calibration(job.input_names[0], job.calibration.astype(np.float32),
                                   job.options["calibration_samples"])
             q.quantize_static(str(source), str(target), reader, quant_format=q.QuantFormat.QDQ,
                               per_channel=True, activation_type=q.QuantType.QUInt8,
-                              weight_type=q.QuantType.QInt8)
+                              weight_type=q.QuantType.QInt8, nodes_to_exclude=list(keep_float))
         else:
-            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QUInt8, per_channel=True)
+            q.quantize_dynamic(str(source), str(target), weight_type=q.QuantType.QUInt8, per_channel=True,
+                               nodes_to_exclude=list(keep_float))
         quantized = onnx.load(str(target))
     except Exception as exc:  # noqa: BLE001
         raise ExporterError(f"int8 quantization failed: {one_line(exc)}", stage="export") from None
     finally:
-        source.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
     # quantize_* drops metadata_props; the file must still describe itself.
     onnx.helper.set_model_props(quantized, {p.key: p.value for p in model.metadata_props})
     return quantized
 
 
-def _save(model: Any, workdir: Path, external_data: str) -> list[Path]:
+def _save(model: Any, workdir: Path, external_data: str, name: str = MODEL_FILE) -> list[Path]:
     import onnx
 
-    path = workdir / MODEL_FILE
+    path = workdir / name
     size = model.ByteSize() if external_data == "auto" else 0
     external = external_data == "always" or (external_data == "auto" and size > EXTERNAL_DATA_THRESHOLD)
     if external and external_data != "never":
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=DATA_FILE, size_threshold=1024)
-        return [path, workdir / DATA_FILE]
+                        location=f"{name}.data", size_threshold=1024)
+        return [path, workdir / f"{name}.data"]
     onnx.save_model(model, str(path))
     return [path]
 

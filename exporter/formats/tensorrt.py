@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.onnx import describe_model, intermediate_onnx, refuse_precision
+from exporter.formats.onnx import describe_model, intermediate_onnx
 from exporter.formats.registry import (
     Deployed,
     ExportArtifact,
@@ -136,10 +136,6 @@ class TensorRtFormat(ExportFormat):
         if options["dynamic_batch"] and options["max_batch"] < 2:
             raise InvalidOptionError("max_batch must be at least 2 with a dynamic batch (validation runs batch 2); "
                                      "or turn dynamic_batch off.")
-
-    def check_task(self, task: str | None, options: dict[str, Any]) -> None:
-        super().check_task(task, options)
-        refuse_precision(task, options["precision"], instead="fp32")
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         return TOLERANCE[options["precision"]]

@@ -33,8 +33,7 @@ Prediction = dict[str, "np.ndarray"]  # one image's outputs, by output name
 class TaskTraits:
     """What is known about a task without loading a model.
 
-    ``refuses`` maps a format name (the format cannot carry the task at all) or
-    ``"precision=<p>"`` (no format can carry it at that precision) to the reason.
+    ``refuses`` maps a format name that cannot carry the task at all to the reason.
     """
 
     name: str
@@ -49,11 +48,9 @@ class TaskTraits:
     val_layout: str = ""  # the labelled set's layout in data/val/, in one line
     higher_is_better: bool = True
 
-    def refusal(self, format_name: str | None = None, precision: str | None = None) -> str:
-        """Why ``format_name`` (or any format at ``precision``) cannot carry this task; "" when it can."""
-        if format_name and (why := self.refuses.get(format_name)):
-            return why
-        return self.refuses.get(f"precision={precision}", "") if precision else ""
+    def refusal(self, format_name: str) -> str:
+        """Why ``format_name`` cannot carry this task; "" when it can."""
+        return self.refuses.get(format_name, "")
 
 
 class Task:

@@ -42,8 +42,6 @@ DETECTION_OPSET, DETECTION_OPS = 11, "NonMaxSuppression, RoiAlign, TopK with a d
 # ORT and eager, so default tolerances are scaled up for detection.
 DETECTION_TOLERANCE_FACTOR = 10.0
 COCO_LAYOUT = "COCO: images/* + annotations.json (categories named as the model's classes)"
-FP16_NMS = ("onnxconverter-common retypes the Cast nodes around the in-graph NMS and the file no longer "
-            "loads")
 
 
 def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionSpec, ...],
@@ -52,7 +50,7 @@ def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionS
     """Traits every padded-detection task shares."""
     return TaskTraits(name, outputs=outputs, options=options, min_opset=DETECTION_OPSET,
                       min_opset_ops=DETECTION_OPS, tolerance_factor=DETECTION_TOLERANCE_FACTOR,
-                      refuses={"precision=fp16": FP16_NMS, **(refuses or {})}, primary_metric=primary_metric,
+                      refuses=refuses or {}, primary_metric=primary_metric,
                       val_layout=val_layout)
 
 

@@ -261,6 +261,30 @@ def test_benchmark_in_the_background(client, completed):
         assert response.status_code == 422 and text in response.text, response.text
 
 
+def test_diagnose_in_the_background(client, completed):
+    started = client.post(f"/api/export/{completed['id']}/diagnose")
+    assert started.status_code == 202, started.text
+    assert started.json()["diagnosis"]["status"] == "running"
+    diagnosis = _part(client, completed["id"], "diagnosis")
+    assert diagnosis["status"] == "completed" and diagnosis["reference"] == "pytorch", diagnosis
+    assert diagnosis["mapping"]["conv_mapped"] == diagnosis["mapping"]["conv"] == 20
+    assert [row["index"] for row in diagnosis["layers"]] == sorted(row["index"] for row in diagnosis["layers"])
+    assert client.post("/api/export/export-00000000/diagnose").status_code == 404
+
+
+def _part(client, export_id: str, field: str) -> dict:
+    """Poll the record until its ``field`` (a side job's part) is no longer running."""
+    import time
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        part = client.get(f"/api/export/{export_id}").json()[field]
+        if part["status"] != "running":
+            return part
+        time.sleep(0.5)
+    raise TimeoutError(part)
+
+
 def test_cancel_a_running_benchmark_keeps_no_half_figures(client, completed):
     import time
 

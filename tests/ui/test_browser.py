@@ -220,7 +220,8 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
 
 def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, demo_full_template, tmp_path):
     """Projects → Attach streams a zip and makes it data/val; an INT8 export then evaluates on it, and
-    its Evaluation tab shows the gallery: thumbnails with PyTorch's and the file's detections drawn."""
+    its Evaluation tab shows the gallery: thumbnails with PyTorch's and the file's detections drawn; its
+    Diagnosis tab's button finds where the file diverges from the fp32 graph and draws it."""
     val = demo_full_template / "projects" / "demo-oriented" / "data" / "val"
     archive = tmp_path / "plates-val.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -254,6 +255,16 @@ def test_attach_a_labelled_set_then_see_where_int8_disagrees(page, base_url, dem
     assert thumbnails.first.evaluate("img => img.complete && img.naturalWidth") > 300  # two drawn halves
     thumbnails.first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "evaluation-gallery.png"))
+
+    # Where does the INT8 file diverge? The button runs a diagnosis job; the tab then draws it.
+    page.get_by_role("tab", name="Diagnosis").click()
+    page.get_by_role("button", name="🔍 Where does it diverge?").click()
+    page.get_by_text("int8 ONNX against the fp32 ONNX graph, tensor by tensor").wait_for(timeout=120_000)
+    page.get_by_text("The layers that add the most error").wait_for()
+    chart = page.locator(".stPlotlyChart").filter(has_text="Error along the graph")
+    assert chart.count() == 1
+    chart.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "diagnosis-tab.png"))
 
 
 def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws, demo_full_template, tmp_path):

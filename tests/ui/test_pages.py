@@ -82,6 +82,32 @@ def test_evaluation_tab_and_button(demo_eval_ws, monkeypatch):
     assert any(s.value.startswith("**passed**") for s in at.success)
 
 
+def test_diagnosis_tab_shows_the_accuracy_rounds_and_where_it_diverges(demo_eval_ws, monkeypatch):
+    """An accuracy=auto INT8 export: its Diagnosis tab has the rounds table, the kept-float nodes and,
+    after a diagnosis, the reading, the error-along-depth chart and the top layers."""
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.service import diagnose_export
+
+    record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(
+        "demo-oriented", "exp-obb-resnet18", options={"precision": "int8", "quantization": "static",
+                                                      "accuracy": "auto"}))
+    diagnose_export(Workspace(demo_eval_ws), record.id)
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_eval_ws))
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["export"] = record.id
+    at.session_state["project_id"] = "demo-oriented"
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("accuracy=auto met the gate (map_50 drops by at most 0.01") for s in at.success)
+    rounds = next(d.value for d in at.dataframe if "nodes in float" in d.value.columns)
+    assert list(rounds["round"]) == [r["round"] for r in record.accuracy_search.rounds]
+    assert any(e.label.startswith("Nodes kept in float") for e in at.expander)
+    assert any("int8 ONNX against the fp32 ONNX graph" in c.value for c in at.caption)
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Error along the graph" in spec for spec in charts)
+
+
 def test_running_export_can_be_cancelled(app, demo_ws):
     at = app.run()
     at.text_input(key="opt-onnx-anomaly_detection-input_shape").set_value("1,3,1024,1024").run()
@@ -194,8 +220,8 @@ def test_compare_page_exports_all_and_lists_them(app, demo_ws):
     at.button(key="export-all").click().run()
     assert not at.exception
     started = [e for e in read_index(demo_ws, "demo-anomaly") if e["status"] in ("pending", "running")]
-    assert len(started) == 7 and all(e["benchmark"]["status"] == "queued" for e in started)
-    assert any(s.value.startswith("Started 7 exports") and "skipped tensorrt" in s.value for s in at.success)
+    assert len(started) == 8 and all(e["benchmark"]["status"] == "queued" for e in started)
+    assert any(s.value.startswith("Started 8 exports") and "skipped tensorrt" in s.value for s in at.success)
     assert any("still running" in i.value for i in at.info)
     for entry in started:  # a cancelled export drops the benchmark queued behind it
         cancel_export(Workspace(demo_ws), entry["id"])

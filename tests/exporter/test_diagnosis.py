@@ -1,0 +1,161 @@
+"""Diagnosis layer by layer, accuracy=auto, FP16 detection and OpenVINO INT8: real exports of the demo models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from exporter import ExportRequest, Workspace, export_checkpoint
+from exporter.diagnosis import compare_onnx, layer_errors, module_path, relative_error
+from exporter.errors import InvalidOptionError, NotFoundError, UsageError
+from exporter.jobs import start_diagnosis
+from exporter.service import diagnose_export
+from exporter.store import find_export
+
+CLS = ("demo-classification", "exp-resnet18-shapes")
+DET = ("demo-detection", "exp-fasterrcnn-resnet18-fpn")
+OBB = ("demo-oriented", "exp-obb-resnet18")
+
+
+def export(root, project, experiment, fmt="onnx", **options):
+    record = export_checkpoint(Workspace(root), ExportRequest(project, experiment, format=fmt, options=options))
+    assert record.status == "completed", record.error
+    return record
+
+
+# ---- pieces, on cases worked by hand ---------------------------------------------------------------
+
+def test_module_paths_follow_the_exporters_scope_names():
+    modules = {"model", "model.layer1", "model.layer1.0", "model.layer1.0.conv1", "model.layer1.0.relu",
+               "model.layer2.0.downsample.0"}
+    assert module_path("/model/layer1/layer1.0/conv1/Conv", modules) == ("model.layer1.0.conv1", 0)
+    assert module_path("/model/layer1/layer1.0/relu_1/Relu", modules) == ("model.layer1.0.relu", 1)
+    assert module_path("/model/layer2/layer2.0/downsample/downsample.0/Conv", modules) == (
+        "model.layer2.0.downsample.0", 0)
+    assert module_path("/Gather_5") is None and module_path("Conv_12") is None  # no scope: no module
+
+
+def test_relative_error_and_the_error_each_layer_adds():
+    assert relative_error(np.array([3.0, 4.0]), np.array([3.0, 4.0])) == 0.0
+    assert relative_error(np.array([3.3, 4.4]), np.array([3.0, 4.0])) == pytest.approx(0.1)
+    # x → A (error 0.1) → B (0.1: adds nothing) → C (0.3: adds 0.2); D is not compared, so E's
+    # upstream is D's carried-over 0.3 and E (0.35) adds 0.05; its segment reaches back over D to C, the
+    # producer of what D reads (a QDQ pair on C's output would be part of the error).
+    nodes = [helper.make_node("Relu", [i], [o], name=n)
+             for n, i, o in (("A", "x", "a"), ("B", "a", "b"), ("C", "b", "c"), ("D", "c", "d"), ("E", "d", "e"))]
+    layers = layer_errors(nodes, {0: 0.1, 1: 0.1, 2: 0.3, 4: 0.35}, {"x"}, {})
+    assert [(la.node, round(la.added, 6)) for la in layers] == [("A", 0.1), ("B", 0.0), ("C", 0.2), ("E", 0.05)]
+    assert layers[-1].nodes == ("C", "D", "E") and layers[1].nodes == ("A", "B")
+
+
+def test_a_scaled_tensor_is_found_where_it_was_scaled():
+    """Two graphs that differ in one node's output (×1.5): only that node adds error."""
+    def graph(scale: float):
+        weight = numpy_helper.from_array(np.full((1,), scale, np.float32), "w")
+        nodes = [helper.make_node("Relu", ["x"], ["a"], name="first"),
+                 helper.make_node("Mul", ["a", "w"], ["b"], name="scaled"),
+                 helper.make_node("Sigmoid", ["b"], ["y"], name="last")]
+        io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+        return helper.make_model(helper.make_graph(nodes, "g", [io[0]], [io[1]], [weight]),
+                                 opset_imports=[helper.make_opsetid("", 17)])
+
+    layers = compare_onnx(graph(1.0), graph(1.5), {"x": np.array([[1, 2, 3, 4]], np.float32)})
+    worst = max(layers, key=lambda la: la.added)
+    assert worst.node == "scaled" and worst.error == pytest.approx(0.5) and layers[0].error == 0.0
+
+
+# ---- diagnosis of real exports ----------------------------------------------------------------------
+
+def test_int8_diagnosis_lists_layers_in_graph_order_against_the_fp32_graph(demo_ws):
+    record = export(demo_ws, *CLS, precision="int8", quantization="static")
+    diagnosis = diagnose_export(Workspace(demo_ws), record.id).diagnosis
+    assert diagnosis.available and diagnosis.reference == "onnx fp32" and diagnosis.tolerance == 5e-2
+    indices = [row["index"] for row in diagnosis.layers]
+    assert len(indices) >= 20 and indices == sorted(indices)
+    assert all(0 < row["error"] < 0.5 for row in diagnosis.layers)  # int8 rounding, not a broken graph
+    assert len(diagnosis.top) == 10 and diagnosis.top[0]["added"] >= diagnosis.top[-1]["added"]
+    assert diagnosis.reading.startswith(("no layer exceeds", "error first exceeds"))
+
+
+def test_fp32_diagnosis_maps_convs_to_modules_and_pinpoints_a_broken_layer(demo_ws):
+    record = export(demo_ws, *CLS)
+    diagnosis = diagnose_export(Workspace(demo_ws), record.id).diagnosis
+    mapping = diagnosis.mapping
+    assert diagnosis.reference == "pytorch" and mapping["conv_mapped"] / mapping["conv"] >= 0.9
+    assert diagnosis.first_above is None  # a faithful export: no layer over 1e-4
+    conv = next(row for row in diagnosis.layers if row["node"] == "/model/layer2/layer2.0/conv2/Conv")
+    assert conv["module"] == "model.layer2.0.conv2" and conv["error"] < 1e-5
+
+    # A test-only graph edit: that Conv's weights and bias × 1.5 scale its output tensor by 1.5.
+    store, _ = find_export(Workspace(demo_ws), record.id)
+    path = store.export_dir(record.id) / "model.onnx"
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.name == conv["node"])
+    for init in model.graph.initializer:
+        if init.name in node.input[1:]:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+    onnx.save_model(model, str(path))
+    broken = diagnose_export(Workspace(demo_ws), record.id).diagnosis
+    assert broken.first_above["node"] == conv["node"] and broken.top[0]["node"] == conv["node"]
+    assert broken.first_above["error"] == pytest.approx(0.5, rel=1e-3)
+    assert broken.reading.startswith(f"error first exceeds 1e-04 at `{conv['node']}`")
+
+
+def test_diagnosis_refusals_and_formats_without_intermediates(demo_ws):
+    ws = Workspace(demo_ws)
+    record = export(demo_ws, *CLS, fmt="torchscript")
+    diagnosis = diagnose_export(ws, record.id).diagnosis
+    assert diagnosis.available is False and "not available for TorchScript" in diagnosis.reading
+    store, _ = find_export(ws, record.id)
+    store.update(record.id, status="running")
+    with pytest.raises(UsageError, match="only completed exports can be diagnosed"):
+        start_diagnosis(ws, record.id)
+    store.update(record.id, status="completed")
+    (store.export_dir(record.id) / "model.pt").unlink()
+    with pytest.raises(NotFoundError, match="files of export .* are gone"):
+        start_diagnosis(ws, record.id)
+    assert store.get(record.id).diagnosis.available is False  # the earlier diagnosis is left as it was
+
+
+# ---- reduced precision that keeps its accuracy ----------------------------------------------------
+
+def test_accuracy_auto_int8_oriented_detector_meets_the_metric_gate(demo_eval_ws):
+    record = export(demo_eval_ws, *OBB, precision="int8", quantization="static", accuracy="auto")
+    search = record.accuracy_search
+    assert search.met and search.rounds[0]["drop"] > 0.01  # everything in int8 loses 0.08 map_50
+    chosen = search.rounds[search.chosen]
+    assert chosen["kept_count"] > 0 and chosen["kept_float"] and chosen["drop"] <= 0.01
+    assert record.evaluation.drop <= 0.01 and record.evaluation.verdict == "passed"
+    assert record.output_size_mb < search.float_size_mb / 2
+
+
+@pytest.mark.slow
+def test_accuracy_auto_int8_detector_and_fp16_detector(demo_eval_ws):
+    int8 = export(demo_eval_ws, *DET, precision="int8", quantization="static", accuracy="auto")
+    assert int8.accuracy_search.met and int8.evaluation.drop <= 0.01
+    assert int8.output_size_mb < int8.accuracy_search.float_size_mb / 2
+    fp16 = export(demo_eval_ws, *DET, precision="fp16")
+    assert fp16.validation.verdict == "passed" and fp16.validation.task_metrics["match_rate"] >= 0.99
+    assert fp16.output_size_mb < 0.6 * int8.accuracy_search.float_size_mb
+
+
+def test_accuracy_auto_refused_without_images_or_at_fp32(demo_ws):
+    ws = Workspace(demo_ws)
+    with pytest.raises(InvalidOptionError, match="precision=fp16 or int8"):
+        export_checkpoint(ws, ExportRequest(*CLS, options={"accuracy": "auto"}))
+    samples = ws.project(CLS[0]).path / "data" / "samples"
+    for image in samples.iterdir():
+        image.unlink()
+    with pytest.raises(InvalidOptionError, match="add sample images to .*data/samples or attach a labelled set"):
+        export_checkpoint(ws, ExportRequest(*CLS, options={"precision": "int8", "accuracy": "auto"}))
+    assert not (ws.project(CLS[0]).path / "exports").exists() or not any(
+        p.name.startswith("export-") for p in (ws.project(CLS[0]).path / "exports").iterdir())
+
+
+def test_openvino_int8_with_nncf_validates(demo_ws):
+    record = export(demo_ws, *CLS, fmt="openvino", precision="int8")
+    assert record.validation.verdict == "passed" and record.validation.task_metrics["top1_agreement"] >= 0.99
+    fp32_bin = 44.7  # MB, the demo resnet18 at fp32
+    assert record.output_size_mb < fp32_bin / 3
