@@ -1,10 +1,12 @@
 """Where does an export diverge? Every intermediate tensor of the file against a reference, in graph order.
 
-Two comparisons, chosen by what the file is:
+Three comparisons, chosen by what the file is:
 
 - a reduced-precision ONNX file (fp16, int8) against the fp32 ONNX graph of the same checkpoint,
   tensor by tensor (the quantizers keep the float graph's tensor names; what a conversion removed,
   e.g. a Relu folded into its Conv's quantization, is simply not compared);
+- an OpenVINO IR against the fp32 ONNX graph it was converted from, the same way (every op's output
+  made an output of the model; the converter keeps the ONNX tensor names);
 - an fp32 ONNX file against PyTorch, module by module: forward hooks on the leaf modules, matched to
   the nodes through the scope names the exporter writes (``/model/layer1/layer1.0/conv1/Conv`` ↔
   ``model.layer1.0.conv1``; ``relu_1`` is the second call of ``relu``; a BatchNorm folded into the
@@ -41,7 +43,6 @@ DEQUANTIZED = "_DequantizeLinear_Output"  # onnxruntime.quantization's name for 
 _CALL = re.compile(r"^(.*)_(\d+)$")
 NOT_EXPOSED = {
     "torchscript": "TorchScript runs the traced graph as one call and exposes no intermediate tensors",
-    "openvino": "not yet: the OpenVINO IR is converted from the same ONNX graph, so diagnose its ONNX export",
     "tensorrt": "TensorRT fuses layers into kernels; diagnose the ONNX export it is built from",
 }
 
@@ -149,7 +150,32 @@ def layer_errors(nodes: list[Any], measured: dict[int, float], graph_inputs: set
 
 def compare_onnx(reference: Any, candidate: Any, inputs: dict[str, np.ndarray]) -> list[Layer]:
     """The candidate graph's tensors against the reference graph's of the same name, reference order."""
-    ref_values, cand_values = run_all(reference, inputs), run_all(candidate, inputs)
+    return compare_values(reference, run_all(reference, inputs), run_all(candidate, inputs))
+
+
+def openvino_values(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every named float tensor an OpenVINO IR computes on ``inputs`` (CPU, f32 inference), by tensor name:
+    each op's outputs are added to the model's outputs (the names are the ONNX graph's it was converted from)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    extra = [out for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Constant", "Result")
+             for out in op.outputs() if out.get_names()]
+    model.add_outputs(extra)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(inputs)
+    values = {}
+    for port in compiled.outputs:
+        value = np.asarray(result[port])
+        if np.issubdtype(value.dtype, np.floating):
+            values.update(dict.fromkeys(port.get_names(), value))
+    return values
+
+
+def compare_values(reference: Any, ref_values: dict[str, np.ndarray],
+                   cand_values: dict[str, np.ndarray]) -> list[Layer]:
+    """Tensors of a candidate against the reference graph's of the same name, in the reference's node order."""
     nodes = list(reference.graph.node)
     measured = {}
     for index, node in enumerate(nodes):
@@ -275,14 +301,23 @@ def _scope(node_name: str) -> str | None:
 
 def diagnose_file(fmt: Any, options: dict[str, Any], path: Path, module: nn.Module, inputs: dict[str, np.ndarray],
                   reference: Path | None) -> dict[str, Any]:
-    """The stored diagnosis of an exported file: a reduced-precision ONNX file against ``reference`` (the
-    fp32 ONNX graph it was made from), an fp32 ONNX file against ``module``; other formats say why not."""
+    """The stored diagnosis of an exported file: a reduced-precision ONNX file or an OpenVINO IR against
+    ``reference`` (the fp32 ONNX graph it was made from), an fp32 ONNX file against ``module``; other formats
+    say why not."""
     import onnx
 
-    if fmt.name != "onnx":
+    if fmt.name not in ("onnx", "openvino"):
         return unavailable(fmt.display_name, NOT_EXPOSED.get(fmt.name, "its runtime does not expose them"))
     started = time.perf_counter()
     tolerance = fmt.default_tolerance(options)
+    if fmt.name == "openvino":
+        if reference is None:
+            raise ValueError("an OpenVINO IR is diagnosed against the ONNX graph it was converted from")
+        graph = onnx.load(str(reference))
+        layers = compare_values(graph, run_all(graph, inputs), openvino_values(path, inputs))
+        return summarize(layers, tolerance, reference="onnx fp32", duration_s=time.perf_counter() - started,
+                         comparison=f"OpenVINO IR ({openvino_variant(options)}) against the fp32 ONNX graph it "
+                                    "was converted from, tensor by tensor")
     candidate = onnx.load(str(path))
     if options.get("precision", "fp32") == "fp32":
         layers, counts = compare_pytorch(candidate, module, inputs)
@@ -297,11 +332,21 @@ def diagnose_file(fmt: Any, options: dict[str, Any], path: Path, module: nn.Modu
                      duration_s=time.perf_counter() - started)
 
 
+def openvino_variant(options: dict[str, Any]) -> str:
+    if options.get("precision") == "int8":
+        return "int8, NNCF"
+    return "fp16 weights" if options.get("compress_to_fp16") else "fp32"
+
+
 def ranking(reference: Path, candidate: Path, inputs: dict[str, np.ndarray]) -> list[tuple[str, ...]]:
-    """Segments of the float graph, the one adding the most error first (what accuracy=auto keeps in float)."""
+    """Segments of the float graph, the one adding the most error in ``candidate`` (an ONNX file or an OpenVINO
+    IR) first: what accuracy=auto keeps in float."""
     import onnx
 
-    layers = compare_onnx(onnx.load(str(reference)), onnx.load(str(candidate)), inputs)
+    graph = onnx.load(str(reference))
+    values = openvino_values(candidate, inputs) if candidate.suffix == ".xml" else run_all(onnx.load(str(candidate)),
+                                                                                             inputs)
+    layers = compare_values(graph, run_all(graph, inputs), values)
     return [layer.nodes for layer in sorted(layers, key=lambda layer: layer.added, reverse=True) if layer.added > 0]
 
 

@@ -104,9 +104,8 @@ class _Pipeline:
         if options.get("accuracy") == "auto":
             self.enter("refine")
             artifact, report, evaluation, search = self._keep_accuracy(fmt, check, artifact, report, evaluation)
-        if report.verdict == "failed" or (evaluation or {}).get("verdict") == "failed":  # say where, while
-            # the reference is at hand
-            self.enter("diagnose")
+        if report.verdict == "failed" or (evaluation or {}).get("verdict") == "failed":
+            self.enter("diagnose")  # say where it diverges, while the reference graph is at hand
             diagnosis = _diagnosis(fmt, job, artifact.files[0], pool, self.workdir)
         self.enter("store")
         files = _publish(artifact.files, self.store.export_dir(self.record.id))
@@ -137,25 +136,26 @@ class _Pipeline:
         started = time.perf_counter()
         reference = self.workdir / REFERENCE_FILE
         inputs = _diagnosis_inputs(check.job, check.pool)
-        rounds = [_round(0, (), "everything converted", report, evaluation, artifact)]
+        rounds = [_round(0, (), False, "everything converted", report, evaluation, artifact)]
         keep: tuple[str, ...] = ()
         ranked: list[tuple[str, ...]] = []
-        plans = iter([("the diagnosis's worst quarter", lambda: ranked[:max(1, len(ranked) // 4)]),
-                      ("everything the diagnosis ranks", lambda: ranked),
-                      ("every op without weights", lambda: [(n,) for n in weight_free_nodes(reference)])])
+        plans = iter([("the diagnosis's worst quarter", lambda: ranked[:max(1, len(ranked) // 4)], False),
+                      ("everything the diagnosis ranks", lambda: ranked, False),
+                      ("every op without weights", lambda: [(n,) for n in weight_free_nodes(reference)], True)])
         while not _gate(report, evaluation) and len(rounds) <= MAX_ACCURACY_ROUNDS:
             ranked = ranked or ranking(reference, artifact.files[0], inputs)  # of the fully converted file
-            plan = next(((how, nodes) for how, pick in plans if (nodes := _nodes(pick())) != keep), None)
+            plan = next(((how, nodes, by_type) for how, pick, by_type in plans if (nodes := _nodes(pick())) != keep),
+                        None)
             if plan is None:
                 break
-            how, keep = plan
-            artifact = fmt.reduce(check.job, self.workdir, keep)
+            how, keep, weight_free = plan
+            artifact = fmt.reduce(check.job, self.workdir, keep, weight_free)
             report, evaluation = check(artifact.runner)
-            rounds.append(_round(len(rounds), keep, how, report, evaluation, artifact))
+            rounds.append(_round(len(rounds), keep, weight_free, how, report, evaluation, artifact))
             self._save(progress={"stage": "refine", "fraction": round(0.8 + 0.02 * len(rounds), 3)})
         chosen = next((r for r in rounds if r["holds"]), max(rounds, key=lambda r: r["score"]))
         if chosen is not rounds[-1]:  # the best round was an earlier one: make its file again
-            artifact = fmt.reduce(check.job, self.workdir, tuple(chosen["kept_float"]))
+            artifact = fmt.reduce(check.job, self.workdir, tuple(chosen["kept_float"]), chosen["weight_free"])
             report, evaluation = check(artifact.runner)
         search = {"met": chosen["holds"], "chosen": chosen["round"], "max_rounds": MAX_ACCURACY_ROUNDS,
                   "gate": _gate_text(evaluation), "rounds": rounds,
@@ -249,8 +249,8 @@ def _nodes(segments: list[tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(node for segment in segments for node in segment))
 
 
-def _round(number: int, keep: tuple[str, ...], how: str, report: Any, evaluation: dict[str, Any] | None,
-           artifact: Any) -> dict[str, Any]:
+def _round(number: int, keep: tuple[str, ...], weight_free: bool, how: str, report: Any,
+           evaluation: dict[str, Any] | None, artifact: Any) -> dict[str, Any]:
     """One round of accuracy=auto, as stored: what stayed in float, the gate's figures, the file's size."""
     from exporter.validation import AGREEMENT_METRICS
 
@@ -260,8 +260,8 @@ def _round(number: int, keep: tuple[str, ...], how: str, report: Any, evaluation
     metric = (evaluation.get("file") or {}).get(evaluation.get("primary_metric")) if evaluated else None
     score = -drop if drop is not None else (agreement if agreement is not None else -report.max_diff)
     return {"round": number, "kept_float": list(keep), "kept_count": len(keep), "added": how,
-            "verdict": report.verdict, "agreement": agreement, "metric": metric, "drop": drop,
-            "holds": _gate(report, evaluation),
+            "weight_free": weight_free, "verdict": report.verdict, "agreement": agreement, "metric": metric,
+            "drop": drop, "holds": _gate(report, evaluation),
             "size_mb": round(sum(f.stat().st_size for f in artifact.files) / 1e6, 3), "score": score}
 
 
@@ -274,14 +274,13 @@ def _diagnosis_inputs(job: Any, pool: Any) -> dict[str, Any]:
     return {job.input_names[0]: batch.numpy().astype("float32")}
 
 
-def _diagnosis(fmt: Any, job: Any, path: Path, pool: Any, workdir: Path | None,
-               reference: Path | None = None) -> dict[str, Any]:
-    """Diagnose ``path`` (a failed diagnosis is reported, not raised: the export stands either way)."""
+def _diagnosis(fmt: Any, job: Any, path: Path, pool: Any, workdir: Path) -> dict[str, Any]:
+    """Diagnose ``path`` against the fp32 graph the format left in ``workdir`` (or PyTorch); a failed diagnosis is
+    reported, not raised: the export stands either way."""
     from exporter.diagnosis import diagnose_file
     from exporter.formats.onnx import REFERENCE_FILE
 
-    if reference is None and workdir is not None and (workdir / REFERENCE_FILE).is_file():
-        reference = workdir / REFERENCE_FILE
+    reference = workdir / REFERENCE_FILE if (workdir / REFERENCE_FILE).is_file() else None
     try:
         return diagnose_file(fmt, job.options, path, job.module, _diagnosis_inputs(job, pool), reference)
     except Exception as exc:  # noqa: BLE001 - say why the diagnosis broke
@@ -291,12 +290,13 @@ def _diagnosis(fmt: Any, job: Any, path: Path, pool: Any, workdir: Path | None,
 
 def diagnose(workspace: Workspace, store: ExportStore, record: ExportRecord) -> dict[str, Any]:
     """The diagnosis of a completed export's file, as stored in ``diagnosis`` (the caller stores it); a
-    reduced-precision ONNX file is compared with its fp32 graph, exported again here from the checkpoint."""
-    import dataclasses
+    reduced-precision ONNX file or an OpenVINO IR is compared with the fp32 ONNX graph, exported again here
+    from the checkpoint with the export's options."""
     import tempfile
 
     from exporter.checkpoint import load_checkpoint
     from exporter.diagnosis import diagnose_file
+    from exporter.formats.onnx import intermediate_onnx
 
     project = store.project
     experiment = project.experiment(record.experiment_id)
@@ -306,11 +306,12 @@ def diagnose(workspace: Workspace, store: ExportStore, record: ExportRecord) -> 
     job = _job(module, spec, shape, record.options, record, ckpt.sha256, pool)
     fmt = get_format(record.format, require_available=False)
     path = store.export_dir(record.id) / str(record.output_file)
-    if fmt.name != "onnx" or record.options.get("precision", "fp32") == "fp32":
+    float_graph = fmt.name == "openvino" or (fmt.name == "onnx" and record.options.get("precision") != "fp32")
+    if not float_graph:
         return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), None)
-    with tempfile.TemporaryDirectory(prefix="aistudio-reference-") as tmp:
-        float_job = dataclasses.replace(job, options={**job.options, "precision": "fp32"})
-        reference = fmt.export(float_job, Path(tmp), lambda _: None)
+    with tempfile.TemporaryDirectory(prefix="aistudio-reference-") as tmp:  # the fp32 graph, made again
+        same = {k: record.options[k] for k in ("opset_version", "exporter", "simplify") if k in record.options}
+        reference = intermediate_onnx(job, Path(tmp), lambda _: None, **same)
         reference.runner.close()
         return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), reference.files[0])
 

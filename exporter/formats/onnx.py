@@ -175,9 +175,11 @@ class OnnxFormat(ExportFormat):
         _save(model, workdir, "auto", REFERENCE_FILE)  # what the quantizer, reduce() and a diagnosis start from
         return self._finish(_reduced(model, workdir, job, (), progress), workdir, job, exporter, warn)
 
-    def reduce(self, job: ExportJob, workdir: Path, keep_float: tuple[str, ...]) -> ExportArtifact:
+    def reduce(self, job: ExportJob, workdir: Path, keep_float: tuple[str, ...], weight_free: bool = False
+               ) -> ExportArtifact:
         """The reduced-precision file again, from the float graph ``export`` kept, with the nodes
-        ``keep_float`` left in float (accuracy=auto's next round)."""
+        ``keep_float`` left in float (accuracy=auto's next round; ``weight_free`` rounds list every
+        weight-free node in ``keep_float`` already: ONNX names each node it converts)."""
         import onnx
 
         model = onnx.load(str(workdir / REFERENCE_FILE))
@@ -199,7 +201,7 @@ def check_accuracy_option(options: dict[str, Any]) -> None:
     """
     if options.get("accuracy") == "auto" and options.get("precision", "fp32") == "fp32":
         raise InvalidOptionError("accuracy=auto keeps layers of a reduced-precision file in float: use it with "
-                                 "precision=fp16 or int8.")
+                                 "precision=fp16 or int8 (ONNX), precision=int8 (OpenVINO).")
 
 
 def _reduced(model: Any, workdir: Path, job: ExportJob, keep_float: tuple[str, ...], progress: Progress) -> Any:
@@ -342,17 +344,19 @@ def _to_fp16(model: Any, keep_float: tuple[str, ...] = ()) -> Any:
     detector then validated with 3 unmatched detections, and with none this way, at 26.4 MB of 49.1) —
     unless a Loop reads it (Mask R-CNN's mask paste: the converter retypes the loop body wrongly), then
     only the converter's default block list (NMS, TopK, RoiAlign, Range, CumSum, Resize) stays in float.
-    Always kept in float: every Cast (the converter would retype a ``Cast(to=float)`` feeding a kept-float
-    op to float16 and the file would not load: the fault that made FP16 refuse detection tasks) and every
-    node that reads a graph output (the converter casts the output back to float32 but not that node's
-    input: the autoencoder's score)."""
+    Kept in float too: every Cast (the converter would retype a ``Cast(to=float)`` feeding a kept-float op
+    to float16 and the file would not load: the fault that made FP16 refuse detection tasks) and every node
+    that reads a graph output (the converter casts the output back to float32 but not that node's input: the
+    autoencoder's score) — each tried without the other when the converter gets that one wrong (PaDiM)."""
     outputs = {o.name for o in model.graph.output}
-    kept = [node.name for node in _all_nodes(model.graph) if node.op_type == "Cast" or outputs.intersection(node.input)]
+    nodes = _all_nodes(model.graph)
+    casts = [node.name for node in nodes if node.op_type == "Cast"]
+    readers = [node.name for node in nodes if outputs.intersection(node.input)]
     selection = downstream(model.graph, SELECTION_OPS)
-    attempts = [[*kept, *selection, *keep_float]] if selection else []
+    attempts = [[*casts, *readers, *selection], [*casts, *readers], [*casts, *selection], casts]
     failure = ""
-    for block in [*attempts, [*kept, *keep_float]]:
-        converted, failure = _fp16_attempt(model, block)
+    for block in dict.fromkeys(tuple(a) for a in attempts):  # the first one the converter gets right
+        converted, failure = _fp16_attempt(model, [*block, *keep_float])
         if converted is not None:
             return converted
     raise ExporterError(f"fp16 conversion failed: {failure}", stage="export")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
-from exporter.formats.onnx import DEFAULT_OPSET, describe_model, exporter_order, intermediate_onnx
+from exporter.formats.onnx import (
+    ACCURACY_OPTION,
+    DEFAULT_OPSET,
+    REFERENCE_FILE,
+    check_accuracy_option,
+    describe_model,
+    exporter_order,
+    intermediate_onnx,
+)
 from exporter.formats.registry import (
     Deployed,
     ExportArtifact,
@@ -78,6 +87,7 @@ class OpenVinoFormat(ExportFormat):
                    label="Compress weights to FP16", applies_when=(("precision", ("fp32",)),)),
         OptionSpec("calibration_samples", "int", 16, "int8: images NNCF calibrates activations on.",
                    minimum=1, maximum=512, label="Calibration images", applies_when=(("precision", ("int8",)),)),
+        ACCURACY_OPTION,
     )
 
     @classmethod
@@ -90,6 +100,7 @@ class OpenVinoFormat(ExportFormat):
         exporter_order("auto", options["opset_version"])
         if options["precision"] == "int8" and options["compress_to_fp16"]:
             raise InvalidOptionError("precision=int8 stores int8 weights; leave compress_to_fp16 off.")
+        check_accuracy_option(options)
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         if options["precision"] == "int8":
@@ -128,14 +139,42 @@ class OpenVinoFormat(ExportFormat):
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         onnx_artifact = intermediate_onnx(job, workdir, progress, opset_version=job.options["opset_version"])
         onnx_artifact.runner.close()
+        import onnx
+
+        info = describe_model(onnx.load(str(onnx_artifact.files[0]), load_external_data=False),
+                              "openvino.convert_model")
+        info["openvino_version"] = _openvino().get_version()
+        if len(onnx_artifact.files) == 1:  # kept for reduce() and a diagnosis (work folder only)
+            os.replace(onnx_artifact.files[0], workdir / REFERENCE_FILE)
+            source = workdir / REFERENCE_FILE
+        else:  # past 2 GB: no int8 rounds, no diagnosis
+            source = onnx_artifact.files[0]
+        try:
+            artifact = self._convert(job, source, workdir, (), progress)
+        finally:
+            shutil.rmtree(workdir / "onnx", ignore_errors=True)
+        artifact.info, artifact.warnings = info, onnx_artifact.warnings
+        return artifact
+
+    def reduce(self, job: ExportJob, workdir: Path, keep_float: tuple[str, ...], weight_free: bool = False
+               ) -> ExportArtifact:
+        """The INT8 IR again from the float graph ``export`` kept, NNCF leaving the ``keep_float`` nodes (ONNX node
+        names; their OpenVINO ops keep them as prefixes) in float (accuracy=auto's next round). ``weight_free``
+        also leaves every op type but the weighted ones in float: the converter makes ops of its own (a Div
+        becomes a Multiply by a constant, unnamed) that NNCF would quantize as weighted — on the demo oriented
+        detector that alone put the boxes 82 px off."""
+        return self._convert(job, workdir / REFERENCE_FILE, workdir, keep_float, lambda _: None, weight_free)
+
+    def _convert(self, job: ExportJob, source: Path, workdir: Path, keep_float: tuple[str, ...],
+                 progress: Progress, weight_free: bool = False) -> ExportArtifact:
         progress("convert")
         ov = _openvino()
         xml = workdir / "model.xml"
         try:
-            model = ov.convert_model(str(onnx_artifact.files[0]))
+            model = ov.convert_model(str(source))
             if job.options["precision"] == "int8":
                 progress("quantize")
-                model = _quantize(model, job)
+                model = _quantize(model, job, keep_float, weight_free)
             for key, value in job.metadata.items():
                 model.set_rt_info(value, ["aistudio", key])
             ov.save_model(model, str(xml), compress_to_fp16=job.options["compress_to_fp16"])
@@ -144,20 +183,19 @@ class OpenVinoFormat(ExportFormat):
         except Exception as exc:  # noqa: BLE001
             raise resource_error(exc, "export") or ExporterError(
                 f"OpenVINO conversion failed: {one_line(exc)}", stage="export") from None
-        import onnx
-
-        info = describe_model(onnx.load(str(onnx_artifact.files[0])), "openvino.convert_model")
-        info["openvino_version"] = ov.get_version()
-        shutil.rmtree(workdir / "onnx", ignore_errors=True)
         runner = OpenVinoRunner(xml, fp16=job.options["compress_to_fp16"])
-        return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner, info=info,
-                              warnings=onnx_artifact.warnings)
+        return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner)
 
 
-def _quantize(model: Any, job: ExportJob) -> Any:
+WEIGHTED_TYPES = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul", "Parameter", "Result",
+                  "Constant"}
+
+
+def _quantize(model: Any, job: ExportJob, keep_float: tuple[str, ...] = (), weight_free: bool = False) -> Any:
     """INT8 with NNCF's post-training quantization (min-max ranges and fast bias correction) on the job's
-    calibration images, one image per step as the file takes them."""
+    calibration images, one image per step as the file takes them; ``keep_float`` ops stay in float."""
     import logging
+    import re
 
     import nncf
 
@@ -165,6 +203,10 @@ def _quantize(model: Any, job: ExportJob) -> Any:
     images = job.calibration.astype(np.float32)[:job.options["calibration_samples"]]
     dataset = nncf.Dataset([images[i:i + 1] for i in range(len(images))])
     try:
-        return nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
+        types = sorted({op.get_type_name() for op in model.get_ordered_ops()} - WEIGHTED_TYPES) if weight_free else []
+        ignored = nncf.IgnoredScope(patterns=[re.escape(name) + r"(/.*)?$" for name in keep_float], types=types,
+                                    validate=False)
+        return nncf.quantize(model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
+                             ignored_scope=ignored)
     except Exception as exc:  # noqa: BLE001
         raise ExporterError(f"NNCF int8 quantization failed: {one_line(exc)}", stage="export") from None

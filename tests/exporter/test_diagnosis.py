@@ -141,6 +141,14 @@ def test_accuracy_auto_int8_detector_and_fp16_detector(demo_eval_ws):
     assert fp16.output_size_mb < 0.6 * int8.accuracy_search.float_size_mb
 
 
+@pytest.mark.parametrize("experiment", ["exp-padim-resnet18", "exp-autoencoder"])
+def test_fp16_anomaly_models_whose_score_reads_a_graph_output(demo_ws, experiment):
+    """The converter casts a graph output back to float32 but not the node reading it (the score from the
+    anomaly map): one model needs that node kept in float, the other breaks if it is."""
+    record = export(demo_ws, "demo-anomaly", experiment, precision="fp16")
+    assert record.validation.verdict == "passed" and record.model.op_types.get("Cast")
+
+
 def test_accuracy_auto_refused_without_images_or_at_fp32(demo_ws):
     ws = Workspace(demo_ws)
     with pytest.raises(InvalidOptionError, match="precision=fp16 or int8"):
@@ -154,8 +162,23 @@ def test_accuracy_auto_refused_without_images_or_at_fp32(demo_ws):
         p.name.startswith("export-") for p in (ws.project(CLS[0]).path / "exports").iterdir())
 
 
-def test_openvino_int8_with_nncf_validates(demo_ws):
+def test_accuracy_auto_that_cannot_meet_its_gate_keeps_the_best_round_marked_failed(demo_eval_ws):
+    record = export(demo_eval_ws, *OBB, precision="int8", quantization="static", accuracy="auto",
+                    max_metric_drop=1e-6)
+    search = record.accuracy_search
+    assert not search.met and len(search.rounds) == 4  # every round tried
+    best = max(search.rounds, key=lambda r: r["score"])
+    assert search.chosen == best["round"] and record.evaluation.drop == pytest.approx(best["drop"])
+    assert record.gate_failed and record.evaluation.verdict == "failed"  # kept, and marked failed
+    assert (Workspace(demo_eval_ws).project(OBB[0]).path / "exports" / record.id / "model.onnx").is_file()
+    assert record.diagnosis.available  # the gate failed: diagnosed by itself
+
+
+def test_openvino_int8_with_nncf_validates_and_is_diagnosed(demo_ws):
     record = export(demo_ws, *CLS, fmt="openvino", precision="int8")
     assert record.validation.verdict == "passed" and record.validation.task_metrics["top1_agreement"] >= 0.99
     fp32_bin = 44.7  # MB, the demo resnet18 at fp32
     assert record.output_size_mb < fp32_bin / 3
+    diagnosis = diagnose_export(Workspace(demo_ws), record.id).diagnosis
+    assert diagnosis.reference == "onnx fp32" and diagnosis.comparison.startswith("OpenVINO IR (int8, NNCF)")
+    assert len(diagnosis.layers) >= 40 and all(row["error"] < 0.5 for row in diagnosis.layers)
