@@ -13,17 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-# The longest modules first, so that pytest-xdist (``--dist loadfile``: a module runs on one worker) starts
-# them early and the two workers end together; the rest keep their order.
-LONGEST_FIRST = ("tests/ui/test_browser.py", "tests/exporter/test_diagnosis.py", "tests/test_cli.py",
-                 "tests/reliability/test_faults.py", "tests/test_import.py", "tests/exporter/test_evaluation.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(tmp_path_factory):
     # Never touch the user's ./workspace or home from tests.
@@ -39,25 +28,14 @@ def demo_full_template(tmp_path_factory) -> Path:
     ``AISTUDIO_TEST_DEMO=DIR`` reuses a demo workspace built before (``python -m exporter demo
     --workspace DIR``) to save its ~2.5 min when running a few tests; tests only ever copy it.
     """
-    from filelock import FileLock
-
     from demo import build_demo
 
     prebuilt = Path(os.environ.get("AISTUDIO_TEST_DEMO", "")).expanduser()
     if os.environ.get("AISTUDIO_TEST_DEMO") and (prebuilt / "projects").is_dir():
         return prebuilt
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.mktemp("demo-template")
-        build_demo(root)
-        return root
-    # Under pytest-xdist (make test: -n 2) the first worker to get here builds it for both; the other
-    # waits on the lock (two builds side by side would take 1.5× as long on 2 cores).
-    shared = tmp_path_factory.getbasetemp().parent / "demo-template"
-    with FileLock(str(shared) + ".lock"):
-        if not (shared / ".built").is_file():
-            build_demo(shared)
-            (shared / ".built").touch()
-    return shared
+    root = tmp_path_factory.mktemp("demo-template")
+    build_demo(root)
+    return root
 
 
 @pytest.fixture(scope="session")
