@@ -136,7 +136,7 @@ def test_accuracy_auto_int8_detector_and_fp16_detector(demo_eval_ws):
     int8 = export(demo_eval_ws, *DET, precision="int8", quantization="static", accuracy="auto")
     assert int8.accuracy_search.met and int8.evaluation.drop <= 0.01
     assert int8.output_size_mb < int8.accuracy_search.float_size_mb / 2
-    fp16 = export(demo_eval_ws, *DET, precision="fp16")
+    fp16 = export(demo_eval_ws, *DET, precision="fp16", evaluate=False)  # its mAP: make bench (precision.md)
     assert fp16.validation.verdict == "passed" and fp16.validation.task_metrics["match_rate"] >= 0.99
     assert fp16.output_size_mb < 0.6 * int8.accuracy_search.float_size_mb
 

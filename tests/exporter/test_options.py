@@ -16,7 +16,7 @@ def test_defaults():
     assert opts == {"input_shape": None, "dynamic_batch": True, "tolerance": None, "evaluate": True,
                     "max_images": 500, "max_metric_drop": 0.01, "opset_version": 17,
                     "simplify": True, "exporter": "auto", "external_data": "auto", "precision": "fp32",
-                    "quantization": "dynamic", "calibration_samples": 16}
+                    "quantization": "dynamic", "calibration_samples": 16, "accuracy": "fixed"}
 
 
 def test_cli_text_and_json_values_parse_alike():

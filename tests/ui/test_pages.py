@@ -90,7 +90,7 @@ def test_diagnosis_tab_shows_the_accuracy_rounds_and_where_it_diverges(demo_eval
 
     record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(
         "demo-oriented", "exp-obb-resnet18", options={"precision": "int8", "quantization": "static",
-                                                      "accuracy": "auto"}))
+                                                      "accuracy": "auto", "max_images": 30}))
     diagnose_export(Workspace(demo_eval_ws), record.id)
     monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_eval_ws))
     st.cache_data.clear()
