@@ -183,6 +183,18 @@ def recheck(workspace: Workspace, store: ExportStore, record: ExportRecord, runn
     """Validate another runner of an export's file (e.g. as deployed, at another precision) the way the
     export validated it, and evaluate it when the export was evaluated; returns ``(report, evaluation)``."""
     from exporter import evaluation
+
+    project = store.project
+    job, pool, pool_kind, samples = _rebuilt_job(store, record)
+    report = _validate(job, runner, pool, pool_kind, get_format(record.format), len(samples),
+                       tolerance=tolerance, min_agreement=min_agreement)
+    evaluated = record.evaluation is not None and evaluation.val_folder(project.path).is_dir()
+    return report, (_evaluate(job, runner, runtime, job.metadata["checkpoint_sha256"], workspace.root,
+                              project.path, None) if evaluated else None)
+
+
+def _rebuilt_job(store: ExportStore, record: ExportRecord):
+    """An export's job made again from its checkpoint and options: ``(job, pool, pool_kind, samples)``."""
     from exporter.checkpoint import load_checkpoint
 
     project = store.project
@@ -191,12 +203,7 @@ def recheck(workspace: Workspace, store: ExportStore, record: ExportRecord, runn
     spec, module, shape = _build(ckpt, experiment, project.task, record.options)
     samples = project.sample_images()
     pool, pool_kind = _input_pool(samples, shape, spec, record.options)
-    job = _job(module, spec, shape, record.options, record, ckpt.sha256, pool)
-    report = _validate(job, runner, pool, pool_kind, get_format(record.format), len(samples),
-                       tolerance=tolerance, min_agreement=min_agreement)
-    evaluated = record.evaluation is not None and evaluation.val_folder(project.path).is_dir()
-    return report, (_evaluate(job, runner, runtime, ckpt.sha256, workspace.root, project.path, None)
-                    if evaluated else None)
+    return _job(module, spec, shape, record.options, record, ckpt.sha256, pool), pool, pool_kind, samples
 
 
 class _Check:
@@ -294,16 +301,11 @@ def diagnose(workspace: Workspace, store: ExportStore, record: ExportRecord) -> 
     from the checkpoint with the export's options."""
     import tempfile
 
-    from exporter.checkpoint import load_checkpoint
     from exporter.diagnosis import diagnose_file
     from exporter.formats.onnx import intermediate_onnx
 
-    project = store.project
-    experiment = project.experiment(record.experiment_id)
-    ckpt = load_checkpoint(experiment.checkpoint(record.checkpoint).path)
-    spec, module, shape = _build(ckpt, experiment, project.task, record.options)
-    pool, _ = _input_pool(project.sample_images(), shape, spec, record.options)
-    job = _job(module, spec, shape, record.options, record, ckpt.sha256, pool)
+    job, pool, _, _ = _rebuilt_job(store, record)
+    module = job.module
     fmt = get_format(record.format, require_available=False)
     path = store.export_dir(record.id) / str(record.output_file)
     float_graph = fmt.name == "openvino" or (fmt.name == "onnx" and record.options.get("precision") != "fp32")

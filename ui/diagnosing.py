@@ -23,9 +23,9 @@ def diagnosis_section(record: ExportRecord) -> None:
         return
     if diagnosis is None:
         st.caption("Not diagnosed. A diagnosis runs the file and its reference on the same images and compares "
-                   "every intermediate tensor both have: a reduced-precision ONNX file against the fp32 graph of "
-                   "the same checkpoint, an fp32 ONNX file against PyTorch module by module. It runs by itself "
-                   "when validation or the metric gate fails.")
+                   "every intermediate tensor both have: a reduced-precision ONNX file or an OpenVINO IR against the "
+                   "fp32 ONNX graph of the same checkpoint, an fp32 ONNX file against PyTorch module by module. "
+                   "It runs by itself when validation or the metric gate fails.")
     elif diagnosis.status == "failed":
         st.error(f"Diagnosis failed: **{diagnosis.error.type}**: {diagnosis.error.message}")
     else:
