@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8501
 export AISTUDIO_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: run test demo lint bench clean
+.PHONY: run test demo lint bench matrix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.run
+
+matrix: $(VENV)/.dev
+	$(BIN)/python -m bench.matrix
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

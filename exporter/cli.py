@@ -214,6 +214,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps(record.to_json(), indent=2))
     else:
         print(summary_line(record))
+        if record.validation and record.validation.referee:
+            print(f"float64 referee: {record.validation.referee}")
         if record.evaluation and record.evaluation.status == "completed":
             print(evaluation_line(record))
         if record.accuracy_search:
@@ -307,7 +309,8 @@ def failure_reason(record: ExportRecord) -> str:
         return f"the export is {record.status}"
     bad = [f"{o.name}: {o.problem or f'max diff {o.max_abs_diff:.2e} > allowed {o.allowed_abs_diff:.2e}'}"
            for o in v.outputs if not o.passed or o.problem]
-    return f"validation {v.verdict}: " + "; ".join(bad + v.messages)
+    referee = [f"float64 referee: {v.referee}"] if v.referee else []
+    return f"validation {v.verdict}: " + "; ".join(bad + v.messages + referee)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:

@@ -67,6 +67,17 @@ class ModelInfo(_Part):
     requires: list[str] = Field(default_factory=list)
 
 
+class Referee(_Part):
+    """One output against the PyTorch model run in float64 (``validation.referee``): the file passes when its
+    error is no more than ``multiple`` × PyTorch float32's own (or within the tolerance)."""
+
+    torch_float32_error: float
+    file_error: float
+    allowed: float
+    multiple: float
+    passed: bool
+
+
 class OutputCheck(_Part):
     """How one output of the file compares with PyTorch (``validation.OutputComparison``)."""
 
@@ -83,6 +94,7 @@ class OutputCheck(_Part):
     problem: str | None = None
     degenerate: bool = False
     note: str | None = None
+    referee: Referee | None = None
 
 
 class Validation(_Part):
@@ -97,6 +109,7 @@ class Validation(_Part):
     outputs: list[OutputCheck] = Field(default_factory=list)
     task_metrics: dict[str, float] = Field(default_factory=dict)
     messages: list[str] = Field(default_factory=list)
+    referee: str | None = None  # the float64 referee's finding, when it was called
 
 
 class Evaluation(_Part):

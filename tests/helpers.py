@@ -38,11 +38,12 @@ def cli(*args, workspace=None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
-def lively_init(model: nn.Module, seed: int = 0) -> nn.Module:
+def lively_init(model: nn.Module, seed: int = 0, gain: float = 1.0) -> nn.Module:
     """Re-initialise weights so a random net gives varied, non-degenerate outputs.
 
     torchvision zero-initialises some heads (ViT) and tiny random nets can output ~1e-9;
-    validation would rightly call those inconclusive.
+    validation would rightly call those inconclusive. ``gain`` scales He-normal weights: deep
+    nets with squeeze-excitation (efficientnet_v2_s) amplify float32 rounding from ~0.9 on.
     """
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
@@ -50,7 +51,7 @@ def lively_init(model: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(module, (nn.Conv2d, nn.Linear)) and weight is not None:
             fan_in = weight[0].numel()
             with torch.no_grad():
-                weight.copy_(torch.randn(weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+                weight.copy_(torch.randn(weight.shape, generator=gen) * math.sqrt(2.0 / fan_in) * gain)
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
     return model
@@ -86,11 +87,11 @@ def write_experiment(root: Path, state_dict: dict[str, Any] | Any, *, project_id
 
 
 def classifier_checkpoint(root: Path, architecture: str = "resnet18", num_classes: int = 5,
-                          size: int = 64, prefix: str = "model.", **kwargs: Any) -> Path:
+                          size: int = 64, prefix: str = "model.", gain: float = 1.0, **kwargs: Any) -> Path:
     """A Lightning-style checkpoint of a torchvision classifier with lively random weights."""
     from exporter.models.classification import build_torchvision_classifier
 
-    model = lively_init(build_torchvision_classifier(architecture, num_classes, (3, size, size)))
+    model = lively_init(build_torchvision_classifier(architecture, num_classes, (3, size, size)), gain=gain)
     hparams = {"task": "classification", "architecture": architecture, "num_classes": num_classes,
                "input_size": [3, size, size], **kwargs.pop("hparams", {})}
     state = {f"{prefix}{k}": v for k, v in model.state_dict().items()}

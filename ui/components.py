@@ -167,15 +167,45 @@ def validation_section(record: ExportRecord) -> None:
     rows = [{"output": o.name, "shape": str(o.shape), "max abs": o.max_abs_diff, "mean abs": o.mean_abs_diff,
              "max rel": o.max_rel_diff, "allowed": o.allowed_abs_diff,
              "pass": "✅" if o.passed and not o.problem else ("⚠️" if o.degenerate else "❌"),
-             "note": o.problem or o.note or ""} for o in validation.outputs]
+             "note": o.problem or o.note or "",
+             **({"PyTorch f32 vs f64": o.referee.torch_float32_error, "file vs f64": o.referee.file_error}
+                if o.referee else {})} for o in validation.outputs]
     st.dataframe(rows, hide_index=True, width="stretch")
     facts({metric.replace("_", " "): f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
            for metric, value in validation.task_metrics.items()})
     say = st.warning if validation.verdict == "inconclusive" else st.error
     for message in validation.messages:
         say(message)
+    if validation.referee:
+        (st.success if validation.passed else st.error)(f"**float64 referee** — {validation.referee}")
+    refereed = [o for o in validation.outputs if o.referee]
     if validation.outputs:
-        st.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
+        left, right = st.columns([3, 2]) if refereed else (st.container(), None)
+        left.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
+        if right is not None:
+            right.plotly_chart(referee_figure(refereed), key=f"referee-{record.id}")
+
+
+def referee_figure(outputs: list[OutputCheck]):
+    """Per output, how far PyTorch float32 and the file each are from the float64 result, with the most the
+    file may be (the referee's multiple of PyTorch's own, or the tolerance)."""
+    import plotly.graph_objects as go
+
+    names = [o.name for o in outputs]
+    figure = go.Figure()
+    figure.add_bar(y=names, x=[o.referee.torch_float32_error for o in outputs], name="PyTorch float32",
+                   orientation="h", marker_color="#636EFA")
+    figure.add_bar(y=names, x=[o.referee.file_error for o in outputs], name="the file", orientation="h",
+                   marker_color=["#00CC96" if o.referee.passed else "#EF553B" for o in outputs])
+    figure.add_scatter(y=names, x=[o.referee.allowed for o in outputs], mode="markers", name="most allowed",
+                       marker={"symbol": "line-ns-open", "size": 22, "color": "black"})
+    figure.update_layout(
+        title={"text": "Max |diff| from the float64 result<br><sup>the file passes when its bar ends left of "
+                       "the mark</sup>"},
+        xaxis={"type": "log", "exponentformat": "power", "title": "max absolute difference"}, barmode="group",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0}, height=420,
+        margin={"t": 70, "b": 40, "l": 10, "r": 10})
+    return figure
 
 
 def evaluation_section(record: ExportRecord) -> None:

@@ -142,14 +142,16 @@ class OnnxFormat(ExportFormat):
         """Export, simplify, annotate, save and smoke-run; see the module docstring."""
         opset = job.options["opset_version"]
         failures: list[str] = []
-        for exporter in exporter_order(job.options["exporter"], opset):
+        order = exporter_order(job.options["exporter"], opset)
+        for exporter in order:
             try:
                 return self._attempt(exporter, job, workdir, progress, failures)
             except ExporterError as exc:
                 failures.append(f"{exporter}: {exc.message}")
                 _clear(workdir)
+        where = _explained(job) if "legacy" in order else ""
         raise ExporterError(
-            f"torch.onnx could not export {job.spec.architecture} at opset {opset} — "
+            f"torch.onnx could not export {job.spec.architecture} at opset {opset} — {where}"
             + " | ".join(failures), stage="export")
 
     def _attempt(self, exporter: str, job: ExportJob, workdir: Path, progress: Progress,
@@ -158,7 +160,8 @@ class OnnxFormat(ExportFormat):
         progress("export")
         import onnx
 
-        raw, output_shapes = _torch_export(exporter, job, workdir / "raw")
+        raw, output_shapes, rewrites = _torch_export(exporter, job, workdir / "raw")
+        warn.extend(rewrites)
         _check_opset(onnx.load(str(raw), load_external_data=False), job.options["opset_version"], exporter)
         if job.options["simplify"]:
             progress("simplify")
@@ -238,9 +241,12 @@ def exporter_order(choice: str, opset: int) -> list[str]:
     return usable
 
 
-def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, list[tuple[int, ...]]]:
-    """The exported file, and the output shapes PyTorch produced on the example."""
+def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, list[tuple[int, ...]], list[str]]:
+    """The exported file, the output shapes PyTorch produced on the example, and the exact rewrites made
+    for the exporter (``exporter.exportability``)."""
     import torch
+
+    from exporter.exportability import exact_rewrites
 
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_dir / MODEL_FILE
@@ -257,12 +263,32 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, l
     if exporter == "dynamo":
         kwargs.update(report=False, verbose=False)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
+        with (warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(),
+              exact_rewrites(job.module, example) as rewrites):
             warnings.simplefilter("ignore")
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
-            return path, [tuple(t.shape) for t in job.module(example)]
+            return path, [tuple(t.shape) for t in job.module(example)], rewrites
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one readable line
-        raise resource_error(exc, "export") or ExporterError(one_line(exc), stage="export") from None
+        from exporter.exportability import exporter_reason
+
+        text = f"{type(exc).__name__}: {exporter_reason(exc)}" if exporter == "legacy" else one_line(exc)
+        raise resource_error(exc, "export") or ExporterError(text, stage="export") from None
+
+
+def _explained(job: ExportJob) -> str:
+    """Where the legacy exporter fails and what to do (``exporter.exportability.locate_failure``), as the
+    head of the failure message; empty when the search itself breaks."""
+    import torch
+
+    from exporter.exportability import exact_rewrites, explain, locate_failure
+
+    example = torch.rand(*job.input_shape)
+    try:
+        with _mha_fastpath_off(), exact_rewrites(job.module, example):
+            return explain(locate_failure(job.module, example, job.options["opset_version"]), example,
+                           job.options["opset_version"]) + ". Exporters tried: "
+    except Exception:  # noqa: BLE001 - the exporters' own messages still follow
+        return ""
 
 
 def _concrete_output_dims(model: Any, shapes: list[tuple[int, ...]], dynamic_batch: bool) -> None:

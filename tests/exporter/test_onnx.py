@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -150,3 +151,51 @@ def test_batch_baked_into_the_graph_fails_validation(tmp_path):
     assert record["status"] == "completed"
     assert record["validation"]["verdict"] == "failed"
     assert any("batch 2" in m for m in record["validation"]["messages"])
+
+
+def test_vgg_and_alexnet_at_small_sizes_export_through_the_exact_pooling_rewrite(tmp_path):
+    """AdaptiveAvgPool2d((7, 7)) on a 1×1 map (vgg11 at 32 px) and ((6, 6)) on 1×1 (alexnet at 64 px): the
+    legacy exporter refuses both; rewritten as constant averaging matrices they export and validate."""
+    for architecture, size, pooled in (("vgg11", 32, "1×1 → 7×7"), ("alexnet", 64, "1×1 → 6×6")):
+        root = tmp_path / architecture
+        classifier_checkpoint(root, architecture, num_classes=10, size=size)
+        record = export(root)
+        assert_passed(record)
+        assert record["warnings"] == [f"rewrote AdaptiveAvgPool2d at `model.avgpool` ({pooled} at input {size}×{size})"
+                                      " as two constant averaging matrices — exact, at this input size only"]
+        assert record["model"]["op_types"].get("MatMul", 0) >= 2
+        shutil.rmtree(root)  # vgg11's checkpoint and file are 0.5 GB each
+
+
+def test_an_operator_the_exporter_lacks_is_named_with_its_module(tmp_path):
+    import torch
+
+    from exporter.errors import ExporterError
+    from exporter.formats import ExportJob
+    from exporter.formats.onnx import OnnxFormat
+    from exporter.models import ModelSpec
+
+    class Bessel(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.i0(x)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3)
+            self.head = torch.nn.Sequential(torch.nn.ReLU(), Bessel(), torch.nn.AdaptiveAvgPool2d(1),
+                                            torch.nn.Flatten())
+
+        def forward(self, input):
+            return (self.head(self.stem(input)),)
+
+    options = {spec.name: spec.default for spec in OnnxFormat.format_options}
+    job = ExportJob(module=Net().eval(), spec=ModelSpec("classification", "custom"), input_shape=(1, 3, 32, 32),
+                    dynamic_batch=True, input_names=("input",), output_names=("logits",), options=options, metadata={})
+    with pytest.raises(ExporterError) as caught:
+        OnnxFormat().export(job, tmp_path, lambda _: None)
+    assert caught.value.message.startswith(
+        "torch.onnx could not export custom at opset 17 — aten::i0 in `head.1` (Bessel, input [1, 4, 30, 30]) cannot "
+        "be exported at input 32×32: Exporting the operator 'aten::i0' to ONNX opset version 17 is not supported. "
+        "What to do: try exporter=dynamo with opset_version ≥ 18")
+    assert "Torch IR graph" not in caught.value.message

@@ -78,3 +78,62 @@ def test_histogram_counts_every_diff():
     hist = diff_histogram(diff)
     assert sum(hist["counts"]) == 3 and hist["exact_zero"] == [2]
     assert len(hist["edges"]) == len(hist["counts"]) + 1
+
+
+def test_float64_referee_passes_rounding_and_fails_a_corrupted_weight(tmp_path):
+    """efficientnet_v2_s with weights that amplify float32 rounding: PyTorch float32 itself is off the float64
+    answer by more than the tolerance, so the file passes on the referee; the same file with one weight tensor
+    scaled by 1 % fails it."""
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter.pipeline import recheck
+    from exporter.store import ExportStore
+
+    classifier_checkpoint(tmp_path, "efficientnet_v2_s", num_classes=10, size=64, gain=0.8805)
+    workspace = Workspace(tmp_path)
+    record = export_checkpoint(workspace, ExportRequest("proj", "exp"))
+    validation = record.validation
+    (logits,) = validation.outputs
+    assert validation.verdict == "passed", validation
+    assert logits.max_abs_diff > logits.allowed_abs_diff  # against PyTorch float32 it misses the tolerance
+    referee = logits.referee
+    assert referee.passed and referee.file_error <= 4 * referee.torch_float32_error
+    assert referee.torch_float32_error > logits.allowed_abs_diff  # PyTorch float32 misses it too
+    assert validation.referee == (f"within float32 rounding — logits: PyTorch float32 differs from the float64 "
+                                  f"result by {referee.torch_float32_error:.3g}, the file by {referee.file_error:.3g}")
+
+    store = ExportStore(workspace.project("proj"))
+    model = onnx.load(str(store.export_dir(record.id) / "model.onnx"))
+    classifier = [t for t in model.graph.initializer if len(t.dims) == 2][-1]  # the last Linear's weight
+    classifier.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(classifier) * np.float32(1.01), classifier.name))
+    onnx.save(model, str(tmp_path / "corrupted.onnx"))
+    report, _ = recheck(workspace, store, record, OrtRunner(tmp_path / "corrupted.onnx"), tolerance=None,
+                        min_agreement=None, runtime="onnx")
+    (logits,) = report.outputs
+    assert report.verdict == "failed" and not logits.referee["passed"]
+    assert logits.referee["file_error"] > logits.referee["allowed"]
+    assert report.referee.startswith("the file is further from the float64 result than 4× PyTorch float32's own")
+
+
+def test_float64_run_leaves_the_model_as_it_was():
+    from exporter.validation import run_float64
+
+    shared = torch.nn.Conv2d(3, 3, 1)
+    model = torch.nn.Sequential(shared, torch.nn.BatchNorm2d(3), shared)
+    model.register_buffer("grid", torch.linspace(0, 1, 5, dtype=torch.float64))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (out,) = run_float64(_Tuple(model), torch.rand(2, 3, 4, 4))
+    assert out.dtype == np.float64
+    for name, value in model.state_dict().items():
+        assert value.dtype == before[name].dtype and torch.equal(value, before[name]), name
+
+
+class _Tuple(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return (self.inner(x),)

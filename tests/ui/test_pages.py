@@ -44,6 +44,18 @@ def export_once(at: AppTest, project: str) -> str:
     return export_id
 
 
+def open_result(monkeypatch, root, project: str, export_id: str) -> AppTest:
+    """The Export page of workspace ``root`` showing one export's result, as its link opens it."""
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(root))
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["export"] = export_id
+    at.session_state["project_id"] = project
+    at.run()
+    assert not at.exception
+    return at
+
+
 def test_export_page_flow(app, demo_ws):
     at = app.run()
     assert not at.exception
@@ -92,13 +104,7 @@ def test_diagnosis_tab_shows_the_accuracy_rounds_and_where_it_diverges(demo_eval
         "demo-oriented", "exp-obb-resnet18", options={"precision": "int8", "quantization": "static",
                                                       "accuracy": "auto", "max_images": 30}))
     diagnose_export(Workspace(demo_eval_ws), record.id)
-    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_eval_ws))
-    st.cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["export"] = record.id
-    at.session_state["project_id"] = "demo-oriented"
-    at.run()
-    assert not at.exception
+    at = open_result(monkeypatch, demo_eval_ws, "demo-oriented", record.id)
     assert any(s.value.startswith("accuracy=auto met the gate (map_50 drops by at most 0.01") for s in at.success)
     rounds = next(d.value for d in at.dataframe if "nodes in float" in d.value.columns)
     assert list(rounds["round"]) == [r["round"] for r in record.accuracy_search.rounds]
@@ -106,6 +112,22 @@ def test_diagnosis_tab_shows_the_accuracy_rounds_and_where_it_diverges(demo_eval
     assert any("int8 ONNX against the fp32 ONNX graph" in c.value for c in at.caption)
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Error along the graph" in spec for spec in charts)
+
+
+def test_validation_tab_shows_the_float64_referee(tmp_path, monkeypatch):
+    """A file that passes on the float64 referee: its figures in the table, the sentence, and the chart of both
+    errors from float64 beside the |diff| curves."""
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from tests.helpers import classifier_checkpoint
+
+    classifier_checkpoint(tmp_path, "efficientnet_v2_s", num_classes=10, size=64, gain=0.8805)
+    record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp"))
+    at = open_result(monkeypatch, tmp_path, "proj", record.id)
+    assert any(s.value == f"**float64 referee** — {record.validation.referee}" for s in at.success)
+    table = next(d.value for d in at.dataframe if "file vs f64" in d.value.columns)
+    assert table["file vs f64"][0] == record.validation.outputs[0].referee.file_error
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Max |diff| from the float64 result" in spec for spec in charts)
 
 
 def test_running_export_can_be_cancelled(app, demo_ws):
