@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import scale
+from bench import ray_bench, scale
 from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -393,6 +393,8 @@ def markdown(results: dict) -> str:
     for way, d in (("download", results["streaming"]["download"]), ("upload", results["streaming"]["upload"])):
         lines.append(f"Streaming a {d['bytes'] / 1e9:.2f} GB {way}: server RSS {d['rss_before_mb']} → peak "
                      f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s.  ")
+    if results.get("ray"):
+        lines += ["", *ray_bench.ray_markdown(results["ray"])]
     return "\n".join(lines) + "\n"
 
 
@@ -407,10 +409,17 @@ def _write(part: str, data, lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed", "precision"),
+    parser.add_argument("--only", choices=("evaluation", "speed", "precision", "ray"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
+    if args.only == "ray":
+        try:
+            result = ray_bench.bench_ray(root / "ray")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        _write("ray", result, ray_bench.ray_markdown(result))
+        return
     if args.only == "precision":
         try:
             build_models(root)
@@ -447,7 +456,8 @@ def main() -> None:
                    "overhead": scale.bench_overhead(root / "overhead", 1 if args.quick else 3),
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
-                   "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20)}
+                   "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20),
+                   "ray": ray_bench.bench_ray(root / "ray")}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:

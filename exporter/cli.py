@@ -205,10 +205,11 @@ def export_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from exporter.service import ExportRequest, export_checkpoint
+    from exporter.jobs import export_and_wait
+    from exporter.service import ExportRequest
 
     request = ExportRequest(args.project, args.experiment, args.checkpoint, args.format, export_options(args))
-    record = export_checkpoint(_workspace(args), request)
+    record = export_and_wait(_workspace(args), request)
     ok = record.verdict == "passed" and not record.gate_failed
     if args.json:
         print(json.dumps(record.to_json(), indent=2))
@@ -428,21 +429,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    if args.diagnose:
-        from exporter.service import diagnose_export
+    from exporter.runners import run_job
 
-        diagnose_export(_workspace(args), args.export_id)
-        return 0
+    flags = ("--diagnose",) if args.diagnose else ("--evaluate",) if args.evaluate else (
+        ("--benchmark", args.benchmark) if args.benchmark else ())
+    record = run_job(_workspace(args), args.project, args.export_id, flags)
     if args.evaluate:
-        from exporter.service import evaluate_export
-        from exporter.store import find_export
-
-        _, record = find_export(_workspace(args), args.export_id)
-        requested = getattr(record.evaluation, "requested", None) or {}
-        return 1 if evaluate_export(_workspace(args), args.export_id, requested).gate_failed else 0
-    from exporter.jobs import run_worker
-
-    record = run_worker(_workspace(args), args.project, args.export_id, args.benchmark)
+        return 1 if record.gate_failed or (record.evaluation and record.evaluation.status == "failed") else 0
     return 0 if record.status == "completed" else 1
 
 

@@ -1,42 +1,55 @@
-"""Run exports in child processes: start, cancel, and recover records whose worker died.
+"""Run exports and the jobs on them in the background: start, cancel, and recover records whose worker died.
 
-A worker is ``python -m exporter worker --project P --export-id ID`` in its own process
-group, so the server stays responsive (and alive) whatever the export does. The record
-holds the worker's pid and start time; a ``pending``/``running`` record whose worker is gone
-is ``failed`` with ``error.type = "Interrupted"``.
+Where a job runs is the runner's business (``exporter.runners``: child processes of this machine by
+default, a Ray cluster with ``AISTUDIO_RUNNER=ray``). The record holds the worker's identity — the
+process, and for Ray the node — and a ``pending``/``running`` record whose worker is gone is ``failed``
+with ``error.type = "Interrupted"``.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import Any
 
 from exporter.errors import Cancelled, ExportError, Interrupted, UsageError
 from exporter.record import ACTIVE, ExportRecord
 from exporter.request import ExportRequest, prepare_export
-from exporter.store import WORKER_LOG, ExportStore, find_export, utc_now
-from exporter.workers import limit_memory, process_identity, worker_alive, worker_memory_bytes
+from exporter.runners import LOCAL, end_active
+from exporter.store import ExportStore, find_export, utc_now
+from exporter.workers import runner_name, worker_alive
 from exporter.workspace import Workspace
 
-__all__ = ["ACTIVE", "cancel_benchmark", "cancel_export", "delete_export", "recover_interrupted", "refresh",
-           "run_worker", "start_benchmark", "start_diagnosis", "start_evaluation", "start_export", "start_export_all"]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ACTIVE", "cancel_benchmark", "cancel_export", "delete_export", "export_and_wait", "get_runner",
+           "recover_interrupted", "refresh", "start_benchmark", "start_diagnosis", "start_evaluation", "start_export",
+           "start_export_all"]
+
+
+def get_runner() -> Any:
+    """The runner jobs go to: ``exporter.runners.LOCAL``, or the Ray runner (connected on its first job)."""
+    if runner_name() == "ray":
+        from exporter.ray_runner import RayRunner
+
+        return RayRunner.shared()
+    return LOCAL
 
 
 def start_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
-    """Prepare an export and run it in a background worker process; returns the pending record."""
-    record = prepare_export(workspace, request)
+    """Prepare an export and run it in the background; returns the pending record.
+
+    Raises:
+        UsageError / NotFoundError: the request is invalid, or no Ray node can ever run it (nothing is written).
+    """
+    runner = get_runner()
+    record = prepare_export(workspace, request, check=getattr(runner, "check", None))
     store = ExportStore.for_project(workspace, record.project_id)
-    pid = _spawn_worker(workspace, store, record.id)
-    with store.lock():
-        if store.get(record.id).active:
-            record = store.update(record.id, worker=process_identity(pid))
-    return record
+    runner.start(workspace, store, record.id)
+    return store.get(record.id)
+
+
+def export_and_wait(workspace: Workspace, request: ExportRequest) -> ExportRecord:
+    """Prepare an export and run it to the end where the runner runs jobs, waiting here; the final record."""
+    runner = get_runner()
+    record = prepare_export(workspace, request, check=getattr(runner, "check", None))
+    return runner.run(workspace, ExportStore.for_project(workspace, record.project_id), record.id)
 
 
 def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, Any] | None = None) -> ExportRecord:
@@ -82,13 +95,8 @@ def _start_side_job(workspace: Workspace, export_id: str, field: str, check: Any
     if current and current.status == "running" and worker_alive(current.worker):
         raise UsageError(f"Export {export_id} is being {done} already.")
     store.update(export_id, **{field: {"status": "running", **state}})
-    pid = _spawn_worker(workspace, store, export_id, flag)
-    with store.lock():
-        current = store.get(export_id)
-        part = getattr(current, field)
-        if part and part.status == "running":
-            current = store.update(export_id, **{field: {**part.model_dump(), "worker": process_identity(pid)}})
-    return current
+    get_runner().start(workspace, store, export_id, (flag,))
+    return store.get(export_id)
 
 
 def start_benchmark(workspace: Workspace, export_id: str, requested: dict[str, Any] | None = None) -> ExportRecord:
@@ -99,11 +107,11 @@ def start_benchmark(workspace: Workspace, export_id: str, requested: dict[str, A
     Raises:
         UsageError / NotFoundError: bad settings, or an export that cannot be benchmarked (nothing starts).
     """
-    from exporter.benchmark import add_entry, update_entry
+    from exporter.benchmark import add_entry
 
     store, entry_id = add_entry(workspace, export_id, requested)
-    pid = _spawn_worker(workspace, store, export_id, "--benchmark", entry_id)
-    return update_entry(store, export_id, entry_id, worker=process_identity(pid))
+    get_runner().start(workspace, store, export_id, ("--benchmark", entry_id))
+    return store.get(export_id)
 
 
 def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, checkpoint: str = "best",
@@ -147,43 +155,18 @@ def cancel_benchmark(workspace: Workspace, export_id: str) -> ExportRecord:
 
     store, record = find_export(workspace, export_id)
     for entry in record.benchmarks:
-        if entry.status == "running" and worker_alive(entry.worker) and entry.worker.pid != os.getpid():
-            try:
-                os.killpg(entry.worker.pid, signal.SIGKILL)  # the worker and its measuring children
-            except (ProcessLookupError, PermissionError):
-                pass
+        if entry.status == "running":
+            _runner_of(entry.worker).cancel(entry.worker)  # the worker and its measuring children
     return drop_entries(store, export_id, ("queued", "running"))
 
 
-def run_worker(workspace: Workspace, project_id: str, export_id: str, benchmark: str | None = None) -> ExportRecord:
-    """A worker's job: run the export (then the benchmarks queued behind it), or one benchmark."""
-    from exporter.benchmark import drop_entries, run_benchmark
-    from exporter.pipeline import run_export
+def _runner_of(worker: Any) -> Any:
+    """The runner that started the job ``worker`` records (Ray's owner loop ends a cancelled job itself)."""
+    if worker is not None and getattr(worker, "runner", None) == "ray":
+        from exporter.ray_runner import RayRunner
 
-    if benchmark:
-        return run_benchmark(workspace, export_id, benchmark)
-    record = run_export(workspace, project_id, export_id)
-    queued = [b.id for b in record.benchmarks if b.status == "queued"]
-    if record.status != "completed":
-        return drop_entries(ExportStore.for_project(workspace, project_id), export_id)
-    for entry_id in queued:
-        record = run_benchmark(workspace, export_id, entry_id)
-    return record
-
-
-def _spawn_worker(workspace: Workspace, store: ExportStore, export_id: str, *extra: str) -> int:
-    """``python -m exporter worker`` for one export, in its own process group; returns its pid."""
-    log = open(store.export_dir(export_id) / WORKER_LOG, "ab")  # noqa: SIM115 - owned by child
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "worker", "--workspace", str(workspace.root),
-         "--project", store.project.id, "--export-id", export_id, *extra],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-        preexec_fn=limit_memory(worker_memory_bytes()))
-    log.close()
-    # Reap the child when it ends so it never lingers as a zombie that looks alive.
-    threading.Thread(target=proc.wait, daemon=True).start()
-    return proc.pid
+        return RayRunner.shared()
+    return LOCAL
 
 
 def cancel_export(workspace: Workspace, export_id: str) -> ExportRecord:
@@ -191,13 +174,8 @@ def cancel_export(workspace: Workspace, export_id: str) -> ExportRecord:
     store, record = find_export(workspace, export_id)
     if not record.active:
         return record
-    worker = record.worker
-    if worker_alive(worker) and worker.pid != os.getpid():
-        try:
-            os.killpg(worker.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return _end(store, record, "cancelled", Cancelled("Cancelled by the user.", stage=record.stage))
+    _runner_of(record.worker).cancel(record.worker)
+    return end_active(store, record, "cancelled", Cancelled("Cancelled by the user.", stage=record.stage))
 
 
 def delete_export(workspace: Workspace, export_id: str) -> None:
@@ -263,15 +241,4 @@ def recover_interrupted(workspace: Workspace) -> list[str]:
 def _interrupt(store: ExportStore, record: ExportRecord) -> ExportRecord:
     error = Interrupted("The export's worker process ended before it finished "
                         "(server stopped, killed or out of memory); run it again.", stage=record.stage)
-    return _end(store, record, "failed", error)
-
-
-def _end(store: ExportStore, record: ExportRecord, status: str, error: ExportError) -> ExportRecord:
-    with store.lock():
-        current = store.get(record.id)
-        if not current.active:  # it finished meanwhile: keep the real outcome
-            return current
-        store.clear_outputs(record.id)
-        return store.update(record.id, status=status, finished_at=utc_now(), error=error.to_dict(),
-                            progress={"stage": current.stage, "fraction": 1.0}, files=[], output_file=None,
-                            benchmarks=[b.model_dump(mode="json") for b in current.benchmarks if b.status != "queued"])
+    return end_active(store, record, "failed", error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,7 +19,7 @@ TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"
 class OptionSpec:
     """One option: its type, default, allowed range, a help line, and how forms show it.
 
-    ``kind`` is one of ``int``, ``float``, ``bool``, ``choice``, ``shape`` (N,C,H,W). ``label`` is
+    ``kind`` is one of ``int``, ``float``, ``bool``, ``choice``, ``shape`` (N,C,H,W), ``text`` (a name). ``label`` is
     the human name forms show (with the unit); ``advanced`` options sit under "Advanced";
     ``applies_when`` maps another option's name to the values for which this one does anything
     (``quantization`` only at ``precision=int8``), so forms hide it otherwise.
@@ -104,6 +105,12 @@ class OptionSpec:
         if not isinstance(value, str) or value.strip().lower() not in self.choices:
             raise self._fail(value, f"one of {', '.join(self.choices)}")
         return value.strip().lower()
+
+    def _parse_text(self, value: Any) -> str:
+        text = str(value).strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9:_.\-]{0,63}", text):
+            raise self._fail(value, "a name of 1–64 letters, digits, ':', '_', '.' or '-'")
+        return text
 
     def _parse_shape(self, value: Any) -> list[int]:
         items = value.replace("x", ",").split(",") if isinstance(value, str) else value

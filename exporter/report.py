@@ -170,3 +170,13 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def where_it_runs(worker: Any) -> str:
+    """Where a job runs or ran, in words: a Ray node (host, address) or a process of this machine."""
+    if worker is None:
+        return "this machine"
+    if getattr(worker, "runner", None) == "ray":
+        node = getattr(worker, "host", None)
+        return f"Ray node {node} ({getattr(worker, 'node_ip', '?')})" if node else "Ray (waiting for a node)"
+    return f"this machine (pid {worker.pid})" if worker.pid else "this machine"

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from exporter.errors import InvalidOptionError
@@ -30,8 +32,10 @@ class ExportRequest:
     benchmark: dict[str, Any] | None = None  # settings of a benchmark to run once the export completes
 
 
-def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
-    """Check a request and write its ``pending`` record.
+def prepare_export(workspace: Workspace, request: ExportRequest,
+                   check: Callable[[str, dict[str, Any], Path], None] | None = None) -> ExportRecord:
+    """Check a request and write its ``pending`` record; ``check(format, options, checkpoint path)`` is the
+    runner's own check (a Ray cluster refuses a job no node can ever run).
 
     Raises:
         NotFoundError: unknown project, experiment or checkpoint.
@@ -39,16 +43,20 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
     """
     from exporter.benchmark import new_entry, parse_request
     from exporter.options import parse_options
+    from exporter.workers import check_target
 
     project = workspace.project(request.project_id)
     experiment = project.experiment(request.experiment_id)
     ref = experiment.checkpoint(request.checkpoint)
     fmt = get_format(request.format)
+    check_target(request.options)
     options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
     fmt.check_options(options)
     fmt.check_task(experiment.task or project.task, options)
     check_task_options(experiment.task or project.task, options)
     check_accuracy_data(project, options)
+    if check is not None:
+        check(fmt.name, options, ref.path)
     benchmarks = [] if request.benchmark is None else [new_entry(parse_request(request.benchmark))]
     return ExportStore(project).create(
         project_id=project.id, experiment_id=experiment.id, checkpoint=ref.name, format=fmt.name,
@@ -57,8 +65,11 @@ def prepare_export(workspace: Workspace, request: ExportRequest) -> ExportRecord
 
 
 def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
-    """Every option of an export: the format's (common ones first), then the task's."""
-    return tuple(fmt.options()) + task_option_specs(task)
+    """Every option of an export: the format's (common ones first), the task's, then the runner's (``target``
+    with the Ray runner)."""
+    from exporter.workers import runner_options
+
+    return tuple(fmt.options()) + task_option_specs(task) + runner_options()
 
 
 def check_accuracy_data(project: Any, options: dict[str, Any]) -> None:

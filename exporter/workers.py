@@ -1,4 +1,5 @@
-"""Worker processes and the slots they hold: how many jobs run at once, and whether one still runs.
+"""Worker processes and the slots they hold: how many jobs run at once, whether one still runs, and which
+runner runs them (``$AISTUDIO_RUNNER``, with the option it adds).
 
 The slots are file locks under the workspace, so the limit holds across the server, CLI runs
 and worker processes alike, and a killed process frees its slot at once.
@@ -12,10 +13,47 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exporter.errors import InvalidOptionError
+from exporter.options import OptionSpec
 from exporter.record import Worker
 
 MAX_WORKERS_ENV = "AISTUDIO_MAX_WORKERS"
 MEMORY_ENV = "AISTUDIO_WORKER_MEMORY_MB"
+RUNNER_ENV = "AISTUDIO_RUNNER"
+RUNNERS = ("local", "ray")
+
+
+def runner_name() -> str:
+    """``$AISTUDIO_RUNNER``: ``local`` (the default) or ``ray``.
+
+    Raises:
+        InvalidOptionError: any other value.
+    """
+    name = os.environ.get(RUNNER_ENV, "").strip().lower() or "local"
+    if name not in RUNNERS:
+        raise InvalidOptionError(f"{RUNNER_ENV}={name!r} is not a runner; use one of {', '.join(RUNNERS)}.")
+    return name
+
+
+TARGET_OPTION = OptionSpec(
+    "target", "text", None, "Ray only: run on nodes that offer this custom resource (e.g. gpu:H200, edge); "
+    "started with ray start --resources='{\"NAME\": 1}'.", label="Run on Ray nodes offering")
+
+
+def runner_options() -> tuple[OptionSpec, ...]:
+    """Options the runner adds to every export: ``target`` with Ray, none locally."""
+    return (TARGET_OPTION,) if runner_name() == "ray" else ()
+
+
+def check_target(options: dict[str, Any]) -> None:
+    """The ``target`` option pins a job to Ray nodes offering that custom resource.
+
+    Raises:
+        InvalidOptionError: ``target`` given while jobs run locally.
+    """
+    if options.get("target") and runner_name() != "ray":
+        raise InvalidOptionError(f"target={options['target']} pins a job to Ray nodes offering that resource; it needs "
+                                 f"{RUNNER_ENV}=ray (jobs run on this machine now).")
 
 
 def max_workers() -> int:

@@ -29,9 +29,9 @@ def record_fields(**fields: Any) -> dict[str, Any]:
             "created_at": "x", **fields}
 
 
-def cli(*args, workspace=None) -> subprocess.CompletedProcess:
-    """Run `python -m exporter ARGS` as a user would (a real subprocess, text output)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def cli(*args, workspace=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m exporter ARGS` as a user would (a real subprocess, text output; ``env`` added)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     cmd = [sys.executable, "-m", "exporter", *args]
     if workspace:
         cmd += ["--workspace", str(workspace)]

@@ -89,14 +89,15 @@ def progress_panel(record: ExportRecord) -> None:
     except ValueError:
         elapsed = ""
     st.progress(record.progress.fraction,
-                text=f"{record.id} · {record.format.upper()} · {label} · {record.progress.fraction:.0%}{elapsed}")
+                text=f"{record.id} · {record.format.upper()} · {label} · {record.progress.fraction:.0%}{elapsed}"
+                     f" · on {report.where_it_runs(record.worker)}")
 
 
 def result_view(record: ExportRecord) -> None:
     """Everything about one export: state, file, model, validation, how to run it, download."""
     st.markdown(f"#### {record.id} &nbsp; {badge(record)}")
     st.caption(f"{record.project_id} / {record.experiment_id} · checkpoint `{record.checkpoint}` · "
-               f"{record.format.upper()} · created {record.created_at}")
+               f"{record.format.upper()} · created {record.created_at} · on {report.where_it_runs(record.worker)}")
     if report.is_stale(record.checkpoint_sha256, record.checkpoint_path):
         st.warning("Stale: the checkpoint file has changed since this export (sha256 differs). Re-run it.")
     if record.active:
@@ -167,9 +168,9 @@ def validation_section(record: ExportRecord) -> None:
     rows = [{"output": o.name, "shape": str(o.shape), "max abs": o.max_abs_diff, "mean abs": o.mean_abs_diff,
              "max rel": o.max_rel_diff, "allowed": o.allowed_abs_diff,
              "pass": "✅" if o.passed and not o.problem else ("⚠️" if o.degenerate else "❌"),
-             "note": o.problem or o.note or "",
              **({"PyTorch f32 vs f64": o.referee.torch_float32_error, "file vs f64": o.referee.file_error}
-                if o.referee else {})} for o in validation.outputs]
+                if o.referee else {}),
+             "note": o.problem or o.note or ""} for o in validation.outputs]
     st.dataframe(rows, hide_index=True, width="stretch")
     facts({metric.replace("_", " "): f"{value:.2%}" if metric.endswith(("agreement", "rate")) else f"{value:g}"
            for metric, value in validation.task_metrics.items()})
@@ -178,33 +179,37 @@ def validation_section(record: ExportRecord) -> None:
         say(message)
     if validation.referee:
         (st.success if validation.passed else st.error)(f"**float64 referee** — {validation.referee}")
-    refereed = [o for o in validation.outputs if o.referee]
     if validation.outputs:
-        left, right = st.columns([3, 2]) if refereed else (st.container(), None)
-        left.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
-        if right is not None:
-            right.plotly_chart(referee_figure(refereed), key=f"referee-{record.id}")
+        st.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
+    if refereed := [o for o in validation.outputs if o.referee]:
+        st.plotly_chart(referee_figure(refereed), key=f"referee-{record.id}")
 
 
 def referee_figure(outputs: list[OutputCheck]):
-    """Per output, how far PyTorch float32 and the file each are from the float64 result, with the most the
-    file may be (the referee's multiple of PyTorch's own, or the tolerance)."""
+    """Per output, how far PyTorch float32 and the file each are from the float64 result (dots on a log axis),
+    and the most the file may be (the referee's multiple of PyTorch's own, or the tolerance)."""
+    import math
+
     import plotly.graph_objects as go
 
     names = [o.name for o in outputs]
     figure = go.Figure()
-    figure.add_bar(y=names, x=[o.referee.torch_float32_error for o in outputs], name="PyTorch float32",
-                   orientation="h", marker_color="#636EFA")
-    figure.add_bar(y=names, x=[o.referee.file_error for o in outputs], name="the file", orientation="h",
-                   marker_color=["#00CC96" if o.referee.passed else "#EF553B" for o in outputs])
+    figure.add_scatter(y=names, x=[o.referee.torch_float32_error for o in outputs], mode="markers",
+                       name="PyTorch float32", marker={"symbol": "circle", "size": 14, "color": "#636EFA"})
+    figure.add_scatter(y=names, x=[o.referee.file_error for o in outputs], mode="markers", name="the file",
+                       marker={"symbol": "diamond", "size": 15,
+                               "color": ["#00CC96" if o.referee.passed else "#EF553B" for o in outputs]})
     figure.add_scatter(y=names, x=[o.referee.allowed for o in outputs], mode="markers", name="most allowed",
-                       marker={"symbol": "line-ns-open", "size": 22, "color": "black"})
+                       marker={"symbol": "line-ns-open", "size": 26, "line": {"width": 2}, "color": "black"})
+    values = [v for o in outputs for v in (o.referee.torch_float32_error, o.referee.file_error, o.referee.allowed)
+              if v > 0]
+    low, high = (math.log10(min(values)) - 0.5, math.log10(max(values)) + 0.5) if values else (-12, 1)
     figure.update_layout(
-        title={"text": "Max |diff| from the float64 result<br><sup>the file passes when its bar ends left of "
-                       "the mark</sup>"},
-        xaxis={"type": "log", "exponentformat": "power", "title": "max absolute difference"}, barmode="group",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0}, height=420,
-        margin={"t": 70, "b": 40, "l": 10, "r": 10})
+        title={"text": "Float64 referee: max |diff| from the float64 result<br><sup>the file passes when its "
+                       "diamond is left of the black mark</sup>"},
+        xaxis={"type": "log", "exponentformat": "power", "range": [low, high]},
+        yaxis={"automargin": True}, legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0},
+        height=230 + 40 * len(outputs), margin={"t": 70, "b": 50, "l": 10, "r": 10})
     return figure
 
 

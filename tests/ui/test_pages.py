@@ -70,6 +70,16 @@ def test_export_page_flow(app, demo_ws):
     assert read_index(demo_ws, "demo-regression")[0]["id"] == export_id
 
 
+def test_export_page_offers_a_target_when_jobs_run_on_ray(app, monkeypatch):
+    """With ``AISTUDIO_RUNNER=ray`` the options gain the ``target`` field (no cluster is needed to draw it)."""
+    monkeypatch.setenv("AISTUDIO_RUNNER", "ray")
+    at = app.run()
+    assert not at.exception
+    assert any(t.label == "Run on Ray nodes offering" for t in at.text_input)
+    monkeypatch.setenv("AISTUDIO_RUNNER", "local")
+    assert not any(t.label == "Run on Ray nodes offering" for t in app.run().text_input)
+
+
 def test_evaluation_tab_and_button(demo_eval_ws, monkeypatch):
     """With a labelled set the export evaluates itself; the tab shows the verdict, the metrics of both and
     the confusion matrices; "Evaluate on data/val" runs it again as a background job."""

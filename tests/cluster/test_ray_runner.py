@@ -1,0 +1,185 @@
+"""Jobs on a real two-node Ray cluster (``ray start`` head with 1 CPU, a worker node with 1 CPU and the
+custom resource ``edge``), driven through the CLI and the HTTP API exactly as a user would with
+``AISTUDIO_RUNNER=ray``; each record is compared with a local run of the same request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import httpx
+import onnx
+import psutil
+import pytest
+
+from tests.helpers import cli
+from tests.server import running_server, wait_for
+
+CLI_TASKS = {"demo-classification": "exp-resnet18-shapes", "demo-regression": "exp-resnet18-center",
+             "demo-anomaly": "exp-autoencoder", "demo-oriented": "exp-obb-resnet18"}
+API_TASKS = {"demo-segmentation": "exp-lraspp-shapes", "demo-detection": "exp-fasterrcnn-resnet18-fpn",
+             "demo-instance-segmentation": "exp-maskrcnn-resnet18-fpn"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from tests.ray_cluster import RayCluster, private_network
+
+    try:
+        network = private_network()
+        network.__enter__()
+    except (PermissionError, FileNotFoundError) as exc:
+        pytest.skip(f"the Ray tests need a network namespace of their own (run as root): {exc}")
+    ray_cluster = RayCluster()
+    try:
+        yield ray_cluster.start()
+    finally:
+        ray_cluster.stop()
+        network.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def ray_env(cluster):
+    return {"AISTUDIO_RUNNER": "ray", "AISTUDIO_RAY_ADDRESS": cluster.address}
+
+
+@pytest.fixture(scope="module")
+def ray_ws(demo_template, tmp_path_factory):
+    import os
+    import shutil
+
+    target = tmp_path_factory.mktemp("ray") / "ws"
+    shutil.copytree(demo_template, target, copy_function=os.link)
+    return target
+
+
+@pytest.fixture(scope="module")
+def server(ray_ws, ray_env):
+    with running_server(ray_ws, **ray_env) as base:
+        yield base
+
+
+def graph_digest(path) -> str:
+    """sha256 of an ONNX file without its ``export_id`` metadata (the one value that differs run to run)."""
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != "export_id"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def assert_like_a_local_run(root, record: dict, cluster) -> None:
+    """The Ray record and files equal a local export of the same request, but for ``worker``."""
+    from exporter import ExportRequest, Workspace, export_checkpoint
+
+    local = export_checkpoint(Workspace(root), ExportRequest(record["project_id"], record["experiment_id"],
+                                                             options={"evaluate": False})).to_json()
+    assert record["status"] == local["status"] == "completed", record["error"]
+    assert record["validation"]["verdict"] == local["validation"]["verdict"]
+    # A Ray task with 1 CPU runs PyTorch and ONNX Runtime on one thread (OMP_NUM_THREADS=1): sums in another
+    # order, so the largest diff moves in its last digits (8.6e-6 against 6.7e-6 for the demo segmenter).
+    assert record["validation"]["max_diff"] == pytest.approx(local["validation"]["max_diff"], rel=1.0, abs=1e-7)
+    assert [f["name"] for f in record["files"]] == [f["name"] for f in local["files"]]
+    folder = root / "projects" / record["project_id"] / "exports"
+    assert graph_digest(folder / record["id"] / "model.onnx") == graph_digest(folder / local["id"] / "model.onnx")
+    assert record["model"] == local["model"] and record["warnings"] == local["warnings"]
+    worker = record["worker"]
+    assert worker["runner"] == "ray" and worker["node_id"] in {n["NodeID"] for n in cluster.nodes()}
+    assert worker["host"] and worker["node_resources"]["CPU"] == 1 and worker["resources"]["CPU"] == 1
+    leftovers = {p.name for p in (folder / record["id"]).iterdir()} - {"export.json", "model.onnx", "worker.log"}
+    assert not leftovers, leftovers
+
+
+def test_cli_exports_run_on_the_cluster_like_local_ones(ray_ws, ray_env, cluster):
+    """Four demo tasks through ``python -m exporter export``; one pinned with ``target=edge`` runs on the worker
+    node (the only one offering ``edge``)."""
+    for project, experiment in CLI_TASKS.items():
+        pinned = project == "demo-classification"
+        args = ["--option", "target=edge"] if pinned else []
+        result = cli("export", "--project", project, "--experiment", experiment, "--option", "evaluate=false",
+                     *args, "--json", workspace=ray_ws, env=ray_env)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert_like_a_local_run(ray_ws, record, cluster)
+        if pinned:
+            assert record["worker"]["node_id"] == cluster.worker_node_id()
+            assert record["worker"]["resources"]["edge"] == 1
+
+
+def test_a_job_no_node_can_run_is_refused_at_submit(ray_ws, ray_env):
+    result = cli("export", "--project", "demo-classification", "--experiment", "exp-resnet18-shapes",
+                 "--option", "target=gpu:H100", workspace=ray_ws, env=ray_env)
+    assert result.returncode == 2
+    assert "no node offers gpu:H100" in result.stderr
+    exports = ray_ws / "projects/demo-classification/exports"
+    assert not any("gpu:H100" in p.read_text() for p in exports.glob("export-*/export.json"))
+
+
+def test_api_exports_run_on_the_cluster_like_local_ones(server, ray_ws, cluster):
+    """Three demo tasks through ``POST /api/export``: progress arrives while they run, the record names the node."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        started = {}
+        for project, experiment in API_TASKS.items():
+            response = client.post("/api/export", json={"project_id": project, "experiment_id": experiment,
+                                                        "options": {"evaluate": False}})
+            assert response.status_code == 202, response.text
+            started[project] = response.json()["id"]
+        fractions = set()
+        while not fractions or len(fractions) < 3:  # progress updates while the detector runs on its node
+            record = client.get(f"/api/export/{started['demo-detection']}").json()
+            fractions.add(record["progress"]["fraction"])
+            if record["status"] not in ("pending", "running"):
+                break
+            time.sleep(0.5)
+        assert len(fractions) >= 2, fractions
+        for export_id in started.values():
+            assert_like_a_local_run(ray_ws, wait_for(client, export_id), cluster)
+
+
+def test_deleting_a_running_export_cancels_its_task_and_frees_the_node(server, ray_ws, cluster):
+    """``DELETE /api/export/{id}`` on a running Ray export: its task's process ends within seconds, the record
+    and folder are gone for good (nothing comes back later), and the node runs the next job pinned to it."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        body = {"project_id": "demo-instance-segmentation", "experiment_id": "exp-maskrcnn-resnet18-fpn",
+                "options": {"evaluate": False, "target": "edge"}}
+        export_id = client.post("/api/export", json=body).json()["id"]
+        task = psutil.Process(_wait_running_on_a_node(client, export_id)["task_pid"])
+        assert client.delete(f"/api/export/{export_id}").status_code == 200
+        gone, _ = psutil.wait_procs([task], timeout=10)  # ray.cancel(force=True) ends the task's process
+        assert gone, "the cancelled task still runs"
+        quick = client.post("/api/export", json={"project_id": "demo-regression", "experiment_id":
+                                                 "exp-resnet18-center", "options": {"evaluate": False,
+                                                                                    "target": "edge"}}).json()
+        assert wait_for(client, quick["id"], timeout=120)["status"] == "completed"
+        assert client.get(f"/api/export/{export_id}").status_code == 404
+    assert not (ray_ws / "projects/demo-instance-segmentation/exports" / export_id).exists()
+
+
+def test_a_node_that_dies_mid_export_interrupts_the_record(server, ray_ws, cluster):
+    """SIGKILL the worker node's raylet during an export pinned to it: the record ends failed/Interrupted,
+    naming the node, with nothing partial in the workspace; the node then rejoins for what follows."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        body = {"project_id": "demo-instance-segmentation", "experiment_id": "exp-maskrcnn-resnet18-fpn",
+                "options": {"evaluate": False, "target": "edge"}}
+        export_id = client.post("/api/export", json=body).json()["id"]
+        node = _wait_running_on_a_node(client, export_id)
+        cluster.kill_worker_raylet()
+        record = wait_for(client, export_id, timeout=120)
+    assert record["status"] == "failed" and record["error"]["type"] == "Interrupted", record
+    assert node["node_id"][:12] in record["error"]["message"] and node["host"] in record["error"]["message"]
+    folder = ray_ws / "projects/demo-instance-segmentation/exports" / export_id
+    assert {p.name for p in folder.iterdir()} <= {"export.json", "worker.log"}
+    cluster.add_worker()
+
+
+def _wait_running_on_a_node(client: httpx.Client, export_id: str, timeout: float = 120) -> dict:
+    """The record's worker once the job has started on a node and passed its build stage."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = client.get(f"/api/export/{export_id}").json()
+        if record["worker"].get("node_id") and record["progress"]["fraction"] >= 0.3:
+            return record["worker"]
+        assert record["status"] in ("pending", "running"), record
+        time.sleep(0.2)
+    raise TimeoutError(f"{export_id} did not start on a node")
