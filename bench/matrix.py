@@ -207,10 +207,13 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def markdown(rows: list[dict], wall_s: float) -> str:
+def markdown(rows: list[dict], wall_s: float, rerun: list[str] | None = None) -> str:
     """The summary per task and verdict, every case not passed with its reason, then the full table."""
-    lines = [f"# Model zoo matrix — ONNX fp32, validated at batch 1 and 2 ({len(rows)} cases, {wall_s / 60:.1f} min)",
-             "", "| task | passed | failed | refused | inconclusive |", "|---|---|---|---|---|"]
+    lines = [f"# Model zoo matrix — ONNX fp32, validated at batch 1 and 2 ({len(rows)} cases, {wall_s / 60:.1f} min "
+             "on 2 cores)", ""]
+    if rerun:
+        lines += [f"Re-run since (`--only … --update`): {', '.join(f'`{k}`' for k in rerun)}.", ""]
+    lines += ["| task | passed | failed | refused | inconclusive |", "|---|---|---|---|---|"]
     for task in dict.fromkeys(r["task"] for r in rows):
         counts = {v: sum(1 for r in rows if r["task"] == task and r["verdict"] == v)
                   for v in ("passed", "failed", "refused", "inconclusive")}
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="cases whose task/architecture@size matches this glob (or contains it)")
     parser.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT_S)
+    parser.add_argument("--update", action="store_true",
+                        help="with --only: put the re-run cases into the full matrix.json/md instead")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -247,11 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_all(selected, args.case_timeout)
     order = {c.key: i for i, c in enumerate(selected)}
     rows.sort(key=lambda r: order.get(r["key"], len(order)))
-    stem = "matrix-only" if args.only else "matrix"
+    stem = "matrix-only" if args.only and not args.update else "matrix"
     RESULTS.mkdir(exist_ok=True)
-    wall = time.perf_counter() - started
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"wall_s": round(wall, 1), "rows": rows}, indent=1))
-    (RESULTS / f"{stem}.md").write_text(markdown(rows, wall))
+    wall, rerun = time.perf_counter() - started, []
+    if args.only and args.update:  # the full table, these cases replaced; its wall time stays the full run's
+        full = json.loads((RESULTS / "matrix.json").read_text())
+        fresh = {r["key"]: r for r in rows}
+        rerun = sorted({*full.get("rerun", []), *fresh})
+        rows = [fresh.pop(r["key"], r) for r in full["rows"]] + list(fresh.values())
+        wall = full["wall_s"]
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"wall_s": round(wall, 1), "rerun": rerun, "rows": rows},
+                                                     indent=1))
+    (RESULTS / f"{stem}.md").write_text(markdown(rows, wall, rerun))
     print(f"wrote {RESULTS / stem}.md ({wall / 60:.1f} min)")
     return 0
 
