@@ -137,7 +137,7 @@ def test_validation_tab_shows_the_float64_referee(tmp_path, monkeypatch):
     table = next(d.value for d in at.dataframe if "file vs f64" in d.value.columns)
     assert table["file vs f64"][0] == record.validation.outputs[0].referee.file_error
     charts = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("Max |diff| from the float64 result" in spec for spec in charts)
+    assert any("Float64 referee: max |diff| from the float64 result" in spec for spec in charts)
 
 
 def test_running_export_can_be_cancelled(app, demo_ws):
