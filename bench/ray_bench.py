@@ -48,8 +48,10 @@ def bench_ray(root: Path) -> dict:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     overhead = [r["ray"] for r in on_ray["rows"] if r.get("ray")]
-    return {"jobs": len(jobs), "cpus": 2, "local": local, "ray": on_ray, "alone": {"local": alone_local["wall_s"],
-                                                                                    "ray": alone_ray["wall_s"]},
+    idle = alone_ray["rows"][0].get("ray") or {}
+    return {"jobs": len(jobs), "cpus": 2, "local": local, "ray": on_ray,
+            "alone": {"local": alone_local["wall_s"], "ray": alone_ray["wall_s"], "ray_queued_s": idle.get("queued_s"),
+                      "ray_bundle_put_s": idle.get("bundle_put_s"), "ray_publish_s": idle.get("publish_s")},
             "overhead": {key: round(statistics.median(o[key] for o in overhead if key in o), 3)
                          for key in ("queued_s", "bundle_mb", "bundle_put_s", "result_mb", "publish_s")},
             "transfer": transfer}
@@ -105,8 +107,12 @@ def ray_markdown(result: dict) -> list[str]:
         done = sum(r["status"] == "completed" for r in run["rows"])
         passed = sum(r["verdict"] == "passed" for r in run["rows"])
         lines.append(f"| {name} | {run['wall_s']} | {done} | {passed} |")
-    lines += ["", f"One export alone (demo regression): local {result['alone']['local']} s, Ray "
-              f"{result['alone']['ray']} s. Per Ray job (medians): submit → running on a node {o['queued_s']} s "
+    alone = result["alone"]
+    lines += ["", f"One export alone (demo regression): local {alone['local']} s (a new worker process: Python and "
+              f"torch imported again), Ray {alone['ray']} s (a warm Ray worker), of which submit → running on the "
+              f"idle node {alone['ray_queued_s']} s, bundle put {alone['ray_bundle_put_s']} s, publish "
+              f"{alone['ray_publish_s']} s. Per Ray job of the eight (medians): submit → running on a node "
+              f"{o['queued_s']} s "
               f"(includes waiting for a free CPU when 8 jobs share 2), bundle {o['bundle_mb']} MB put in "
               f"{o['bundle_put_s']} s, result {o['result_mb']} MB published in {o['publish_s']} s.", "",
               "Object store to the other node: " + ", ".join(f"{t['mb']} MB in {t['seconds']} s ({t['mb_per_s']} MB/s)"
