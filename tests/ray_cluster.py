@@ -120,7 +120,7 @@ class RayCluster:
         for proc in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)  # ray start --block ends the node's processes
-        _, alive = psutil.wait_procs(tree, timeout=15)
+        _, alive = psutil.wait_procs(tree, timeout=5)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 import httpx
@@ -92,19 +93,23 @@ def assert_like_a_local_run(root, record: dict, cluster) -> None:
 
 
 def test_cli_exports_run_on_the_cluster_like_local_ones(ray_ws, ray_env, cluster):
-    """Four demo tasks through ``python -m exporter export``; one pinned with ``target=edge`` runs on the worker
-    node (the only one offering ``edge``)."""
-    for project, experiment in CLI_TASKS.items():
-        pinned = project == "demo-classification"
-        args = ["--option", "target=edge"] if pinned else []
-        result = cli("export", "--project", project, "--experiment", experiment, "--option", "evaluate=false",
-                     *args, "--json", workspace=ray_ws, env=ray_env)
+    """Four demo tasks through ``python -m exporter export`` at once (the cluster queues what its two CPUs cannot
+    take yet); one pinned with ``target=edge`` runs on the worker node, the only one offering ``edge``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def export(project: str) -> dict:
+        pinned = ["--option", "target=edge"] if project == "demo-classification" else []
+        result = cli("export", "--project", project, "--experiment", CLI_TASKS[project], "--option", "evaluate=false",
+                     *pinned, "--json", workspace=ray_ws, env=ray_env)
         assert result.returncode == 0, result.stderr
-        record = json.loads(result.stdout)
+        return json.loads(result.stdout)
+
+    with ThreadPoolExecutor(len(CLI_TASKS)) as pool:
+        records = dict(zip(CLI_TASKS, pool.map(export, CLI_TASKS), strict=True))
+    for record in records.values():
         assert_like_a_local_run(ray_ws, record, cluster)
-        if pinned:
-            assert record["worker"]["node_id"] == cluster.worker_node_id()
-            assert record["worker"]["resources"]["edge"] == 1
+    pinned = records["demo-classification"]
+    assert pinned["worker"]["node_id"] == cluster.worker_node_id() and pinned["worker"]["resources"]["edge"] == 1
 
 
 def test_a_job_no_node_can_run_is_refused_at_submit(ray_ws, ray_env):
@@ -171,6 +176,42 @@ def test_a_node_that_dies_mid_export_interrupts_the_record(server, ray_ws, clust
     folder = ray_ws / "projects/demo-instance-segmentation/exports" / export_id
     assert {p.name for p in folder.iterdir()} <= {"export.json", "worker.log"}
     cluster.add_worker()
+
+
+def test_an_owner_that_dies_leaves_its_records_to_the_next_start(ray_ws, ray_env, cluster):
+    """SIGKILL the CLI that owns a running Ray export (the driver): Ray ends its task, and what the dashboard
+    runs at start-up (``recover_interrupted``) marks the record Interrupted, its folder empty."""
+    import subprocess
+    import sys
+
+    from exporter import Workspace
+    from exporter.jobs import recover_interrupted
+    from exporter.store import ExportStore
+    from tests.conftest import ROOT
+
+    owner = subprocess.Popen([sys.executable, "-m", "exporter", "export", "--project", "demo-instance-segmentation",
+                              "--experiment", "exp-maskrcnn-resnet18-fpn", "--option", "evaluate=false",
+                              "--workspace", str(ray_ws)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                                          **ray_env},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = ExportStore(Workspace(ray_ws).project("demo-instance-segmentation"))
+    deadline = time.monotonic() + 120
+    while not (running := [store.get(e["id"]) for e in store.list() if e["status"] == "running"
+                           and (store.get(e["id"]).worker.model_extra or {}).get("task_pid")]):
+        assert time.monotonic() < deadline and owner.poll() is None
+        time.sleep(0.2)
+    (record,) = running
+    owner.kill()
+    owner.wait()
+    task = psutil.Process(record.worker.model_extra["task_pid"]) if psutil.pid_exists(
+        record.worker.model_extra["task_pid"]) else None
+    assert record.id in recover_interrupted(Workspace(ray_ws))
+    after = store.get(record.id)
+    assert after.status == "failed" and after.error.type == "Interrupted"
+    assert {p.name for p in store.export_dir(record.id).iterdir()} <= {"export.json", "worker.log"}
+    if task is not None:
+        gone, _ = psutil.wait_procs([task], timeout=30)  # Ray ends the tasks of a driver that is gone
+        assert gone, "the dead owner's task still runs"
 
 
 def _wait_running_on_a_node(client: httpx.Client, export_id: str, timeout: float = 120) -> dict:
