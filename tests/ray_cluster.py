@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import psutil
 
 CLONE_NEWNET = 0x40000000
-BIN = Path(os.sys.executable).parent
+BIN = Path(sys.executable).parent
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
                       "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_timeout_ms": "500"}
 
