@@ -35,6 +35,7 @@ class OptionSpec:
     label: str = ""
     advanced: bool = False
     applies_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    placeholder: str = "model default"  # what an empty text field means (options whose default is None)
 
     @property
     def title(self) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 
 from exporter.errors import ExportError, Interrupted, UsageError, one_line
 from exporter.record import ExportRecord
-from exporter.runners import PARTS, end_active, record_worker, run_job
+from exporter.runners import PARTS, benchmark_entry, end_active, record_worker, run_job, still_running
 from exporter.store import PARTIAL_DIR, RECORD_FILE, WORKER_LOG, ExportStore, utc_now
 from exporter.workers import process_identity
 
@@ -225,16 +225,9 @@ class _Job:
     def _cancelled(self) -> bool:
         """The owner's record says the job is over (cancelled, deleted), or its benchmark entry is gone."""
         try:
-            record = self.store.get(self.export_id)
+            return not still_running(self.store.get(self.export_id), self.flags)
         except ExportError:
             return True
-        if "--benchmark" in self.flags:
-            entry = self.flags[self.flags.index("--benchmark") + 1]
-            return not any(b.id == entry for b in record.benchmarks)
-        if self.flags:
-            part = getattr(record, PARTS[self.flags[0]])
-            return part is None or part.status != "running"
-        return not record.active
 
     def _on_node(self, ray: Any, node: dict[str, Any]) -> None:
         offered = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node["node_id"]), {})
@@ -280,12 +273,10 @@ class _Job:
 
     def _fields(self, remote: dict[str, Any]) -> dict[str, Any]:
         """The fields of the remote record this job owns, with ``worker`` naming the Ray node."""
-        if "--benchmark" in self.flags:
-            entry = self.flags[self.flags.index("--benchmark") + 1]
-            owner = self.store.get(self.export_id)
-            done = {b["id"]: {**b, "worker": self.worker} for b in remote.get("benchmarks", [])}
-            return {"benchmarks": [done.get(b.id, b.model_dump(mode="json")) if b.id == entry
-                                   else b.model_dump(mode="json") for b in owner.benchmarks]}
+        if entry := benchmark_entry(self.flags):
+            done = next(({**b, "worker": self.worker} for b in remote.get("benchmarks", []) if b["id"] == entry), None)
+            return {"benchmarks": [done if b.id == entry and done else b.model_dump(mode="json")
+                                   for b in self.store.get(self.export_id).benchmarks]}
         if self.flags:
             part = PARTS[self.flags[0]]
             return {part: {**(remote.get(part) or {}), "worker": self.worker}}
@@ -302,9 +293,9 @@ class _Job:
                  f"{str(self.node.get('node_id'))[:12]})" if self.node else "its Ray worker")
         error = Interrupted(f"The job stopped on {where} before it finished ({type(exc).__name__}: "
                             f"{one_line(exc, 160)}); run it again.", stage="worker")
-        if "--benchmark" in self.flags:
-            update_entry(self.store, self.export_id, self.flags[self.flags.index("--benchmark") + 1],
-                         status="failed", error={**error.to_dict(), "stage": "benchmark"}, finished_at=utc_now())
+        if entry := benchmark_entry(self.flags):
+            update_entry(self.store, self.export_id, entry, status="failed",
+                         error={**error.to_dict(), "stage": "benchmark"}, finished_at=utc_now())
         elif self.flags:
             self.store.update(self.export_id, **{PARTS[self.flags[0]]: {"status": "failed", "error": error.to_dict(),
                                                                         "worker": self.worker}})

@@ -173,10 +173,8 @@ def _shown(value: Any) -> str:
 
 
 def where_it_runs(worker: Any) -> str:
-    """Where a job runs or ran, in words: a Ray node (host, address) or a process of this machine."""
-    if worker is None:
-        return "this machine"
+    """Where a job runs or ran, in words: a Ray node (host, address), or this machine."""
     if getattr(worker, "runner", None) == "ray":
         node = getattr(worker, "host", None)
         return f"Ray node {node} ({getattr(worker, 'node_ip', '?')})" if node else "Ray (waiting for a node)"
-    return f"this machine (pid {worker.pid})" if worker.pid else "this machine"
+    return "this machine"

@@ -90,8 +90,8 @@ def run_job(workspace: Any, project_id: str, export_id: str, flags: tuple[str, .
             return evaluate_export(workspace, export_id, getattr(record.evaluation, "requested", None) or {})
     except ExportError:
         return find_export(workspace, export_id)[1]
-    if "--benchmark" in flags:
-        return run_benchmark(workspace, export_id, flags[flags.index("--benchmark") + 1])
+    if entry := benchmark_entry(flags):
+        return run_benchmark(workspace, export_id, entry)
     record = run_export(workspace, project_id, export_id)
     queued = [b.id for b in record.benchmarks if b.status == "queued"]
     if record.status != "completed":
@@ -101,6 +101,22 @@ def run_job(workspace: Any, project_id: str, export_id: str, flags: tuple[str, .
     return record
 
 
+def benchmark_entry(flags: tuple[str, ...]) -> str | None:
+    """The benchmark entry a ``--benchmark ENTRY`` job fills; None for other jobs."""
+    return flags[flags.index("--benchmark") + 1] if "--benchmark" in flags else None
+
+
+def still_running(record: Any, flags: tuple[str, ...]) -> bool:
+    """Whether the record still expects the job: its benchmark entry is there, its evaluation or diagnosis is
+    ``running``, or (an export) the record is active — not cancelled, deleted or ended meanwhile."""
+    if entry := benchmark_entry(flags):
+        return any(b.id == entry for b in record.benchmarks)
+    if flags:
+        part = getattr(record, PARTS[flags[0]])
+        return part is not None and part.status == "running"
+    return record.active
+
+
 def record_worker(store: Any, export_id: str, flags: tuple[str, ...], worker: dict[str, Any]) -> None:
     """Write ``worker`` where the job's record keeps it — the export's, its evaluation's or diagnosis's, or its
     benchmark entry's — unless that job has ended meanwhile (a fast job may finish before it is recorded)."""
@@ -108,13 +124,14 @@ def record_worker(store: Any, export_id: str, flags: tuple[str, ...], worker: di
 
     with store.lock():
         record = store.get(export_id)
-        if "--benchmark" in flags:
-            update_entry(store, export_id, flags[flags.index("--benchmark") + 1], worker=worker)
+        if not still_running(record, flags):
+            return
+        if entry := benchmark_entry(flags):
+            update_entry(store, export_id, entry, worker=worker)
         elif flags:
-            part = getattr(record, PARTS[flags[0]])
-            if part is not None and part.status == "running":
-                store.update(export_id, **{PARTS[flags[0]]: {**part.model_dump(), "worker": worker}})
-        elif record.active:
+            store.update(export_id, **{PARTS[flags[0]]: {**getattr(record, PARTS[flags[0]]).model_dump(),
+                                                         "worker": worker}})
+        else:
             store.update(export_id, worker=worker)
 
 

@@ -37,7 +37,8 @@ def runner_name() -> str:
 
 TARGET_OPTION = OptionSpec(
     "target", "text", None, "Ray only: run on nodes that offer this custom resource (e.g. gpu:H200, edge); "
-    "started with ray start --resources='{\"NAME\": 1}'.", label="Run on Ray nodes offering")
+    "started with ray start --resources='{\"NAME\": 1}'.", label="Run on Ray nodes offering",
+    placeholder="any node")
 
 
 def runner_options() -> tuple[OptionSpec, ...]:

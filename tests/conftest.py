@@ -49,20 +49,22 @@ def demo_template(demo_full_template, tmp_path_factory) -> Path:
     return lean
 
 
+def linked_copy(template: Path, target: Path) -> Path:
+    """A private copy of a demo workspace at ``target`` (files hard-linked, so copying is cheap)."""
+    shutil.copytree(template, target, copy_function=os.link)
+    return target
+
+
 @pytest.fixture
 def demo_ws(demo_template, tmp_path) -> Path:
-    """A private copy of the demo workspace (checkpoints hard-linked, so copying is cheap)."""
-    target = tmp_path / "ws"
-    shutil.copytree(demo_template, target, copy_function=os.link)
-    return target
+    """A private copy of the demo workspace."""
+    return linked_copy(demo_template, tmp_path / "ws")
 
 
 @pytest.fixture
 def demo_eval_ws(demo_full_template, tmp_path) -> Path:
     """A private copy of the demo workspace with its labelled sets (exports evaluate by default)."""
-    target = tmp_path / "ws"
-    shutil.copytree(demo_full_template, target, copy_function=os.link)
-    return target
+    return linked_copy(demo_full_template, tmp_path / "ws")
 
 
 def read_index(root: Path, project_id: str) -> list[dict]:

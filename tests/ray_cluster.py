@@ -88,10 +88,12 @@ class RayCluster:
     def nodes(self) -> list[dict]:
         """The alive nodes, as the cluster reports them (asked from a child process: this one stays no driver)."""
         script = (f"import json, ray; ray.init(address='{self.address}', logging_level='ERROR'); "
-                  "print(json.dumps([n for n in ray.nodes() if n['Alive']]))")
+                  "print('NODES', json.dumps([n for n in ray.nodes() if n['Alive']]), flush=True)")
         out = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, env=self.env,
                              timeout=60)
-        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+        # Ray may print its own warnings on stdout too ("raylet has lagging heartbeats"): read the marked line.
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("NODES ")), None)
+        return json.loads(line.removeprefix("NODES ")) if out.returncode == 0 and line else []
 
     def _wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

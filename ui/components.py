@@ -433,7 +433,7 @@ def _option_widget(spec: Any, default: Any, widget_key: str) -> Any:
     shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else (
         "" if default is None else str(default))
     return st.text_input(label, value=shown, help=spec.help, key=widget_key,
-                         placeholder="model default" if default is None else None)
+                         placeholder=spec.placeholder if default is None else None)
 
 
 def format_cards(formats: list[dict[str, Any]], key: str) -> str:

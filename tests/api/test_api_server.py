@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import zipfile
 
 import httpx
@@ -14,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import read_index
+from tests.conftest import linked_copy, read_index
 from tests.helpers import record_fields
 from tests.server import running_server, wait_for
 
@@ -23,9 +22,7 @@ CLS = {"project_id": "demo-classification", "experiment_id": "exp-resnet18-shape
 
 @pytest.fixture(scope="module")
 def api_ws(demo_template, tmp_path_factory):
-    target = tmp_path_factory.mktemp("api") / "ws"
-    shutil.copytree(demo_template, target, copy_function=os.link)
-    return target
+    return linked_copy(demo_template, tmp_path_factory.mktemp("api") / "ws")
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +182,7 @@ def test_token_and_recovery_on_start(demo_template, tmp_path):
     from exporter.store import ExportStore
     from exporter.workspace import Workspace
 
-    ws = tmp_path / "ws"
-    shutil.copytree(demo_template, ws, copy_function=os.link)
+    ws = linked_copy(demo_template, tmp_path / "ws")
     store = ExportStore.for_project(Workspace(ws), "demo-regression")
     orphan = store.create(**record_fields(project_id="demo-regression", status="running", created_at="1",
                                           progress={"stage": "export", "fraction": 0.3},

@@ -14,6 +14,7 @@ import onnx
 import psutil
 import pytest
 
+from tests.conftest import linked_copy
 from tests.helpers import cli
 from tests.server import running_server, wait_for
 
@@ -49,12 +50,7 @@ def ray_env(cluster):
 
 @pytest.fixture(scope="module")
 def ray_ws(demo_template, tmp_path_factory):
-    import os
-    import shutil
-
-    target = tmp_path_factory.mktemp("ray") / "ws"
-    shutil.copytree(demo_template, target, copy_function=os.link)
-    return target
+    return linked_copy(demo_template, tmp_path_factory.mktemp("ray") / "ws")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -15,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, linked_copy
 from tests.server import running_server, wait_for
 from tests.ui.conftest import FAILED
 
@@ -28,9 +27,7 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def browser_ws(demo_template, tmp_path_factory):
-    ws = tmp_path_factory.mktemp("browser") / "ws"
-    shutil.copytree(demo_template, ws, copy_function=os.link)
-    return ws
+    return linked_copy(demo_template, tmp_path_factory.mktemp("browser") / "ws")
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +175,7 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
     torch.save({"model": state}, upload)
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(upload.read_bytes()[:4096])
-    ws = tmp_path / "ws"
-    shutil.copytree(demo_template, ws, copy_function=os.link)
+    ws = linked_copy(demo_template, tmp_path / "ws")
     with running_server(ws, AISTUDIO_API_TOKEN="t0ken") as base:
         page.goto(f"{base}/projects")
         page.get_by_role("heading", name="Projects").wait_for()
