@@ -5,6 +5,7 @@ import streamlit as st
 
 from exporter.compare import compare_rows, fastest_within, pareto_front, pytorch_baseline
 from exporter.errors import ExportError
+from exporter.formats import get_available_formats
 from exporter.jobs import start_export_all
 from exporter.store import ExportStore
 from exporter.tasks import task_traits
@@ -19,15 +20,19 @@ experiments = {e.id: e for e in project.experiments()}
 if not experiments:
     st.info("This project has no experiments yet: import a checkpoint on the Projects page.")
     st.stop()
-top = st.columns([3, 2], vertical_alignment="bottom")
+top = st.columns([3, 3, 2], vertical_alignment="bottom")
 with top[0]:
     experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
                                      format_func=lambda i: f"{experiments[i].name} ({i})")
-if top[1].button("Export all formats", icon=":material/bolt:", key="export-all", width="stretch",
+names = {row["name"]: row["display_name"] for row in get_available_formats(project.task) if row["available"]}
+chosen = top[1].multiselect("Formats", list(names), format_func=names.get, key="export-all-formats",
+                            placeholder="All formats", help="Leave empty to export to every format the task takes")
+if top[2].button("Export the chosen formats" if chosen else "Export all formats", icon=":material/bolt:",
+                 key="export-all", width="stretch",
                  help="One export per format × precision this task can take — each validated, evaluated on the "
-                      "labelled set when there is one, then benchmarked on this machine"):
+                      "labelled set when there is one, then benchmarked on this machine (where it can run)"):
     try:
-        started = start_export_all(workspace, project.id, experiment_id, benchmark={})
+        started = start_export_all(workspace, project.id, experiment_id, benchmark={}, formats=chosen or None)
     except ExportError as exc:
         st.error(exc.message)
     else:

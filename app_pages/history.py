@@ -24,7 +24,7 @@ projects = filters[0].multiselect("Project", sorted({e["project_id"] for e in en
 formats = filters[1].multiselect("Format", sorted({e["format"] for e in entries}), key="h_formats", placeholder="any")
 statuses = filters[2].multiselect("Status", ["pending", "running", "completed", "failed", "cancelled"],
                                   key="h_statuses", placeholder="any")
-verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive"], key="h_verdicts",
+verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive", "unverified"], key="h_verdicts",
                                   placeholder="any")
 evaluations = filters[4].multiselect("Evaluation", ["passed", "failed", "inconclusive", "error", "—"],
                                      key="h_evaluations", placeholder="any",

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--experiment", required=True)
     every.add_argument("--checkpoint", default="best", choices=("best", "last"))
     every.add_argument("--no-benchmark", action="store_true", help="export, validate and evaluate only")
+    every.add_argument("--formats", help="only these formats, e.g. onnx,pt2,litert (default: every format)")
     _benchmark_flags(every)
     data = sub.add_parser("data", help="labelled validation sets (data/val) of a project")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -294,9 +295,10 @@ def summary_line(record: ExportRecord) -> str:
         return f"❌ {record.id} failed after {seconds:.1f}s: {failure_reason(record)}"
     v = record.validation
     mark = {"passed": "✅", "failed": "❌"}.get(v.verdict, "⚠️")
+    checked = (f"max diff {v.max_diff:.2e} at batch sizes {v.batch_sizes}" if v.max_diff is not None
+               else v.messages[0] if v.messages else "not run")
     return (f"{mark} {record.id} exported in {seconds:.1f}s: {record.output_file} "
-            f"({record.output_size_mb:.1f} MB); validation {v.verdict} "
-            f"(max diff {v.max_diff:.2e} at batch sizes {v.batch_sizes})")
+            f"({record.output_size_mb:.1f} MB); validation {v.verdict} ({checked})")
 
 
 def failure_reason(record: ExportRecord) -> str:
@@ -363,8 +365,9 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     from exporter.jobs import refresh, start_export_all
 
     ws = _workspace(args)
+    formats = [name.strip() for name in args.formats.split(",") if name.strip()] if args.formats else None
     started = start_export_all(ws, args.project, args.experiment, args.checkpoint,
-                               None if args.no_benchmark else _benchmark_settings(args))
+                               None if args.no_benchmark else _benchmark_settings(args), formats)
     for skip in started["skipped"]:
         print(f"skipped {skip['format']} {skip['variant']}: {skip['reason']}", file=sys.stderr)
     pending = {r.id for r in started["started"]}

@@ -115,16 +115,17 @@ def start_benchmark(workspace: Workspace, export_id: str, requested: dict[str, A
 
 
 def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, checkpoint: str = "best",
-                     benchmark: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start one export per format × precision this experiment's task can take, here and now: each its
-    own record and job, validated, evaluated when the project has a labelled set, then benchmarked with
-    ``benchmark``'s settings (None: not benchmarked).
+                     benchmark: dict[str, Any] | None = None, formats: list[str] | None = None) -> dict[str, Any]:
+    """Start one export per format × precision this experiment's task can take (of ``formats``; None: every
+    format), here and now: each its own record and job, validated, evaluated when the project has a labelled
+    set, then benchmarked with ``benchmark``'s settings (None: not benchmarked; nor are files this machine
+    cannot run).
 
     Returns:
         ``{"started": [records], "skipped": [{"format", "variant", "reason"}]}``.
 
     Raises:
-        NotFoundError / UsageError: unknown ids or bad benchmark settings (nothing is started).
+        NotFoundError / UsageError: unknown ids, formats or bad benchmark settings (nothing is started).
     """
     from exporter.benchmark import parse_request
     from exporter.formats import get_available_formats, get_format
@@ -134,16 +135,20 @@ def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, 
     experiment.checkpoint(checkpoint)
     settings = None if benchmark is None else parse_request(benchmark)
     task = experiment.task or project.task
+    rows = [row for row in get_available_formats(task) if formats is None or row["name"] in formats]
+    for name in set(formats or ()) - {row["name"] for row in rows}:
+        get_format(name, require_available=False)  # an unknown name: UnknownFormatError lists the known ones
     started, skipped = [], []
-    for row in get_available_formats(task):
+    for row in rows:
         fmt = get_format(row["name"], require_available=False)
         for label, options in fmt.variants:
             if not row["available"]:
                 skipped.append({"format": fmt.name, "variant": label, "reason": row["reason"]})
                 continue
             try:
-                started.append(start_export(workspace, ExportRequest(project.id, experiment.id, checkpoint, fmt.name,
-                                                                     dict(options), benchmark=settings)))
+                started.append(start_export(workspace, ExportRequest(
+                    project.id, experiment.id, checkpoint, fmt.name, dict(options),
+                    benchmark=None if fmt.runs_here() else settings)))
             except UsageError as exc:  # e.g. fp16 refused for this task: say why, go on
                 skipped.append({"format": fmt.name, "variant": label, "reason": exc.message})
     return {"started": started, "skipped": skipped}

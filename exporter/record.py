@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 2  # 1: records written before this model existed (no schema_version field)
 ACTIVE = ("pending", "running")
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
-Verdict = Literal["passed", "failed", "inconclusive"]
+Verdict = Literal["passed", "failed", "inconclusive", "unverified"]
 
 
 class _Part(BaseModel):
@@ -102,7 +102,7 @@ class Validation(_Part):
 
     passed: bool
     verdict: Verdict
-    max_diff: float
+    max_diff: float | None  # None when unverified: the file could not run here
     tolerance: float
     batch_sizes: list[int]
     inputs: str
@@ -258,7 +258,7 @@ class ExportRecord(BaseModel):
     @property
     def verdict(self) -> str:
         """One word for the record: pending, running, failed, cancelled, or — once completed —
-        the validation verdict (passed, failed, inconclusive; unvalidated without one)."""
+        the validation verdict (passed, failed, inconclusive, unverified; unvalidated without one)."""
         if self.status != "completed":
             return self.status
         return self.validation.verdict if self.validation else "unvalidated"

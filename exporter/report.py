@@ -42,6 +42,7 @@ def require_current(store: Any, record: ExportRecord, action: str) -> None:
         UsageError / NotFoundError: with what to do.
     """
     from exporter.errors import NotFoundError, UsageError
+    from exporter.formats import get_format
 
     if record.status != "completed":
         done = action.rstrip("e") + "ed"  # evaluated, benchmarked, diagnosed
@@ -49,6 +50,10 @@ def require_current(store: Any, record: ExportRecord, action: str) -> None:
     folder = store.export_dir(record.id)
     if not record.files or not all((folder / f.name).is_file() for f in record.files):
         raise NotFoundError(f"The files of export {record.id} are gone; export the checkpoint again.")
+    fmt = get_format(record.format, require_available=False)
+    if (why := fmt.runs_here()) and action in ("evaluate", "benchmark"):
+        raise UsageError(f"{fmt.display_name} files cannot run on this machine ({why}), so export {record.id} cannot "
+                         f"be {action.rstrip('e')}ed here.")
     if is_stale(record.checkpoint_sha256, record.checkpoint_path):
         raise UsageError(f"The checkpoint of export {record.id} has changed since it was exported; export it "
                          f"again, then {action}.")

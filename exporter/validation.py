@@ -69,10 +69,11 @@ class OutputComparison:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """The verdict of one validation: ``passed``, ``failed`` or ``inconclusive``."""
+    """The verdict of one validation: ``passed``, ``failed``, ``inconclusive`` or ``unverified`` (the file
+    cannot run here; ``messages`` say why and what was checked without running it)."""
 
     verdict: str
-    max_diff: float
+    max_diff: float | None
     tolerance: float
     batch_sizes: list[int]
     inputs: str
@@ -88,6 +89,12 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         """The ``export.json["validation"]`` form."""
         return {"passed": self.passed, **asdict(self)}
+
+
+def unverified_report(reason: str, checks: list[str], tolerance: float) -> ValidationReport:
+    """The report of a file no runtime here can run: never ``passed``; what was checked without running it."""
+    return ValidationReport(verdict="unverified", max_diff=None, tolerance=tolerance, batch_sizes=[], inputs="none",
+                            outputs=[], messages=[f"not run: {reason}", *checks])
 
 
 def load_images(paths: list[Path], input_size: tuple[int, int, int],

@@ -33,7 +33,8 @@ def test_help_and_formats():
     assert cli("--help").returncode == 0
     result = cli("formats", "--json")
     rows = json.loads(result.stdout)
-    assert {r["name"] for r in rows} == {"onnx", "torchscript", "openvino", "tensorrt"}
+    assert [r["name"] for r in rows] == ["onnx", "torchscript", "openvino", "tensorrt", "pt2", "executorch", "litert",
+                                         "ncnn", "coreml"]
     assert next(r for r in rows if r["name"] == "onnx")["available"] is True
     assert next(r for r in rows if r["name"] == "tensorrt")["reason"]
 
@@ -168,15 +169,22 @@ def test_benchmark_refuses_what_it_cannot_time(cli_ws):
 
 def test_export_all_waits_and_prints_the_comparison(cli_ws):
     result = cli("export-all", "--project", "demo-anomaly", "--experiment", "exp-autoencoder", "--no-benchmark",
-                 "--json", workspace=cli_ws)
+                 "--formats", "onnx,ncnn,coreml,tensorrt", "--json", workspace=cli_ws)
     table = json.loads(result.stdout)
     assert sorted((r["format"], r["variant"]) for r in table["exports"]) == [
-        ("onnx", "fp16"), ("onnx", "fp32"), ("onnx", "int8 dynamic"), ("onnx", "int8 static"),
-        ("openvino", "fp16 weights"), ("openvino", "fp32"), ("openvino", "int8"), ("torchscript", "fp32")]
+        ("coreml", "fp16"), ("coreml", "fp32"), ("ncnn", "fp16"), ("ncnn", "fp32"),
+        ("onnx", "fp16"), ("onnx", "fp32"), ("onnx", "int8 dynamic"), ("onnx", "int8 static")]
     assert result.returncode == 0, result.stderr  # exit 1 would name what did not complete
-    assert {(r["status"], r["evaluation"]) for r in table["exports"]} == {("completed", "passed")}  # on data/val
+    ran = [r for r in table["exports"] if r["format"] != "coreml"]
+    assert {(r["status"], r["evaluation"]) for r in ran} == {("completed", "passed")}  # on data/val
+    # Core ML cannot run on Linux: unverified, and not evaluated
+    assert {(r["verdicts"], r["evaluation"]) for r in table["exports"] if r["format"] == "coreml"} == {
+        ("unverified", None)}
     assert all(row["p50_ms"] is None for row in table["exports"])  # --no-benchmark
     assert "started 8 exports" in result.stderr and "skipped tensorrt fp32" in result.stderr
+    unknown = cli("export-all", "--project", "demo-anomaly", "--experiment", "exp-autoencoder", "--formats", "rknn",
+                  workspace=cli_ws)
+    assert unknown.returncode == 2 and "Unknown format 'rknn'" in unknown.stderr
 
 
 def test_diagnose_and_accuracy_auto(cli_ws):

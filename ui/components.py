@@ -22,7 +22,7 @@ from ui.jobs import start_button, waiting_panel
 BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "❌", "failed"),
           "inconclusive": ("orange", "⚠️", "inconclusive"), "running": ("blue", "⏳", "running"),
           "pending": ("gray", "🕒", "queued"), "cancelled": ("gray", "⏹️", "cancelled"),
-          "unvalidated": ("gray", "•", "not validated")}
+          "unvalidated": ("gray", "•", "not validated"), "unverified": ("orange", "❔", "unverified: not run here")}
 
 
 def badge(record: ExportRecord) -> str:
@@ -147,7 +147,7 @@ def _summary_metrics(record: ExportRecord) -> None:
     head = bench.headline() if bench else {}
     facts({"File": record.output_file or "—", "Size": f"{record.output_size_mb or 0:.1f} MB",
            "Opset": model.opset or "—", "Nodes": model.node_count or "—",
-           "Max |diff|": f"{validation.max_diff:.2e}" if validation else "—",
+           "Max |diff|": f"{validation.max_diff:.2e}" if validation and validation.max_diff is not None else "—",
            f"p50 · batch {head.get('batch')}": f"{head['p50_ms']:.2f} ms" if head.get("p50_ms") else None})
     for warning in record.warnings:
         st.info(warning)
@@ -161,6 +161,11 @@ def validation_section(record: ExportRecord) -> None:
     validation = record.validation
     if validation is None:
         st.caption("This export was not validated.")
+        return
+    if validation.verdict == "unverified":
+        st.warning("**Unverified** — the file was not run, so nothing says it computes what PyTorch computes.")
+        for message in validation.messages:
+            st.write(f"- {message}")
         return
     st.write(f"Checked at batch sizes **{validation.batch_sizes}** on **{validation.inputs}** inputs; "
              f"an output passes when max |diff| ≤ tolerance × max(1, max |output|) "

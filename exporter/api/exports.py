@@ -106,20 +106,22 @@ def cancel_benchmark_route(export_id: str) -> ExportRecord:
 
 
 class ExportAllBody(BaseModel):
-    """Body of ``POST /api/export-all``: ``benchmark`` settings as for /benchmark, or null for none."""
+    """Body of ``POST /api/export-all``: ``benchmark`` settings as for /benchmark, or null for none; ``formats``
+    the formats to make (null: every format)."""
 
     model_config = ConfigDict(extra="forbid")
     project_id: str = Field(max_length=128)
     experiment_id: str = Field(max_length=128)
     checkpoint: str = Field("best", max_length=16)
     benchmark: BenchmarkBody | None = Field(default_factory=BenchmarkBody)
+    formats: list[str] | None = Field(None, max_length=32)
 
 
 @router.post("/export-all", status_code=202,
              summary="Start one export per format × precision the task can take (validated, evaluated, benchmarked)")
 def export_all(body: ExportAllBody) -> dict[str, Any]:
     started = start_export_all(workspace(), body.project_id, body.experiment_id, body.checkpoint,
-                               body.benchmark.model_dump() if body.benchmark else None)
+                               body.benchmark.model_dump() if body.benchmark else None, body.formats)
     return {"started": [r.to_json() for r in started["started"]], "skipped": started["skipped"]}
 
 

@@ -69,6 +69,7 @@ class OnnxFormat(ExportFormat):
     """ONNX via torch.onnx (legacy or dynamo), simplified with onnxsim, run with ONNX Runtime."""
 
     stages = ("export", "simplify", "quantize")
+    packages = ("onnx", "onnxruntime")
     runtime_modules = ("onnxruntime",)
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
                 ("int8 dynamic", {"precision": "int8", "quantization": "dynamic"}),
@@ -96,13 +97,6 @@ class OnnxFormat(ExportFormat):
                    applies_when=(("precision", ("int8",)), ("quantization", ("static",)))),
         ACCURACY_OPTION,
     )
-
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        import importlib.util
-
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-        return (False, f"install {', '.join(missing)}") if missing else (True, "")
 
     def check_options(self, options: dict[str, Any]) -> None:
         exporter_order(options["exporter"], options["opset_version"])

@@ -74,6 +74,7 @@ class OpenVinoFormat(ExportFormat):
     """ONNX (legacy/dynamo as for the ONNX format) → ``openvino.convert_model`` → ``save_model``."""
 
     stages = ("export", "simplify", "convert", "quantize")
+    packages = ("openvino",)
     runtime_modules = ("openvino",)
     variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}), ("int8", {"precision": "int8"}))
     format_options = (
@@ -89,12 +90,6 @@ class OpenVinoFormat(ExportFormat):
                    minimum=1, maximum=512, label="Calibration images", applies_when=(("precision", ("int8",)),)),
         ACCURACY_OPTION,
     )
-
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        import importlib.util
-
-        return (True, "") if importlib.util.find_spec("openvino") else (False, "install openvino")
 
     def check_options(self, options: dict[str, Any]) -> None:
         exporter_order("auto", options["opset_version"])

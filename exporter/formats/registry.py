@@ -8,12 +8,21 @@ Availability is detected at call time (packages, GPU), never hard-coded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from exporter.errors import FormatUnavailableError, UnknownFormatError
+from exporter.errors import (
+    ExporterError,
+    FormatUnavailableError,
+    InvalidOptionError,
+    UnknownFormatError,
+    one_line,
+    resource_error,
+)
 from exporter.options import COMMON_OPTIONS, OptionSpec
 from exporter.tasks import task_traits
 
@@ -102,12 +111,71 @@ class Deployed:
 
 @dataclass
 class ExportArtifact:
-    """What ``export`` produced in its work folder: files (primary first) and a live runner."""
+    """What ``export`` produced in its work folder: files (primary first) and a live runner.
+
+    A file no runtime here can run has ``runner=None`` and ``unverified`` says why; ``checks`` then lists what was
+    verified without running it (structure, inputs and outputs).
+    """
 
     files: list[Path]
-    runner: Runner
+    runner: Runner | None
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unverified: str = ""
+    checks: list[str] = field(default_factory=list)
+
+
+METADATA_FILE = "metadata.json"
+
+
+def write_metadata(job: ExportJob, workdir: Path) -> Path:
+    """The job's metadata as ``metadata.json`` beside a file that cannot hold it (downloaded together)."""
+    path = workdir / METADATA_FILE
+    path.write_text(json.dumps(job.metadata, indent=2))
+    return path
+
+
+def example_input(job: ExportJob, batch: int | None = None) -> Any:
+    """A seeded random input of the job's shape (``batch`` images instead of the job's, when given)."""
+    import torch
+
+    n, c, h, w = job.input_shape
+    return torch.rand(batch or n, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def traced(job: ExportJob, tool: str) -> tuple[Any, Any]:
+    """``(torch.jit.trace of the job's module, its outputs)`` at the example input: what converters that read
+    TorchScript start from (``tool`` names the converter in the error).
+
+    Raises:
+        ExporterError: tracing failed.
+    """
+    import warnings
+
+    import torch
+
+    example = example_input(job)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            return torch.jit.trace(job.module, example, check_trace=False), job.module(example)
+    except Exception as exc:  # noqa: BLE001
+        raise resource_error(exc, "export") or ExporterError(
+            f"torch.jit.trace ({tool}'s input) failed: {one_line(exc)}", stage="export") from None
+
+
+def io_info(job: ExportJob, outputs: Any = None) -> dict[str, Any]:
+    """The record's ``inputs``/``outputs`` for a file made from ``job``; ``outputs`` (PyTorch's, at the example
+    input: a tensor or a tuple) fill in the output shapes, batch axis named when it is dynamic."""
+    if outputs is not None and not isinstance(outputs, (tuple, list)):
+        outputs = (outputs,)
+    n, c, h, w = job.input_shape
+    batch = "batch" if job.dynamic_batch else n
+    shapes = [[batch, *o.shape[1:]] if o.dim() else [] for o in outputs] if outputs is not None else None
+    return {"inputs": [{"name": job.input_names[0], "shape": [batch, c, h, w], "dtype": "float32"}],
+            "outputs": [{"name": name, "shape": shapes[i] if shapes else [],
+                         "dtype": str(outputs[i].dtype).removeprefix("torch.") if shapes else "float32"}
+                        for i, name in enumerate(job.output_names)]}
 
 
 class ExportFormat:
@@ -122,11 +190,30 @@ class ExportFormat:
     runtime_modules: ClassVar[tuple[str, ...]] = ()  # what deploy() imports (a benchmark imports it first)
     # The precisions "export all" makes, each a label and the options that select it (first: the default).
     variants: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = (("fp32", {}),)
+    # Tasks this format cannot carry at all, each with the reason (the operator it lacks); the task's own
+    # refusals (``TaskTraits.refuses``) count too.
+    task_refusals: ClassVar[Mapping[str, str]] = {}
+    fixed_batch: ClassVar[str] = ""  # why the file's batch is fixed ("" when it can be dynamic)
+    packages: ClassVar[tuple[str, ...]] = ()  # the modules the format needs (is_available checks them)
+    # Option values that make a reduced-precision file, each with its default tolerance: such a file may also
+    # pass on task agreement (``min_agreement``).
+    reduced_precision: ClassVar[Mapping[tuple[str, Any], float]] = {}
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
-        """``(True, "")`` when this format can run here, else ``(False, reason)``."""
-        return False, "Coming Soon"
+        """``(True, "")`` when this format can run here, else ``(False, reason)``: the ``packages`` it needs."""
+        import importlib.util
+
+        if not cls.packages:
+            return False, "Coming Soon"
+        missing = [name for name in cls.packages if importlib.util.find_spec(name) is None]
+        return (False, f"install {' and '.join(n.replace('_', '-') for n in missing)}") if missing else (True, "")
+
+    @classmethod
+    def runs_here(cls) -> str:
+        """Why this machine cannot run the format's files ("" when it can): then exports are ``unverified`` and
+        neither benchmarked nor evaluated."""
+        return ""
 
     @classmethod
     def variant_label(cls, options: dict[str, Any]) -> str:
@@ -137,11 +224,19 @@ class ExportFormat:
 
     @classmethod
     def options(cls) -> tuple[OptionSpec, ...]:
-        """Every option this format accepts, common ones first."""
-        return COMMON_OPTIONS + cls.format_options
+        """Every option this format accepts, common ones first (``dynamic_batch`` off where the batch is fixed)."""
+        if not cls.fixed_batch:
+            return COMMON_OPTIONS + cls.format_options
+        fixed = tuple(dataclasses.replace(spec, default=False, help=f"Off: {cls.fixed_batch}.")
+                      if spec.name == "dynamic_batch" else spec for spec in COMMON_OPTIONS)
+        return fixed + cls.format_options
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """Reject option combinations that cannot work, before anything is started."""
+        """Reject option combinations that cannot work, before anything is started (formats that override it
+        call it first)."""
+        if self.fixed_batch and options.get("dynamic_batch"):
+            raise InvalidOptionError(f"{self.display_name} files have a fixed batch: {self.fixed_batch}. Leave "
+                                     "dynamic_batch off and choose the batch with input_shape.")
 
     def check_task(self, task: str | None, options: dict[str, Any]) -> None:
         """Refuse a task this format cannot carry (or cannot with these options), before starting.
@@ -157,16 +252,18 @@ class ExportFormat:
     def cannot_carry(cls, task: str | None) -> str:
         """Why this format cannot carry ``task`` models at all ("" when it can): the task says."""
         traits = task_traits(task)
-        reason = traits.refusal(cls.name) if traits else ""
+        reason = (traits.refusal(cls.name) if traits else "") or cls.task_refusals.get(task or "", "")
         return f"cannot carry {task} models: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""
-        return 1e-4
+        return next((tolerance for (name, value), tolerance in self.reduced_precision.items()
+                     if options.get(name) == value), 1e-4)
 
     def min_agreement(self, options: dict[str, Any]) -> float | None:
         """Task agreement (e.g. top-1) that lets a reduced-precision file pass despite raw diffs."""
-        return None
+        reduced = any(options.get(name) == value for name, value in self.reduced_precision)
+        return 0.99 if reduced else None
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         """Write the file(s) into ``workdir`` and return them with a runner.
@@ -203,7 +300,8 @@ def register_format(name: str, *, display_name: str, suffix: str):
     return decorate
 
 
-BUILTIN_FORMATS = ("onnx", "torchscript", "openvino", "tensorrt")  # registration = display order
+# registration = display order
+BUILTIN_FORMATS = ("onnx", "torchscript", "openvino", "tensorrt", "pt2", "executorch", "litert", "ncnn", "coreml")
 
 
 def _load_builtin_formats() -> None:

@@ -12,7 +12,7 @@ from exporter.tasks import get_task, task_names
 from exporter.tasks.registry import BUILTIN_TASKS
 from tests.helpers import DEMO, TASK_DEMOS
 
-ROUND_TRIP_TESTED_FORMATS = {"onnx", "torchscript", "openvino"}
+ROUND_TRIP_TESTED_FORMATS = {"onnx", "torchscript", "openvino", "pt2", "executorch", "litert", "ncnn", "coreml"}
 
 
 def test_every_task_has_a_demo_project_and_a_round_trip_test():
@@ -30,7 +30,8 @@ def test_every_available_format_has_a_round_trip_test():
 def test_unavailable_formats_are_listed_but_refused_with_a_reason():
     from exporter.errors import FormatUnavailableError
 
-    assert format_names() == ["onnx", "torchscript", "openvino", "tensorrt"]
+    assert format_names() == ["onnx", "torchscript", "openvino", "tensorrt", "pt2", "executorch", "litert", "ncnn",
+                              "coreml"]
     for row in get_available_formats():
         if not row["available"]:
             assert row["reason"]
