@@ -64,9 +64,11 @@ with form:
                                 key=f"opt-{format_name}-{task}")
 
     # 5 · export (and, if asked, benchmark the file once it is made)
-    then_benchmark = st.checkbox("Then benchmark it on this machine", key="bench-after",
-                                 help="Time the file in its runtime and PyTorch eager here once it is exported "
-                                      "(latency, throughput, memory): its Benchmark tab, and the Compare page")
+    cannot_run = get_format(format_name).runs_here()
+    then_benchmark = st.checkbox("Then benchmark it on this machine", key="bench-after", disabled=bool(cannot_run),
+                                 help=cannot_run or "Time the file in its runtime and PyTorch eager here once it is "
+                                      "exported (latency, throughput, memory): its Benchmark tab, and the Compare page")
+    then_benchmark = then_benchmark and not cannot_run
     if st.button("Export", icon=":material/rocket_launch:", type="primary", key="export", width="stretch"):
         try:
             record = start_export(workspace, ExportRequest(project.id, experiment_id, checkpoint, format_name,

@@ -28,14 +28,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def build_models(root: Path) -> None:
-    """The demo workspace plus resnet50 @224 (1000 classes) as project bench-resnet50."""
+    """The demo workspace plus resnet50 and resnet18 @224 (1000 classes) as projects bench-resnet50/-resnet18."""
     from demo import build_demo
     from tests.helpers import classifier_checkpoint
 
     build_demo(root)
-    if not (root / "projects" / "bench-resnet50").is_dir():
-        classifier_checkpoint(root, "resnet50", num_classes=1000, size=224, project_id="bench-resnet50",
-                              experiment_id="exp-resnet50")
+    for architecture in ("resnet50", "resnet18"):
+        if not (root / "projects" / f"bench-{architecture}").is_dir():
+            classifier_checkpoint(root, architecture, num_classes=1000, size=224, project_id=f"bench-{architecture}",
+                                  experiment_id=f"exp-{architecture}")
 
 
 def bench_exports(root: Path, repeats: int) -> list[dict]:
@@ -75,7 +76,7 @@ def bench_speed(root: Path, projects: tuple[str, ...] | None = None) -> list[dic
 
     ws = Workspace(root)
     out = []
-    for project_id in projects or ("bench-resnet50", *DEMO_PROJECTS):
+    for project_id in projects or ("bench-resnet50", "bench-resnet18", *DEMO_PROJECTS):
         experiment = ws.project(project_id).experiments()[0]
         started = time.perf_counter()
         launched = start_export_all(ws, project_id, experiment.id, benchmark={"seconds": SPEED_SECONDS})
@@ -99,6 +100,7 @@ def speed_entry(ws, project_id: str, records: list, skipped: list[dict], seconds
     for row, record in zip(rows, records, strict=True):
         bench = record.benchmark
         row["job_s"] = bench.duration_s if bench else None
+        row["export_s"] = round(sum(record.timings_s.values()), 1) if record.timings_s else None
         failed = record.benchmarks[-1].error if record.benchmarks else None
         row["error"] = record.error.message if record.error else failed.message if failed else None
     return {"project": project_id, "task": ws.project(project_id).task, "model": records[0].experiment_id,
@@ -330,27 +332,29 @@ def speed_markdown(speed: list[dict], check: dict | None) -> list[str]:
     def num(value, form: str) -> str:
         return "—" if value is None else format(value, form)
 
-    lines = ["| model | format | precision | file MB | validation | metric Δ | p50 b1 ms | img/s b8 | peak MB | "
-             "× eager b1 | job s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | format | precision | file MB | export s | validation | metric Δ | p50 b1 ms | img/s b8 | "
+             "peak MB | × eager b1 | job s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in speed:
         base = entry["pytorch"] or {}
-        lines.append(f"| **{entry['project']}** ({entry['task']}) | PyTorch eager | fp32 | | | | "
+        lines.append(f"| **{entry['project']}** ({entry['task']}) | PyTorch eager | fp32 | | | | | "
                      f"{num(base.get('p50_ms'), '.2f')} | {num(base.get('throughput_ips'), '.1f')} | "
                      f"{num(base.get('peak_mb'), '.0f')} | 1 | |")
         for r in entry["rows"]:
             star = " ★" if r["id"] == entry["fastest_within_0.01"] else ""
             precision = r["variant"] + (f" (runs {r['runs_at']})" if r.get("runs_at") else "")
             lines.append(f"| | {r['display_format']}{star} | {precision} | {num(r['size_mb'], '.1f')} | "
-                         f"{r['verdicts']} | {num(r['delta'], '+.4f')} | {num(r['p50_ms'], '.2f')} | "
+                         f"{num(r.get('export_s'), '.1f')} | {r['verdicts']} | {num(r['delta'], '+.4f')} | "
+                         f"{num(r['p50_ms'], '.2f')} | "
                          f"{num(r['throughput_ips'], '.1f')} | {num(r['peak_mb'], '.0f')} | "
                          f"{num(r['speedup'], '.2f')} | "
                          f"{num(r['job_s'], '.0f')} |" + (f" {r['error'][:80]}" if r.get("error") else ""))
         for skip in entry["skipped"]:
             if "tensorrt" not in skip["format"]:
                 reason = skip["reason"][:90]
-                lines.append(f"| | {skip['format']} | {skip['variant']} | refused: {reason} | | | | | | | |")
+                lines.append(f"| | {skip['format']} | {skip['variant']} | refused: {reason} | | | | | | | | |")
     lines.append("")
-    lines.append("★ the fastest export whose metric drops by at most 0.01 (and validates). metric Δ = file − PyTorch "
+    lines.append("★ the fastest export whose metric drops by at most 0.01 (and validates). export s = the export job "
+                 "(load, build, export, validate, evaluate, store). metric Δ = file − PyTorch "
                  "on the labelled set (at the precision the runtime runs at). peak MB = resident memory growth while "
                  "loading and running. job s = the whole benchmark job.")
     if check:
@@ -409,7 +413,7 @@ def _write(part: str, data, lines: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed", "precision", "ray"),
+    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
@@ -428,14 +432,14 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
         _write("precision", rows, precision_markdown(rows))
         return
-    if args.only == "speed":
+    if args.only in ("speed", "edge"):  # edge: every format of resnet18 @224 and the demo classifier
         try:
             build_models(root)
-            speed = bench_speed(root)
-            check = independent_ort(speed, root)
+            speed = bench_speed(root, ("bench-resnet18", "demo-classification") if args.only == "edge" else None)
+            check = independent_ort(speed, root) if args.only == "speed" else None
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        _write("speed", {"speed": speed, "independent_ort": check}, speed_markdown(speed, check))
+        _write(args.only, {"speed": speed, "independent_ort": check}, speed_markdown(speed, check))
         return
     if args.only == "evaluation":
         try:

@@ -224,8 +224,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             print("\n".join(search_lines(record.accuracy_search)))
         if record.diagnosis:
             print("\n".join(diagnosis_lines(record.diagnosis)))
-    if not ok:
-        print(f"error: {failure_reason(record)}", file=sys.stderr)
+    if not ok:  # an unverified file was written: it is only not proven
+        print(f"{'note' if record.verdict == 'unverified' else 'error'}: {failure_reason(record)}", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import InvalidOptionError
+from exporter.errors import InvalidOptionError, UsageError
 from exporter.formats import get_format
 from exporter.record import ExportRecord
 from exporter.store import ExportStore, utc_now
@@ -52,6 +52,8 @@ def prepare_export(workspace: Workspace, request: ExportRequest,
     check_target(request.options)
     options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
     fmt.check_options(options)
+    if request.benchmark is not None and (why := fmt.runs_here()):
+        raise UsageError(f"{fmt.display_name} files cannot run on this machine ({why}): export without a benchmark.")
     fmt.check_task(experiment.task or project.task, options)
     check_task_options(experiment.task or project.task, options)
     check_accuracy_data(project, options)

@@ -174,8 +174,8 @@ def structure_checks(package: Path, job: ExportJob) -> list[str]:
     batch = f"1…{MAX_BATCH}" if job.dynamic_batch else str(job.input_shape[0])
     ops = sum(len(block.operations) for function in spec.mlProgram.functions.values()
               for block in function.block_specializations.values())
-    return [f"input {inputs[0][0]}: float32 [{batch}, {', '.join(map(str, job.input_shape[1:]))}] as PyTorch's",
-            f"outputs {', '.join(outputs)}: names and order as PyTorch's",
+    return [f"input `{inputs[0][0]}`: float32 [{batch}, {', '.join(map(str, job.input_shape[1:]))}] as PyTorch's",
+            f"outputs {', '.join(f'`{name}`' for name in outputs)}: names and order as PyTorch's",
             f"ML program of {ops} operations, compute precision {job.options['precision']}, iOS 16 / macOS 13 or later",
             f"metadata: {len(job.metadata)} keys in user_defined_metadata (task, classes, normalisation, …)"]
 

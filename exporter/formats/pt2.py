@@ -88,8 +88,8 @@ class Pt2Format(ExportFormat):
     runtime_modules = ("torch", "torchvision")
     packages = ("torch",)
     task_refusals = {"instance_segmentation": MASK_PASTE}
-    note = ("The modern replacement for TorchScript. An ExportedProgram runs wherever this torch version runs; an "
-            "AOTInductor package is native code for this CPU architecture and torch version.")
+    note = ("The replacement for TorchScript: an ExportedProgram for this torch version, or (package=aoti) "
+            "AOTInductor's native CPU code.")
     format_options = (
         OptionSpec("package", "choice", "program",
                    "program: the ExportedProgram (torch.export.load). aoti: compiled ahead of time by "

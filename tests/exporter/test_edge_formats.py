@@ -30,9 +30,24 @@ FILES = {"pt2": ["model.pt2"], "executorch": ["model.pte", "metadata.json"],
          "ncnn": ["model.ncnn.param", "model.ncnn.bin", "metadata.json"], "coreml": ["model.mlpackage.zip"]}
 
 
+@pytest.fixture(scope="module")
+def edge_ws(demo_template, tmp_path_factory):
+    """One workspace for the module: an export made once (e.g. by the round trip) serves every test reading it."""
+    from tests.conftest import linked_copy
+
+    return linked_copy(demo_template, tmp_path_factory.mktemp("edge") / "ws")
+
+
+_MADE: dict[tuple, dict] = {}
+
+
 def export(root, project, experiment, fmt, **options):
-    request = ExportRequest(project, experiment, format=fmt, options={"evaluate": False, **options})
-    return export_checkpoint(Workspace(root), request).to_json()
+    """The record of this export in ``root``, made on first use."""
+    key = (str(root), project, experiment, fmt, tuple(sorted(options.items())))
+    if key not in _MADE:
+        request = ExportRequest(project, experiment, format=fmt, options=options)
+        _MADE[key] = export_checkpoint(Workspace(root), request).to_json()
+    return _MADE[key]
 
 
 def export_dir(root, project, record):
@@ -41,19 +56,19 @@ def export_dir(root, project, record):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", EDGE_FORMATS)
-def test_round_trip_of_every_demo_task(demo_ws, fmt):
+def test_round_trip_of_every_demo_task(edge_ws, fmt):
     """Every demo model: validated in the format's own runtime (Core ML: unverified, never passed), or refused
     before anything starts with the operator the format lacks."""
     for project, experiment in DEMO + TASK_DEMOS:
-        task = Workspace(demo_ws).project(project).task
+        task = Workspace(edge_ws).project(project).task
         row = next(r for r in get_available_formats(task) if r["name"] == fmt)
         if phrase := REFUSED.get((fmt, task)):
             assert row["available"] is False and phrase in row["reason"], row
             with pytest.raises(FormatUnavailableError, match=f"cannot carry {task}"):
-                export(demo_ws, project, experiment, fmt)
+                export(edge_ws, project, experiment, fmt)
             continue
         assert row["available"], row
-        record = export(demo_ws, project, experiment, fmt)
+        record = export(edge_ws, project, experiment, fmt)
         if message := FAILS.get((fmt, experiment)):
             assert record["status"] == "failed" and message in record["error"]["message"]
             continue
@@ -64,38 +79,34 @@ def test_round_trip_of_every_demo_task(demo_ws, fmt):
         assert [f["name"] for f in record["files"]] == FILES[fmt]
         if fmt in ("litert", "ncnn"):
             assert any(w.startswith("fixed batch 1:") for w in record["warnings"])
+        if fmt == "pt2" and task in ("object_detection", "oriented_object_detection"):
+            assert record["model"]["requires"] == (["torchvision"] if task == "object_detection" else [])
+            assert any("import torchvision" in w for w in record["warnings"]) is (task == "object_detection")
         if fmt in ("executorch", "litert", "ncnn"):
-            metadata = json.loads((export_dir(demo_ws, project, record) / "metadata.json").read_text())
+            metadata = json.loads((export_dir(edge_ws, project, record) / "metadata.json").read_text())
             assert metadata["task"] == task and metadata["export_id"] == record["id"]
 
 
-def test_pt2_program_carries_metadata_and_stands_alone(demo_ws):
+def test_pt2_program_carries_metadata_and_stands_alone(edge_ws):
     import torch
 
-    record = export(demo_ws, *CLS, "pt2")
+    record = export(edge_ws, *CLS, "pt2")
     extra = {"metadata.json": ""}
-    program = torch.export.load(str(export_dir(demo_ws, CLS[0], record) / "model.pt2"), extra_files=extra)
+    program = torch.export.load(str(export_dir(edge_ws, CLS[0], record) / "model.pt2"), extra_files=extra)
     assert json.loads(extra["metadata.json"])["architecture"] == "resnet18"
     assert record["model"]["exporter"] == "torch.export" and record["model"]["op_types"]["aten::conv2d"] == 20
     logits = program.module()(torch.rand(3, 3, 64, 64))  # the batch axis is dynamic
     assert logits[0].shape == (3, 3)
 
 
-def test_pt2_detector_needs_torchvision_and_says_so(demo_ws):
-    record = export(demo_ws, "demo-detection", "exp-fasterrcnn-resnet18-fpn", "pt2")
-    assert record["validation"]["verdict"] == "passed" and record["validation"]["batch_sizes"] == [1, 2]
-    assert record["model"]["requires"] == ["torchvision"]
-    assert any("import torchvision" in w for w in record["warnings"])
-
-
 @pytest.mark.slow
-def test_pt2_aoti_package_is_compiled_and_validated_at_batch_2(demo_ws):
-    record = export(demo_ws, "demo-anomaly", "exp-autoencoder", "pt2", package="aoti")
+def test_pt2_aoti_package_is_compiled_and_validated_at_batch_2(edge_ws):
+    record = export(edge_ws, "demo-anomaly", "exp-autoencoder", "pt2", package="aoti")
     assert record["status"] == "completed", record["error"]
     assert record["validation"]["verdict"] == "passed" and record["validation"]["batch_sizes"] == [1, 2]
     assert record["model"]["exporter"] == "torch.export + AOTInductor"
     assert [f["name"] for f in record["files"]] == ["model.pt2", "metadata.json"]
-    with zipfile.ZipFile(export_dir(demo_ws, "demo-anomaly", record) / "model.pt2") as package:
+    with zipfile.ZipFile(export_dir(edge_ws, "demo-anomaly", record) / "model.pt2") as package:
         assert any(name.endswith(".so") for name in package.namelist())  # native code inside
 
 
@@ -104,8 +115,8 @@ def test_pt2_aoti_package_is_compiled_and_validated_at_batch_2(demo_ws):
     ("litert", {"precision": "int8"}, (0.2, 0.3)),
     ("ncnn", {"precision": "fp16"}, (0.45, 0.55)),
 ])
-def test_reduced_precision_shrinks_and_keeps_top1(demo_ws, fmt, options, ratio):
-    full, small = export(demo_ws, *CLS, fmt), export(demo_ws, *CLS, fmt, **options)
+def test_reduced_precision_shrinks_and_keeps_top1(edge_ws, fmt, options, ratio):
+    full, small = export(edge_ws, *CLS, fmt), export(edge_ws, *CLS, fmt, **options)
     assert ratio[0] < small["output_size_mb"] / full["output_size_mb"] < ratio[1]
     validation = small["validation"]
     assert validation["verdict"] == "passed", validation
@@ -113,44 +124,52 @@ def test_reduced_precision_shrinks_and_keeps_top1(demo_ws, fmt, options, ratio):
     assert validation["max_diff"] > full["validation"]["max_diff"]  # reported honestly
 
 
-def test_coreml_is_unverified_with_its_structure_checked(demo_ws):
-    record = export(demo_ws, *CLS, "coreml", precision="fp32")
+def test_coreml_is_unverified_with_its_structure_checked(edge_ws):
+    record = export(edge_ws, *CLS, "coreml")
     validation = record["validation"]
     assert validation["verdict"] == "unverified" and validation["passed"] is False
     assert validation["max_diff"] is None and validation["batch_sizes"] == []
     assert "cannot run" in validation["messages"][0] and "macOS" in validation["messages"][0]
-    assert any("outputs logits" in m for m in validation["messages"])
-    with zipfile.ZipFile(export_dir(demo_ws, CLS[0], record) / "model.mlpackage.zip") as package:
+    assert any("outputs `logits`" in m for m in validation["messages"])
+    with zipfile.ZipFile(export_dir(edge_ws, CLS[0], record) / "model.mlpackage.zip") as package:
         assert "model.mlpackage/Manifest.json" in package.namelist()
-        package.extractall(export_dir(demo_ws, CLS[0], record) / "unzipped")
+        package.extractall(export_dir(edge_ws, CLS[0], record) / "unzipped")
     import coremltools as ct
 
-    spec = ct.utils.load_spec(str(export_dir(demo_ws, CLS[0], record) / "unzipped" / "model.mlpackage"))
+    spec = ct.utils.load_spec(str(export_dir(edge_ws, CLS[0], record) / "unzipped" / "model.mlpackage"))
     assert spec.description.metadata.userDefined["task"] == "classification"
     from exporter.formats import get_format
 
-    with pytest.raises(FormatUnavailableError, match="Apple platforms"):  # benchmarks and evaluations say why
-        get_format("coreml").load(export_dir(demo_ws, CLS[0], record) / "model.mlpackage.zip", record["model"])
+    with pytest.raises(FormatUnavailableError, match="Apple platforms"):
+        get_format("coreml").load(export_dir(edge_ws, CLS[0], record) / "model.mlpackage.zip", record["model"])
+    from exporter.errors import UsageError
+    from exporter.jobs import start_benchmark
+    from exporter.service import prepare_export
+
+    with pytest.raises(UsageError, match="cannot run on this machine"):  # refused before any job starts
+        start_benchmark(Workspace(edge_ws), record["id"])
+    with pytest.raises(UsageError, match="export without a benchmark"):
+        prepare_export(Workspace(edge_ws), ExportRequest(*CLS, format="coreml", benchmark={}))
 
 
 @pytest.mark.parametrize("fmt, options, match", [
     ("litert", {"dynamic_batch": True}, "fixed batch"),
     ("ncnn", {"input_shape": "2,3,64,64"}, "batch 1"),
 ])
-def test_fixed_batch_formats_refuse_a_dynamic_or_larger_batch(demo_ws, fmt, options, match):
+def test_fixed_batch_formats_refuse_a_dynamic_or_larger_batch(edge_ws, fmt, options, match):
     with pytest.raises(InvalidOptionError, match=match):
-        export(demo_ws, *CLS, fmt, **options)
+        export(edge_ws, *CLS, fmt, **options)
     row = next(r for r in get_available_formats() if r["name"] == fmt)
     option = next(o for o in row["options"] if o["name"] == "dynamic_batch")
     assert option["default"] is False and "Off:" in option["help"]
 
 
-def test_litert_validates_a_fixed_batch_of_2(demo_ws):
-    record = export(demo_ws, "demo-anomaly", "exp-autoencoder", "litert", input_shape="2,3,64,64")
+def test_litert_validates_a_fixed_batch_of_2(edge_ws):
+    record = export(edge_ws, "demo-anomaly", "exp-autoencoder", "litert", input_shape="2,3,64,64")
     assert record["validation"]["verdict"] == "passed" and record["validation"]["batch_sizes"] == [2]
     from exporter.formats import get_format
 
-    runner = get_format("litert").load(export_dir(demo_ws, "demo-anomaly", record) / "model.tflite",
+    runner = get_format("litert").load(export_dir(edge_ws, "demo-anomaly", record) / "model.tflite",
                                        record["model"])
     try:
         amap, score = runner.run({"input": np.zeros((2, 3, 64, 64), np.float32)})
@@ -159,15 +178,15 @@ def test_litert_validates_a_fixed_batch_of_2(demo_ws):
     assert amap.shape == (2, 1, 64, 64) and score.shape == (2,)
 
 
-def test_ncnn_reads_a_non_contiguous_batch_as_pytorch_does(demo_ws):
+def test_ncnn_reads_a_non_contiguous_batch_as_pytorch_does(edge_ws):
     """Images loaded from disk arrive as transposed views; ncnn.Mat wraps memory, so the runner keeps a contiguous
     copy alive (a freed temporary once fed ncnn garbage: validation passed, evaluation on data/val failed)."""
     import torch
 
     from exporter.formats import get_format
 
-    record = export(demo_ws, "demo-anomaly", "exp-autoencoder", "ncnn")
-    runner = get_format("ncnn").load(export_dir(demo_ws, "demo-anomaly", record) / "model.ncnn.param",
+    record = export(edge_ws, "demo-anomaly", "exp-autoencoder", "ncnn")
+    runner = get_format("ncnn").load(export_dir(edge_ws, "demo-anomaly", record) / "model.ncnn.param",
                                      record["model"])
     batch = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32).transpose(0, 3, 1, 2)
     assert not batch.flags.c_contiguous
@@ -178,7 +197,7 @@ def test_ncnn_reads_a_non_contiguous_batch_as_pytorch_does(demo_ws):
     from exporter.checkpoint import load_checkpoint
     from exporter.pipeline import build_wrapped
 
-    project = Workspace(demo_ws).project("demo-anomaly")
+    project = Workspace(edge_ws).project("demo-anomaly")
     experiment = project.experiment("exp-autoencoder")
     _, module = build_wrapped(load_checkpoint(experiment.checkpoint("best").path), experiment, project.task)
     with torch.no_grad():
