@@ -28,8 +28,10 @@ run: demo
 	$(BIN)/streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
+# Two pytest workers, one test file each at a time (module fixtures stay on one worker): much of the suite waits
+# on servers, browsers, worker processes and a Ray cluster, so two keep both cores busy.
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.run

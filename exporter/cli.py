@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m exporter",
                      description="AI Studio Export: checkpoints → validated deployable files.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("formats", parents=[common], help="list export formats and their availability")
+    formats = sub.add_parser("formats", parents=[common], help="list export formats and their availability")
+    formats.add_argument("--task", help="also say which formats cannot carry this task's models, and why")
     demo = sub.add_parser("demo", parents=[common], help="build the demo workspace (trains small models)")
     demo.add_argument("--force", action="store_true", help="rebuild projects that already exist")
     demo.add_argument("--project", action="append", dest="projects", metavar="ID",
@@ -149,8 +150,8 @@ def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
 def cmd_formats(args: argparse.Namespace) -> int:
     from exporter.formats import get_available_formats
 
-    rows = get_available_formats()
-    _emit(args, rows, [f"{r['name']:<12} {r['display_name']:<13} "
+    rows = get_available_formats(args.task)
+    _emit(args, rows, [f"{r['name']:<12} {r['display_name']:<17} "
                        f"{'available' if r['available'] else 'unavailable: ' + r['reason']}" for r in rows])
     return 0
 

@@ -33,8 +33,21 @@ def demo_full_template(tmp_path_factory) -> Path:
     prebuilt = Path(os.environ.get("AISTUDIO_TEST_DEMO", "")).expanduser()
     if os.environ.get("AISTUDIO_TEST_DEMO") and (prebuilt / "projects").is_dir():
         return prebuilt
-    root = tmp_path_factory.mktemp("demo-template")
-    build_demo(root)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("demo-template")
+        build_demo(root)
+        return root
+    # pytest -n (make test): the first worker builds it in the run's shared folder, the others wait for it.
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    root = shared / "demo-template"
+    with FileLock(str(shared / "demo-template.lock")):
+        if not (root / "projects").is_dir():
+            building = shared / "demo-template.partial"
+            shutil.rmtree(building, ignore_errors=True)
+            build_demo(building)
+            building.rename(root)
     return root
 
 

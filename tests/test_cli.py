@@ -37,6 +37,9 @@ def test_help_and_formats():
                                          "ncnn", "coreml"]
     assert next(r for r in rows if r["name"] == "onnx")["available"] is True
     assert next(r for r in rows if r["name"] == "tensorrt")["reason"]
+    detection = cli("formats", "--task", "object_detection").stdout
+    assert "ncnn         ncnn              unavailable: cannot carry object_detection models: ncnn has no layer " \
+           "for torchvision::nms" in detection
 
 
 def test_list(cli_ws):

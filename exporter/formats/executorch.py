@@ -45,7 +45,10 @@ class ExecuTorchRunner:
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        outputs = self.method.execute([torch.from_numpy(next(iter(inputs.values())))])
+        # ExecuTorch reads a tensor's memory as contiguous whatever its strides: images loaded from disk are
+        # transposed views, which it read as other pixels (evaluation on data/val caught it).
+        batch = np.ascontiguousarray(next(iter(inputs.values())), dtype=np.float32)
+        outputs = self.method.execute([torch.from_numpy(batch)])
         return [o.numpy() for o in outputs]
 
     def close(self) -> None:
@@ -115,7 +118,7 @@ class ExecuTorchFormat(ExportFormat):
             path.write_bytes(lowered.buffer)
         except OSError as exc:
             raise resource_error(exc, "export") or OutputFileError(str(exc), stage="export") from None
-        info["delegated_to_xnnpack"] = sum(
+        info["xnnpack_partitions"] = sum(
             1 for node in lowered.exported_program().graph.nodes if "lowered_module" in str(node.target))
         files = [path, write_metadata(job, workdir)]
         return ExportArtifact(files=files, runner=ExecuTorchRunner(path), info=info, warnings=warn)

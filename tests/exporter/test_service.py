@@ -73,7 +73,7 @@ def test_requests_that_cannot_start_write_nothing(demo_ws):
         (ExportRequest("demo-classification", "exp-resnet18-shapes", checkpoint="epoch3"), NotFoundError,
          "available: best, last"),
         (ExportRequest("../../etc", "x"), NotFoundError, "not valid"),
-        (ExportRequest("demo-classification", "exp-resnet18-shapes", format="coreml"), UnknownFormatError,
+        (ExportRequest("demo-classification", "exp-resnet18-shapes", format="rknn"), UnknownFormatError,
          "known formats: onnx"),
         (ExportRequest("demo-classification", "exp-resnet18-shapes", format="tensorrt"), FormatUnavailableError,
          "install the tensorrt package"),

@@ -279,7 +279,7 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
         for image in sorted(folder.iterdir())[:7]:
             shutil.copy(image, labelled / folder.name / image.name)
     attach_dataset(Workspace(browser_ws), "demo-classification", labelled)
-    chosen = {"onnx": "ONNX", "pt2": "PyTorch 2 (.pt2)", "coreml": "Core ML"}  # a lean mix: 7 exports
+    chosen = {"onnx": "ONNX", "ncnn": "ncnn", "coreml": "Core ML"}  # a lean mix: 8 exports, 6 benchmarked
     assert {r["name"] for r in get_available_formats("classification") if r["available"]} >= set(chosen)
     made = sum(len(get_format(name).variants) for name in chosen)
     expected = sum(len(get_format(name).variants) for name in chosen if not get_format(name).runs_here())
