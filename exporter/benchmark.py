@@ -366,18 +366,20 @@ def _child_measure(spec: dict[str, Any], say: Progress) -> dict[str, Any]:
             "gpu": settings.get("gpu")}
 
 
-def time_runs(run: Callable[[Any], Any], x: Any, seconds: float) -> dict[str, Any]:
-    """Warm up, then time ``run(x)`` until ``seconds`` have passed (``MIN_RUNS``..``MAX_RUNS`` runs)."""
+def time_runs(run: Callable[[Any], Any], x: Any, seconds: float,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Warm up, then time ``run(x)`` until ``seconds`` have passed (``MIN_RUNS``..``MAX_RUNS`` runs),
+    read on ``clock`` (seconds)."""
     import numpy as np
 
     for _ in range(WARMUP_RUNS):
         run(x)
     latencies: list[float] = []
-    began = time.perf_counter()
-    while len(latencies) < MAX_RUNS and (len(latencies) < MIN_RUNS or time.perf_counter() - began < seconds):
-        t0 = time.perf_counter()
+    began = clock()
+    while len(latencies) < MAX_RUNS and (len(latencies) < MIN_RUNS or clock() - began < seconds):
+        t0 = clock()
         run(x)
-        latencies.append((time.perf_counter() - t0) * 1e3)
+        latencies.append((clock() - t0) * 1e3)
     ms = np.asarray(latencies)
     keep = ms[np.linspace(0, len(ms) - 1, min(len(ms), KEEP_LATENCIES)).round().astype(int)]
     return {"batch": int(len(x)), "runs": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 4),

@@ -26,17 +26,23 @@ def test_settings_are_checked_and_normalised():
 
 
 def test_timing_statistics():
-    delays = iter([0.004] * 2 + [0.001, 0.002, 0.003, 0.004, 0.010] + [0.001] * 100)  # 2 warm-up runs first
+    # a clock that each run moves on by its own duration (2 warm-up runs first): the figures are exact,
+    # however loaded the machine is
+    durations = iter([0.004] * 2 + [0.001, 0.002, 0.003, 0.004, 0.010] + [0.001] * 100)
+    now = [100.0]
 
     def run(_):
-        time.sleep(next(delays))
+        now[0] += next(durations)
 
-    row = time_runs(run, [0, 0, 0], seconds=0.0)  # at least MIN_RUNS = 5 timed runs
+    row = time_runs(run, [0, 0, 0], seconds=0.0, clock=lambda: now[0])  # at least MIN_RUNS = 5 timed runs
     assert row["runs"] == 5 and row["batch"] == 3 and len(row["latencies_ms"]) == 5
-    assert 1.0 <= row["min_ms"] < 3 and 3.0 <= row["p50_ms"] < 5  # the median of 1, 2, 3, 4, 10 ms is 3
+    assert row["min_ms"] == pytest.approx(1.0) and row["p50_ms"] == pytest.approx(3.0)  # median of 1, 2, 3, 4, 10
     # numpy's linear percentiles of 1, 2, 3, 4, 10: p90 = 4 + 0.6 × 6 = 7.6, p99 = 4 + 0.96 × 6 = 9.76
-    assert 7.6 <= row["p90_ms"] < 9.5 and 9.76 <= row["p99_ms"] < 12
-    assert row["throughput_ips"] == pytest.approx(3 * 5 / (sum(row["latencies_ms"]) / 1e3), rel=1e-2)
+    assert row["p90_ms"] == pytest.approx(7.6) and row["p99_ms"] == pytest.approx(9.76)
+    assert row["mean_ms"] == pytest.approx(4.0) and row["throughput_ips"] == pytest.approx(3 * 5 / 0.020)
+
+    began = now[0]  # with a time budget, runs go on until it is spent: 0.0105 s of 1 ms runs is 11 runs
+    assert time_runs(run, [0], seconds=0.0105, clock=lambda: now[0])["runs"] == 11 and now[0] - began > 0.0105
 
 
 def test_pareto_front_and_the_fastest_within_a_drop():
