@@ -16,7 +16,7 @@ from exporter.geometry import rotated_iou
 from exporter.models.detection import DetectionOutputs, build_detector
 from exporter.models.oriented import cluster_nms, probiou_matrix
 from exporter.models.postprocess import nms_padded
-from exporter.tasks.compare import match_detections
+from exporter.tasks.compare import iou_matrix, match_detections
 from tests.helpers import lively_init, write_experiment
 
 # Random detectors give no boxes or all-tied scores (FINDINGS.md). Each family gets an init that
@@ -55,16 +55,29 @@ def torchvision_reference(model, images, settings):
         return model(list(images))
 
 
-def assert_same_detections(reference, exported, min_iou=0.99):
-    """Every torchvision detection has an ORT counterpart (same label, IoU ≥ min_iou), and no extras."""
+def assert_same_detections(reference, exported, threshold, iou_threshold=0.5, margin=5e-3, iou_margin=0.02):
+    """Every torchvision detection has an ORT counterpart (same label, same box, score within ``margin``), and
+    no extras — except where float rounding (another thread count, another kernel) may decide either way: a
+    detection scored within ``margin`` of the score threshold, or one overlapping a better detection of its
+    label by an IoU within ``iou_margin`` of NMS's threshold."""
     boxes, scores, labels, count = exported[:4]
+    matched_in_all = 0
     for i, ref in enumerate(reference):
         n = int(count[i])
-        assert n == len(ref["boxes"]), f"image {i}: {n} exported vs {len(ref['boxes'])} torchvision detections"
         r = {"boxes": ref["boxes"].numpy(), "scores": ref["scores"].numpy(), "labels": ref["labels"].numpy()}
         c = {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]}
-        assert len(match_detections(r, c, rotated=False, close=0.5)) == n
-        assert np.abs(np.sort(r["scores"]) - np.sort(c["scores"])).max(initial=0) < 5e-3
+        matches = match_detections(r, c, rotated=False, close=0.5)
+        for side, found, matched in (("torchvision", r, {a for a, _ in matches}),
+                                     ("exported", c, {b for _, b in matches})):
+            overlap = iou_matrix(found["boxes"], found["boxes"], rotated=False)
+            for k in set(range(len(found["scores"]))) - matched:
+                better = (found["scores"] > found["scores"][k]) & (found["labels"] == found["labels"][k])
+                near_nms = better.any() and abs(overlap[k][better].max() - iou_threshold) < iou_margin
+                assert found["scores"][k] < threshold + margin or near_nms, \
+                    f"image {i}: {side} detection {k} (score {found['scores'][k]:.4f}) has no counterpart"
+        assert all(abs(r["scores"][a] - c["scores"][b]) < margin for a, b in matches)
+        matched_in_all += len(matches)
+    assert matched_in_all >= 1
 
 
 @pytest.mark.parametrize("architecture, size, score", [d[:3] for d in DETECTORS], ids=[d[0] for d in DETECTORS])
@@ -90,8 +103,7 @@ def test_detector_family_round_trip(tmp_path, architecture, size, score):
     exported = session.run(None, {"input": images.numpy()})
     settings = {"score_threshold": score, "iou_threshold": 0.5, "max_detections": 50}
     reference = torchvision_reference(model, images, settings)
-    assert sum(len(r["boxes"]) for r in reference) >= 1
-    assert_same_detections(reference, exported)
+    assert_same_detections(reference, exported, score)
 
 
 def test_wrapper_equals_torchvision_per_image_loop():
@@ -130,7 +142,7 @@ def test_mask_rcnn_round_trip(tmp_path):
         None, {"input": images.numpy()})
     reference = torchvision_reference(model, images, {"score_threshold": 0.8, "iou_threshold": 0.5,
                                                       "max_detections": 20})
-    assert_same_detections(reference, exported)
+    assert_same_detections(reference, exported, 0.8)
     first = reference[0]
     if len(first["boxes"]):  # the top detection's mask matches torchvision's pasted mask
         ours = exported[4][0, int(np.argmax(exported[1][0]))].astype(bool)
