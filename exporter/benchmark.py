@@ -43,7 +43,6 @@ KEEP_LATENCIES = 200  # latencies kept per batch size for the distribution plot 
 MAX_BATCH, MAX_SECONDS = 256, 120.0
 RUNTIMES = ("file", "pytorch")
 EAGER_MODULES = ("torch", "torchvision", "exporter.checkpoint", "exporter.pipeline")
-DEPLOY_MIN_AGREEMENT = 0.99  # task agreement a reduced-precision runtime must keep (as fp16 files)
 Progress = Callable[[str, float], None]
 
 
@@ -293,6 +292,7 @@ def deploy_check(workspace: Any, store: Any, record: Any, threads: int) -> dict[
     """Validate (and evaluate, when the export was evaluated) the file as deployed, when its deployed
     runtime computes at another precision than validation ran at."""
     from exporter.formats import get_format
+    from exporter.formats.registry import MIN_AGREEMENT
     from exporter.pipeline import recheck
 
     deployed = get_format(record.format).deploy(store.export_dir(record.id) / str(record.output_file),
@@ -300,7 +300,7 @@ def deploy_check(workspace: Any, store: Any, record: Any, threads: int) -> dict[
     precision = deployed.settings["precision"]
     try:
         report, evaluated = recheck(workspace, store, record, deployed.runner, tolerance=deployed.tolerance,
-                                    min_agreement=DEPLOY_MIN_AGREEMENT, runtime=f"{record.format} at {precision}")
+                                    min_agreement=MIN_AGREEMENT, runtime=f"{record.format} at {precision}")
     finally:
         deployed.runner.close()
     check: dict[str, Any] = {"precision": precision, "validation": {

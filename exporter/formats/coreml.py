@@ -18,6 +18,7 @@ import numpy as np
 
 from exporter.errors import ExporterError, FormatUnavailableError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
+    FP16_TOLERANCE,
     ExportArtifact,
     ExportFormat,
     ExportJob,
@@ -35,7 +36,6 @@ CANNOT_PREDICT = ("Core ML runs only on Apple platforms: coremltools converts on
                   "export on macOS to validate it with MLModel.predict")
 DATA_DEPENDENT = ("coremltools cannot convert aten::Int of a data-dependent tensor: the post-processing sizes its "
                   "outputs by the number of candidate boxes, which Core ML needs known at conversion")
-FP16_TOLERANCE = 1e-2
 
 
 def can_predict() -> bool:

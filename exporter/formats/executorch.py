@@ -16,6 +16,7 @@ import numpy as np
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
 from exporter.formats.pt2 import export_program, program_info
 from exporter.formats.registry import (
+    INT8_TOLERANCE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -31,7 +32,6 @@ MODEL_FILE = "model.pte"
 NO_DETECTION_KERNELS = ("ExecuTorch's kernel library has no torchvision::nms or torchvision::roi_align kernel "
                         "for the in-graph post-processing (and its memory planner cannot size their "
                         "data-dependent outputs)")
-INT8_TOLERANCE = 5e-2
 
 
 class ExecuTorchRunner:

@@ -19,6 +19,7 @@ import numpy as np
 
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
+    INT8_TOLERANCE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -37,7 +38,6 @@ FIXED_BATCH = ("LiteRT's converter does not lower a dynamic batch through a clas
                "detector's reshapes, so the file takes the batch of input_shape")
 NO_NMS = ("LiteRT's converter cannot lower torchvision::nms: its data-dependent number of kept boxes (aten::nonzero) "
           "needs a static size")
-INT8_TOLERANCE = 5e-2
 
 
 def _output_order(name: str) -> int:

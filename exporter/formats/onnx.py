@@ -19,6 +19,8 @@ import numpy as np
 
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.registry import (
+    FP16_TOLERANCE,
+    INT8_TOLERANCE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -32,8 +34,6 @@ from exporter.options import OptionSpec
 LEGACY_OPSETS = (7, 20)
 DYNAMO_OPSETS = (18, 23)
 DEFAULT_OPSET = 17
-PRECISION_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
-MIN_AGREEMENT = 0.99  # top-1 agreement a reduced-precision classifier must keep
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
 MODEL_FILE = "model.onnx"
 REFERENCE_FILE = "reference-fp32.onnx"  # the float graph a reduced-precision file was made from (work folder only)
@@ -71,6 +71,7 @@ class OnnxFormat(ExportFormat):
     stages = ("export", "simplify", "quantize")
     packages = ("onnx", "onnxruntime")
     runtime_modules = ("onnxruntime",)
+    reduced_precision = {("precision", "fp16"): FP16_TOLERANCE, ("precision", "int8"): INT8_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
                 ("int8 dynamic", {"precision": "int8", "quantization": "dynamic"}),
                 ("int8 static", {"precision": "int8", "quantization": "static"}))
@@ -87,7 +88,7 @@ class OnnxFormat(ExportFormat):
                    choices=("auto", "always", "never"), label="Weights in a separate .data file", advanced=True),
         OptionSpec("precision", "choice", "fp32",
                    "fp16 halves the file (float32 inputs/outputs kept); int8 quarters it.",
-                   choices=tuple(PRECISION_TOLERANCE), label="Precision"),
+                   choices=("fp32", "fp16", "int8"), label="Precision"),
         OptionSpec("quantization", "choice", "dynamic",
                    "int8 only: dynamic (weights only: ¼ size, about FP32 speed on CNNs), or static (QDQ "
                    "calibrated on samples + synthetic images: ¼ size and ~3× faster than FP32 on x86).",
@@ -103,12 +104,6 @@ class OnnxFormat(ExportFormat):
         check_accuracy_option(options)
         if options["precision"] == "int8" and options["external_data"] == "always":
             raise InvalidOptionError("precision=int8 files are small; use external_data=auto or never.")
-
-    def default_tolerance(self, options: dict[str, Any]) -> float:
-        return PRECISION_TOLERANCE[options["precision"]]
-
-    def min_agreement(self, options: dict[str, Any]) -> float | None:
-        return None if options["precision"] == "fp32" else MIN_AGREEMENT
 
     def load(self, path: Path, model: dict[str, Any]) -> OrtRunner:
         return OrtRunner(path)

@@ -20,6 +20,8 @@ from exporter.formats.onnx import (
     intermediate_onnx,
 )
 from exporter.formats.registry import (
+    FP16_TOLERANCE,
+    INT8_TOLERANCE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -30,8 +32,7 @@ from exporter.formats.registry import (
 )
 from exporter.options import OptionSpec
 
-FP32_TOLERANCE, FP16_TOLERANCE, BF16_TOLERANCE = 1e-4, 1e-2, 5e-2  # bf16 keeps 8 mantissa bits, fp16 11
-INT8_TOLERANCE = 5e-2
+BF16_TOLERANCE = 5e-2  # bf16 keeps 8 mantissa bits, fp16 11
 
 
 def _openvino():
@@ -76,6 +77,7 @@ class OpenVinoFormat(ExportFormat):
     stages = ("export", "simplify", "convert", "quantize")
     packages = ("openvino",)
     runtime_modules = ("openvino",)
+    reduced_precision = {("precision", "int8"): INT8_TOLERANCE, ("compress_to_fp16", True): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}), ("int8", {"precision": "int8"}))
     format_options = (
         OptionSpec("opset_version", "int", DEFAULT_OPSET, "Opset of the intermediate ONNX graph.",
@@ -96,14 +98,6 @@ class OpenVinoFormat(ExportFormat):
         if options["precision"] == "int8" and options["compress_to_fp16"]:
             raise InvalidOptionError("precision=int8 stores int8 weights; leave compress_to_fp16 off.")
         check_accuracy_option(options)
-
-    def default_tolerance(self, options: dict[str, Any]) -> float:
-        if options["precision"] == "int8":
-            return INT8_TOLERANCE
-        return FP16_TOLERANCE if options["compress_to_fp16"] else FP32_TOLERANCE
-
-    def min_agreement(self, options: dict[str, Any]) -> float | None:
-        return 0.99 if options["compress_to_fp16"] or options["precision"] == "int8" else None
 
     def load(self, path: Path, model: dict[str, Any]) -> OpenVinoRunner:
         return OpenVinoRunner(path)

@@ -126,6 +126,9 @@ class ExportArtifact:
 
 
 METADATA_FILE = "metadata.json"
+FP16_TOLERANCE = 1e-2  # default tolerances of reduced-precision files (``ExportFormat.reduced_precision``)
+INT8_TOLERANCE = 5e-2
+MIN_AGREEMENT = 0.99  # task agreement (top-1, match rate, pixels) that lets a reduced-precision file pass
 
 
 def write_metadata(job: ExportJob, workdir: Path) -> Path:
@@ -198,6 +201,7 @@ class ExportFormat:
     # Option values that make a reduced-precision file, each with its default tolerance: such a file may also
     # pass on task agreement (``min_agreement``).
     reduced_precision: ClassVar[Mapping[tuple[str, Any], float]] = {}
+    tolerance: ClassVar[float] = 1e-4  # the default tolerance of a full-precision file
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -258,12 +262,12 @@ class ExportFormat:
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""
         return next((tolerance for (name, value), tolerance in self.reduced_precision.items()
-                     if options.get(name) == value), 1e-4)
+                     if options.get(name) == value), self.tolerance)
 
     def min_agreement(self, options: dict[str, Any]) -> float | None:
         """Task agreement (e.g. top-1) that lets a reduced-precision file pass despite raw diffs."""
         reduced = any(options.get(name) == value for name, value in self.reduced_precision)
-        return 0.99 if reduced else None
+        return MIN_AGREEMENT if reduced else None
 
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         """Write the file(s) into ``workdir`` and return them with a runner.

@@ -25,6 +25,7 @@ import numpy as np
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.onnx import describe_model, intermediate_onnx
 from exporter.formats.registry import (
+    FP16_TOLERANCE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -36,7 +37,6 @@ from exporter.formats.registry import (
 from exporter.options import OptionSpec
 
 ENGINE_FILE, META_FILE = "model.engine", "model.engine.json"
-TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}  # GPU kernels sum in other orders than the CPU
 WORKSPACE_BYTES = 4 << 30
 
 
@@ -117,6 +117,8 @@ class TensorRtFormat(ExportFormat):
     note = "An engine runs only with the TensorRT version and GPU model it was built on."
     stages = ("export", "simplify", "engine")
     runtime_modules = ("torch", "tensorrt")
+    tolerance = 1e-3  # GPU kernels sum in other orders than the CPU
+    reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))
     format_options = (
         OptionSpec("precision", "choice", "fp32", "fp16 is built from an FP16 ONNX (TensorRT 11 has no precision "
@@ -136,12 +138,6 @@ class TensorRtFormat(ExportFormat):
         if options["dynamic_batch"] and options["max_batch"] < 2:
             raise InvalidOptionError("max_batch must be at least 2 with a dynamic batch (validation runs batch 2); "
                                      "or turn dynamic_batch off.")
-
-    def default_tolerance(self, options: dict[str, Any]) -> float:
-        return TOLERANCE[options["precision"]]
-
-    def min_agreement(self, options: dict[str, Any]) -> float | None:
-        return 0.99 if options["precision"] == "fp16" else None
 
     def load(self, path: Path, model: dict[str, Any]) -> TrtRunner:
         meta = path.with_name(META_FILE)

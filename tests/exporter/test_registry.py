@@ -48,3 +48,21 @@ def test_onnxsim_failure_keeps_the_graph_and_warns(tmp_path):
     warnings: list[str] = []
     assert simplify_file(tmp_path / "broken.onnx", warnings) == broken
     assert warnings and "kept the unsimplified" in warnings[0]
+
+
+@pytest.mark.parametrize("name, options, tolerance, agreement", [
+    ("onnx", {"precision": "fp32"}, 1e-4, None), ("onnx", {"precision": "fp16"}, 1e-2, 0.99),
+    ("onnx", {"precision": "int8"}, 5e-2, 0.99), ("torchscript", {}, 1e-4, None), ("pt2", {}, 1e-4, None),
+    ("openvino", {"precision": "fp32", "compress_to_fp16": False}, 1e-4, None),
+    ("openvino", {"precision": "fp32", "compress_to_fp16": True}, 1e-2, 0.99),
+    ("openvino", {"precision": "int8", "compress_to_fp16": False}, 5e-2, 0.99),
+    ("tensorrt", {"precision": "fp32"}, 1e-3, None), ("tensorrt", {"precision": "fp16"}, 1e-2, 0.99),
+    ("executorch", {"quantize": "none"}, 1e-4, None), ("executorch", {"quantize": "int8"}, 5e-2, 0.99),
+    ("litert", {"precision": "int8"}, 5e-2, 0.99), ("ncnn", {"precision": "fp16"}, 1e-2, 0.99),
+    ("coreml", {"precision": "fp16"}, 1e-2, 0.99), ("coreml", {"precision": "fp32"}, 1e-4, None),
+])
+def test_default_tolerance_and_agreement_follow_the_precision(name, options, tolerance, agreement):
+    """A reduced-precision file gets its precision's tolerance and may pass on 99 % task agreement; a
+    full-precision one does not (TensorRT's GPU kernels get 1e-3)."""
+    fmt = get_format(name, require_available=False)
+    assert fmt.default_tolerance(options) == tolerance and fmt.min_agreement(options) == agreement
