@@ -18,6 +18,25 @@ if WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
 
 
+DEMO_FIXTURES = {"demo_full_template", "demo_template"}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("demo", "the demo workspace the model-dependent tests run against")
+    group.addoption("--demo-seed", type=int, default=0,
+                    help="train the demo with this seed (default 0: the demo the README's figures come from)")
+    group.addoption("--demo-threads", type=int, default=None,
+                    help="train the demo on this many threads (default: every physical core)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Every test that reads a trained demo model is marked `demo`: `make test-other-demo` runs them against a
+    # demo trained with another seed and thread count, as another CPU would train it.
+    for item in items:
+        if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.demo)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(tmp_path_factory):
     # Never touch the user's ./workspace or home from tests.
@@ -27,7 +46,7 @@ def _isolated_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_full_template(tmp_path_factory) -> Path:
+def demo_full_template(tmp_path_factory, pytestconfig) -> Path:
     """The demo workspace as `make run` builds it, trained once per test session (read-only).
 
     ``AISTUDIO_TEST_DEMO=DIR`` reuses a demo workspace built before (``python -m exporter demo
@@ -35,16 +54,16 @@ def demo_full_template(tmp_path_factory) -> Path:
     """
     from demo import build_demo
 
+    seed, threads = pytestconfig.getoption("demo_seed"), pytestconfig.getoption("demo_threads")
     prebuilt = Path(os.environ.get("AISTUDIO_TEST_DEMO", "")).expanduser()
     if os.environ.get("AISTUDIO_TEST_DEMO") and (prebuilt / "projects").is_dir():
         return prebuilt
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         root = tmp_path_factory.mktemp("demo-template")
-        build_demo(root)
+        build_demo(root, seed=seed, threads=threads)
         return root
     # pytest -n (make test): the first worker builds it in the run's shared folder on every core (a demo model
     # depends on those trained before it, so they train one after another), the others wait for it.
-    import torch
     from filelock import FileLock
 
     from exporter.benchmark import default_threads
@@ -55,12 +74,7 @@ def demo_full_template(tmp_path_factory) -> Path:
         if not (root / "projects").is_dir():
             building = shared / "demo-template.partial"
             shutil.rmtree(building, ignore_errors=True)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(default_threads())  # the physical cores
-            try:
-                build_demo(building)
-            finally:
-                torch.set_num_threads(threads)
+            build_demo(building, seed=seed, threads=threads or default_threads())  # the physical cores
             building.rename(root)
     return root
 
