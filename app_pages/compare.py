@@ -3,12 +3,13 @@ a table — to choose the file to deploy; "Export all formats" makes and benchma
 
 import streamlit as st
 
-from exporter.compare import compare_rows, fastest_within, pareto_front, pytorch_baseline
+from exporter.compare import compare_rows, fastest_within, job_rows, pareto_front, pytorch_baseline
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats
 from exporter.jobs import start_export_all
 from exporter.store import ExportStore
-from exporter.tasks import task_traits
+from exporter.tasks import metric_label, task_traits
+from exporter.verdict import RULE, change_text
 from ui.benchmarking import compare_figure
 from ui.components import sticky_selectbox
 from ui.frame import PAGES, open_project
@@ -36,6 +37,7 @@ if top[2].button("Export the chosen formats" if chosen else "Export all formats"
     except ExportError as exc:
         st.error(exc.message)
     else:
+        st.session_state[f"export-all-{experiment_id}"] = [r.id for r in started["started"]]
         st.session_state["notice"] = (f"Started {len(started['started'])} exports"
                                       + "".join(f" · skipped {s['format']} {s['variant']}: {s['reason']}"
                                                 for s in started["skipped"]))
@@ -48,14 +50,23 @@ busy_ids = [e["id"] for e in entries if e["status"] in ("pending", "running")
 
 @st.fragment(run_every=2.0 if busy_ids else None)
 def busy() -> None:
-    """How many exports or benchmarks of this experiment are still going; the page redraws as each ends."""
+    """Export all's live list — each export's format, precision, stage or verdict and benchmark, failures with their
+    reason as they happen; the page redraws as each ends."""
     now = [e["id"] for e in store.list() if e["experiment_id"] == experiment_id and (
         e["status"] in ("pending", "running") or (e.get("benchmark") or {}).get("status") in ("queued", "running"))]
     if set(now) != set(busy_ids):
         st.rerun()
-    if now:
-        st.info(f"⏳ {len(now)} export(s) or benchmark(s) of this experiment still running — the chart fills in as "
-                "they finish.")
+    if not now:
+        return
+    batch = [i for i in st.session_state.get(f"export-all-{experiment_id}", []) if i not in now]
+    jobs = job_rows([store.get(i) for i in [*now, *batch]])
+    done = sum(row["done"] for row in jobs)
+    st.info(f"⏳ {len(now)} export(s) or benchmark(s) of this experiment still running"
+            + (f", {done} done" if done else "") + " — the chart fills in as they finish.")
+    st.dataframe([{"export": r["id"], "format": r["format"], "precision": r["variant"], "state": r["state"],
+                   "benchmark": r["benchmark"], "failure": r["failure"] or ""} for r in jobs],
+                 hide_index=True, width="stretch", key="export-all-jobs",
+                 column_config={"failure": st.column_config.TextColumn(width="large")})
 
 
 busy()
@@ -65,8 +76,9 @@ if not records:
             "**Export all formats**.")
     st.stop()
 rows = compare_rows(records)
-traits = task_traits(experiments[experiment_id].task or project.task)
-metric = next((r["metric"] for r in rows if r["metric"]), traits.primary_metric if traits else "metric")
+task = experiments[experiment_id].task or project.task
+traits = task_traits(task)
+metric = metric_label(task, next((r["metric"] for r in rows if r["metric"]), traits.primary_metric if traits else ""))
 front = pareto_front(rows)
 baseline = pytorch_baseline(records)
 plotted = [r for r in rows if r["p50_ms"] is not None and r["change"] is not None]
@@ -81,7 +93,7 @@ if plotted:
     if best:
         st.success(f"Fastest within a 0.01 {metric} drop: **{best['display_format']} {best['variant']}** "
                    f"({best['id']}) — p50 {best['p50_ms']:.2f} ms at batch {best['latency_batch']}, "
-                   f"{best['size_mb']:.1f} MB, {metric} change {best['change'] + 0.0:+.4f}.")
+                   f"{best['size_mb']:.1f} MB, {metric} {change_text(best['change'])}.")
 else:
     st.info("Benchmark exports (Benchmark tab of an export, or Export all formats) and evaluate them on a labelled "
             "set to place them on the chart.")
@@ -90,20 +102,30 @@ if missing and plotted:
     st.caption(f"{missing} export(s) are in the table only: not benchmarked, or not evaluated on a labelled set.")
 if any(r["other_machine"] for r in rows):
     st.caption("⚠️ marks figures taken on another machine.")
-number = st.column_config.NumberColumn
+
+
+def cell(value: float | None, form: str) -> str:
+    """A figure as text: "—" where there is none."""
+    return "—" if value is None else format(value, form)
+
+
+text = st.column_config.TextColumn
+elsewhere = any(r["other_machine"] for r in rows)
 st.dataframe([{
     "export": r["id"], "format": r["display_format"],
     "precision": r["variant"] + (f" → runs {r['runs_at']}" if r["runs_at"] else ""),
-    "size MB": r["size_mb"], "validation": r["verdicts"], f"Δ {metric}": r["delta"], "p50 ms": r["p50_ms"],
-    "img/s": r["throughput_ips"], "peak MB": r["peak_mb"], "× eager": r["speedup"],
-    "Pareto": "★" if r["id"] in front else "", "machine": "⚠️ other" if r["other_machine"] else "",
+    "MB": cell(r["size_mb"], ".1f"), "verdict": r["verdicts"], f"Δ {metric}": change_text(r["delta"]),
+    "p50 ms": cell(r["p50_ms"], ".2f"), "img/s": cell(r["throughput_ips"], ".0f"), "peak MB": cell(r["peak_mb"], ".0f"),
+    "× eager": cell(r["speedup"], ".2f"), "★": "★" if r["id"] in front else "",
+    **({"machine": "⚠️ other" if r["other_machine"] else ""} if elsewhere else {}),
 } for r in rows], hide_index=True, width="stretch", column_config={
-    "validation": st.column_config.TextColumn(width="medium"), "precision": st.column_config.TextColumn(width="medium"),
-    "size MB": number(format="%.1f"), f"Δ {metric}": number(format="%+.4f"),
-    "p50 ms": number(format="%.2f", help="median latency at the smallest timed batch (usually 1)"),
-    "img/s": number(format="%.0f", help="throughput at the largest timed batch (usually 8)"),
-    "peak MB": number(format="%.0f", help="resident memory growth while loading and running the file"),
-    "× eager": number(format="%.2f", help="PyTorch eager p50 ÷ the file's p50, measured in the same job")})
+    "export": text(width="small"), "format": text(width="small"), "precision": text(width="small"),
+    "verdict": text(width="small", help=RULE), "MB": text(width="small", help="size of the file(s)"),
+    "p50 ms": text(width="small", help="median latency at the smallest timed batch (usually 1)"),
+    "img/s": text(width="small", help="throughput at the largest timed batch (usually 8)"),
+    "peak MB": text(width="small", help="resident memory growth while loading and running the file"),
+    "× eager": text(width="small", help="PyTorch eager p50 ÷ the file's p50, measured in the same job"),
+    "★": text(width="small", help="on the Pareto front: no passed file is both faster and more accurate")})
 if baseline:
     throughput = f"{baseline['throughput_ips']:.1f} img/s at the largest batch, " if baseline["throughput_ips"] else ""
     st.caption(f"PyTorch eager on this machine: p50 {baseline['p50_ms']:.2f} ms, {throughput}median of the "

@@ -8,6 +8,7 @@ from exporter.formats import get_available_formats, get_format
 from exporter.jobs import ACTIVE, cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
 from exporter.store import ExportStore
+from exporter.tasks import metric_label, task_label
 from ui.components import (
     bring_into_view,
     facts,
@@ -25,7 +26,7 @@ store = ExportStore(project)
 st.title("Export a checkpoint")
 if notice := st.session_state.pop("notice", None):
     st.success(notice)
-st.caption(f"Project **{project.name}** · task `{project.task}` — change it in the sidebar.")
+st.caption(f"Project **{project.name}** · {task_label(project.task)} — change it in the sidebar.")
 form, panel = st.columns([5, 6], gap="large")
 
 with form:
@@ -37,8 +38,9 @@ with form:
     experiment_id = sticky_selectbox("Experiment", list(experiments), "experiment_id",
                                      format_func=lambda i: f"{experiments[i].name} ({i})")
     experiment = experiments[experiment_id]
-    facts({"Task": experiment.task or "—", "Architecture": experiment.model.get("architecture", "—"),
-           **{name: f"{value:.4g}" if isinstance(value, float) else value
+    facts({"Task": task_label(experiment.task or project.task),
+           "Architecture": experiment.model.get("architecture", "—"),
+           **{metric_label(experiment.task, name): f"{value:.4g}" if isinstance(value, float) else value
               for name, value in experiment.metrics.items()}})
 
     # 2 · checkpoint
@@ -49,7 +51,8 @@ with form:
     checkpoint = sticky_selectbox(
         "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
         format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · "
-                              f"{checkpoints[n].metric_name or 'metric'} {checkpoints[n].metric:.4g}"
+                              f"{metric_label(experiment.task, checkpoints[n].metric_name or 'metric')} "
+                              f"{checkpoints[n].metric:.4g}"
         if checkpoints[n].metric is not None else f"{n} · epoch {checkpoints[n].epoch}")
 
     # 3 · format: the cards are the control

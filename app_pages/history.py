@@ -8,6 +8,7 @@ from exporter.errors import ExportError
 from exporter.jobs import delete_export, start_export
 from exporter.service import ExportRequest
 from exporter.store import all_exports, find_export
+from exporter.verdict import RULE
 from exporter.workspace import Workspace
 from ui.components import empty_workspace, result_view
 
@@ -24,8 +25,8 @@ projects = filters[0].multiselect("Project", sorted({e["project_id"] for e in en
 formats = filters[1].multiselect("Format", sorted({e["format"] for e in entries}), key="h_formats", placeholder="any")
 statuses = filters[2].multiselect("Status", ["pending", "running", "completed", "failed", "cancelled"],
                                   key="h_statuses", placeholder="any")
-verdicts = filters[3].multiselect("Validation", ["passed", "failed", "inconclusive", "unverified"], key="h_verdicts",
-                                  placeholder="any")
+verdicts = filters[3].multiselect("Verdict", ["passed", "failed", "inconclusive", "unverified"], key="h_verdicts",
+                                  placeholder="any", help=RULE)
 evaluations = filters[4].multiselect("Evaluation", ["passed", "failed", "inconclusive", "error", "—"],
                                      key="h_evaluations", placeholder="any",
                                      help="Accuracy on the project's labelled set (data/val)")
@@ -40,8 +41,8 @@ st.caption(f"{len(shown)} of {len(entries)} exports · click a row to open it, a
 table = st.dataframe([{
     "id": e["id"], "created": e["created_at"], "project": e["project_id"], "experiment": e["experiment_id"],
     "checkpoint": e["checkpoint"], "format": e["format"], "status": e["status"],
-    "validation": (e.get("validation") or {}).get("verdict") or "—",
-    "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e),
+    "verdict": report.verdict_word(e), "validation": (e.get("validation") or {}).get("verdict") or "—",
+    "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e) or "—",
     "size MB": e.get("output_size_mb"), "p50 ms": report.benchmark_p50(e),
     "stale": "⚠️ stale" if report.is_stale(e.get("checkpoint_sha256"), e.get("checkpoint_path")) else "",
 } for e in shown], hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="h_table")

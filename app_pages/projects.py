@@ -5,7 +5,7 @@ import streamlit as st
 from exporter.dataset_attach import MAX_DATASET_ENV, attach_staged, max_dataset_bytes, val_set_summary
 from exporter.errors import ExportError
 from exporter.importer import ImportRequest, import_staged
-from exporter.tasks import task_traits
+from exporter.tasks import metric_label, task_label, task_traits
 from exporter.workspace import Workspace
 from ui.components import empty_workspace
 from ui.frame import go_to_export
@@ -79,14 +79,15 @@ for project in projects:
     with st.container(border=True):
         st.subheader(project.name)
         labelled = val_set_summary(project)
-        st.caption(f"`{project.id}` · task `{project.task}` · {len(project.sample_images())} sample image(s) · "
+        st.caption(f"`{project.id}` · {task_label(project.task)} · {len(project.sample_images())} sample image(s) · "
                    + (f"labelled set: {labelled['images']} images in `{labelled['path']}`" if labelled
                       else "no labelled set (attach one above to evaluate exports on it)"))
         for experiment in project.experiments():
             cols = st.columns([3, 2, 3, 3, 2])
             cols[0].markdown(f"**{experiment.name}**  \n`{experiment.id}`")
             cols[1].markdown(f"`{experiment.model.get('architecture', '—')}`")
-            cols[2].markdown("  \n".join(f"{k}: **{v:.4g}**" if isinstance(v, float) else f"{k}: **{v}**"
+            cols[2].markdown("  \n".join(f"{metric_label(experiment.task, k)}: **{v:.4g}**" if isinstance(v, float)
+                                         else f"{metric_label(experiment.task, k)}: **{v}**"
                                          for k, v in experiment.metrics.items()) or "—")
             cols[3].markdown("  \n".join(f"`{c.name}` epoch {c.epoch} · {c.size_bytes / 1e6:.1f} MB"
                                          for c in experiment.checkpoints()) or "no checkpoints")

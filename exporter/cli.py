@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="rebuild projects that already exist")
     demo.add_argument("--project", action="append", dest="projects", metavar="ID",
                       help="build only this demo project (repeatable; default: all)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the weights and scenes (default 0: the demo the README's figures come from)")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="train on this many threads (trained weights differ with it, as between CPUs)")
     listing = sub.add_parser("list", parents=[common], help="list projects, experiments or exports")
     listing.add_argument("what", choices=("projects", "experiments", "exports"))
     listing.add_argument("--project", help="only this project")
@@ -78,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    export = sub.add_parser("export", parents=[common], help="export a checkpoint and validate it")
+    from exporter.verdict import RULE
+
+    export = sub.add_parser("export", parents=[common], help="export a checkpoint and validate it",
+                            description=f"Export a checkpoint, validate it against PyTorch and evaluate it on the "
+                                        f"project's labelled set. {RULE} Exit 0 passed, 1 not passed, 2 bad input.")
     export.add_argument("--project", required=True)
     export.add_argument("--experiment", required=True)
     export.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -160,7 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from demo import build_demo
 
     ws = _workspace(args)
-    built = build_demo(ws.root, force=args.force, projects=args.projects,
+    built = build_demo(ws.root, force=args.force, projects=args.projects, seed=args.seed, threads=args.threads,
                        progress=lambda msg, frac: print(f"[{frac:4.0%}] {msg}", file=sys.stderr))
     _emit(args, {"workspace": str(ws.root), "built": built},
           [f"Demo workspace at {ws.root}: built {', '.join(built) or 'nothing (already there; use --force)'}"])
@@ -212,7 +220,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     request = ExportRequest(args.project, args.experiment, args.checkpoint, args.format, export_options(args))
     record = export_and_wait(_workspace(args), request)
-    ok = record.verdict == "passed" and not record.gate_failed
+    ok = record.verdict == "passed"
     if args.json:
         print(json.dumps(record.to_json(), indent=2))
     else:
@@ -241,7 +249,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(evaluation_line(record))
     if record.evaluation.verdict != "passed":
         print(f"error: evaluation {record.evaluation.verdict}: {record.evaluation.reason}", file=sys.stderr)
-    return 1 if record.gate_failed else 0
+    return 1 if record.verdict == "failed" else 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -281,10 +289,12 @@ def search_lines(search: Any) -> list[str]:
 def evaluation_line(record: ExportRecord) -> str:
     """One human line for an evaluation: primary metric of PyTorch and of the file, the verdict."""
     e = record.evaluation
+    from exporter.tasks import metric_label
+
     mark = {"passed": "✅", "failed": "❌"}.get(str(e.verdict), "⚠️")
     name = e.primary_metric
-    return (f"{mark} {record.id} on {e.dataset.get('images')} labelled images: {name} PyTorch "
-            f"{e.pytorch.get(name, float('nan')):.4f} → {record.format} {e.file.get(name, float('nan')):.4f} "
+    return (f"{mark} {record.id} on {e.dataset.get('images')} labelled images: {metric_label(record.model.task, name)} "
+            f"PyTorch {e.pytorch.get(name, float('nan')):.4f} → {record.format} {e.file.get(name, float('nan')):.4f} "
             f"(drop {e.drop:+.4f}, allowed {e.max_metric_drop:g}) — {e.verdict} in {e.duration_s:.1f}s"
             + (" (PyTorch from cache)" if getattr(e, "pytorch_cached", False) else ""))
 
@@ -294,27 +304,24 @@ def summary_line(record: ExportRecord) -> str:
     seconds = sum(record.timings_s.values())
     if record.status != "completed" or record.validation is None:
         return f"❌ {record.id} failed after {seconds:.1f}s: {failure_reason(record)}"
-    v = record.validation
-    mark = {"passed": "✅", "failed": "❌"}.get(v.verdict, "⚠️")
+    v, outcome = record.validation, record.decide()
+    mark = {"passed": "✅", "failed": "❌"}.get(outcome.verdict, "⚠️")
     checked = (f"max diff {v.max_diff:.2e} at batch sizes {v.batch_sizes}" if v.max_diff is not None
                else v.messages[0] if v.messages else "not run")
+    decided = f" — {outcome.verdict}, decided by {outcome.gate}" if outcome.gate not in (None, "validation") else ""
     return (f"{mark} {record.id} exported in {seconds:.1f}s: {record.output_file} "
-            f"({record.output_size_mb:.1f} MB); validation {v.verdict} ({checked})")
+            f"({record.output_size_mb:.1f} MB); validation {v.verdict} ({checked}){decided}")
 
 
 def failure_reason(record: ExportRecord) -> str:
     """Why an export did not succeed, in one line."""
     if record.error:
         return f"{record.error.type} at {record.error.stage}: {record.error.message}"
-    if record.verdict == "passed" and record.gate_failed:
-        return f"evaluation failed: {record.evaluation.reason}"
-    v = record.validation
-    if v is None:
-        return f"the export is {record.status}"
-    bad = [f"{o.name}: {o.problem or f'max diff {o.max_abs_diff:.2e} > allowed {o.allowed_abs_diff:.2e}'}"
-           for o in v.outputs if not o.passed or o.problem]
-    referee = [f"float64 referee: {v.referee}"] if v.referee else []
-    return f"validation {v.verdict}: " + "; ".join(bad + v.messages + referee)
+    outcome = record.decide()
+    if outcome.gate and outcome.gate.startswith("evaluation"):
+        return f"{outcome.verdict} by the evaluation gate: {outcome.reason}" + (
+            f" (evidence: {outcome.evidence})" if outcome.evidence else "")
+    return outcome.reason
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -394,8 +401,10 @@ def compare_line(row: dict[str, Any]) -> str:
         width = int("".join(c for c in form.split(".")[0] if c.isdigit()) or 0)
         return f"{'—':>{width}}" if value is None else format(value, form)
 
+    from exporter.verdict import change_text
+
     return (f"{row['id']}  {row['display_format']:<12} {row['variant']:<13} {row['verdicts']:<12} "
-            f"{num(row['size_mb'], '8.1f')} MB  Δ {num(row['delta'], '+8.4f')}  p50 {num(row['p50_ms'], '8.2f')} ms  "
+            f"{num(row['size_mb'], '8.1f')} MB  Δ {change_text(row['delta']):>9}  p50 {num(row['p50_ms'], '8.2f')} ms  "
             f"{num(row['throughput_ips'], '8.1f')} img/s  ×{num(row['speedup'], '.2f')} vs eager"
 )
 

@@ -13,6 +13,7 @@ import statistics
 from typing import Any
 
 from exporter.record import ExportRecord
+from exporter.verdict import resolved
 
 
 def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> list[dict[str, Any]]:
@@ -36,6 +37,7 @@ def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> 
             if deployed.get("drop") is not None:
                 change, delta = -deployed["drop"], (deployed.get("delta") or {}).get(metric)
         head = bench.headline() if bench else {}
+        change, delta = (_resolved(change), _resolved(delta))  # float noise reads as no change, on every view
         rows.append({
             "id": record.id, "format": record.format, "display_format": fmt.display_name,
             "variant": fmt.variant_label(record.options), "status": record.status, "validation": record.verdict,
@@ -51,6 +53,39 @@ def compare_rows(records: list[ExportRecord], machine_id: str | None = None) -> 
             "benchmark_status": record.benchmarks[-1].status if record.benchmarks else None,
             "created_at": record.created_at, "checkpoint": record.checkpoint,
         })
+    return rows
+
+
+def _resolved(value: float | None) -> float | None:
+    return None if value is None else value if resolved(value) else 0.0
+
+
+def job_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:
+    """Export-all's live list: per export its format, precision, where it is (stage and progress, or its verdict),
+    its benchmark's state, and a failure's one-line reason as soon as it happens."""
+    from exporter.formats import get_format
+
+    rows = []
+    for record in records:
+        fmt = get_format(record.format, require_available=False)
+        bench = record.benchmarks[-1] if record.benchmarks else None
+        if record.status == "pending":
+            state = "queued"
+        elif record.status == "running":
+            state = f"{record.progress.stage} {record.progress.fraction:.0%}"
+        else:
+            state = record.verdict
+        failure = None
+        if record.error:
+            failure = record.error.message
+        elif record.status == "completed" and record.verdict == "failed":
+            failure = record.decide().reason
+        elif bench and bench.status == "failed" and bench.error:
+            failure = f"benchmark: {bench.error.message}"
+        rows.append({"id": record.id, "format": fmt.display_name, "variant": fmt.variant_label(record.options),
+                     "state": state, "benchmark": bench.status if bench else "—",
+                     "done": not record.active and not (bench and bench.status in ("queued", "running")),
+                     "failure": failure.splitlines()[0][:200] if failure else None})
     return rows
 
 
@@ -71,8 +106,10 @@ def pytorch_baseline(records: list[ExportRecord]) -> dict[str, Any] | None:
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
-    """Ids of the rows no other row beats on both latency (lower) and accuracy change (higher), by latency."""
-    points = [r for r in rows if r.get("p50_ms") is not None and r.get("change") is not None]
+    """Ids of the passed rows (their one verdict, at the precision they run at) no other passed row beats on both
+    latency (lower) and accuracy change (higher), by latency: a failed file is never a choice."""
+    points = [r for r in rows if r.get("p50_ms") is not None and r.get("change") is not None
+              and (r.get("deploy_validation") or r.get("validation")) == "passed"]
     front = [r for r in points
              if not any(o is not r and o["p50_ms"] <= r["p50_ms"] and o["change"] >= r["change"]
                         and (o["p50_ms"] < r["p50_ms"] or o["change"] > r["change"]) for o in points)]

@@ -128,16 +128,21 @@ def summarize(inputs: EvalInputs, reference: Predictions, exported: Predictions,
 
 
 def _verdict(inputs: EvalInputs, reference: dict[str, float], drop: float, limit: float) -> tuple[str, str]:
-    primary = inputs.task.traits.primary_metric
+    from exporter.verdict import change_text
+
+    key = inputs.task.traits.primary_metric
+    primary = inputs.task.traits.metric_name(key)
     if len(inputs.valset.images) < MIN_IMAGES:
         return "inconclusive", (f"only {len(inputs.valset.images)} labelled images (need ≥ {MIN_IMAGES}) — "
                                 "too few to measure a drop")
     if inputs.task.at_chance(reference, inputs.spec):
-        return "inconclusive", (f"PyTorch itself scores at chance ({primary} {reference[primary]:.3g}), so a "
+        return "inconclusive", (f"PyTorch itself scores at chance ({primary} {reference[key]:.3g}), so a "
                                 "drop means nothing; check the set's labels and class order")
     if drop > limit + 1e-12:
         return "failed", f"{primary} drops by {drop:.4g}, over max_metric_drop={limit:g}"
-    return "passed", f"{primary} changes by {0.0 - drop:+.4g} (allowed drop {limit:g})"
+    change = change_text(-drop if inputs.task.traits.higher_is_better else drop)
+    said = "unchanged" if change == "unchanged" else f"changes by {change}"
+    return "passed", f"{primary} {said} (allowed drop {limit:g})"
 
 
 def _torch(x: np.ndarray):

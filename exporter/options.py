@@ -156,7 +156,8 @@ COMMON_OPTIONS = (
                applies_when=(("evaluate", (True,)),)),
     OptionSpec("max_metric_drop", "float", 0.01,
                "Evaluation gate: largest allowed drop of the primary metric (absolute; for lower-is-better "
-               "metrics such as MAE, the largest allowed increase).", minimum=0.0, maximum=1e6,
+               "metrics such as MAE, the largest allowed increase); a negative value requires a gain.",
+               minimum=-1e6, maximum=1e6,
                label="Allowed metric drop (absolute)", applies_when=(("evaluate", (True,)),)),
 )
 

@@ -110,6 +110,18 @@ class Validation(_Part):
     task_metrics: dict[str, float] = Field(default_factory=dict)
     messages: list[str] = Field(default_factory=list)
     referee: str | None = None  # the float64 referee's finding, when it was called
+    broken: bool = False  # the file failed to run, clashed in shape or answered NaN/Inf
+
+
+class Outcome(_Part):
+    """The export's one verdict (``exporter.verdict``): the gate that decided it (``validation``, ``evaluation``,
+    ``validation and evaluation``), why in words, the other gate's figures as evidence, and the tab showing it."""
+
+    verdict: str
+    gate: str | None = None
+    reason: str = ""
+    evidence: str | None = None
+    tab: str | None = None
 
 
 class Evaluation(_Part):
@@ -249,6 +261,7 @@ class ExportRecord(BaseModel):
     checkpoint_sha256: str | None = None
     worker: Worker | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
+    outcome: Outcome | None = None  # written by the store from the parts above (``exporter.verdict``)
 
     @property
     def active(self) -> bool:
@@ -257,11 +270,15 @@ class ExportRecord(BaseModel):
 
     @property
     def verdict(self) -> str:
-        """One word for the record: pending, running, failed, cancelled, or — once completed —
-        the validation verdict (passed, failed, inconclusive, unverified; unvalidated without one)."""
-        if self.status != "completed":
-            return self.status
-        return self.validation.verdict if self.validation else "unvalidated"
+        """One word for the record: pending, running, failed, cancelled, or — once completed — the one verdict
+        every gate that applies gives (passed, failed, inconclusive, unverified; unvalidated without validation)."""
+        return self.decide().verdict
+
+    def decide(self) -> Outcome:
+        """The one verdict with the gate that decided it (``exporter.verdict``)."""
+        from exporter.verdict import decide
+
+        return Outcome(**decide(self))
 
     @property
     def gate_failed(self) -> bool:
@@ -288,8 +305,10 @@ class ExportRecord(BaseModel):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExportRecord:
-        """A record read from disk, migrated from older schema versions first."""
-        return cls.model_validate(migrate(data))
+        """A record read from disk, migrated from older schema versions first, its one verdict (``outcome``) as the
+        rule decides it now."""
+        record = cls.model_validate(migrate(data))
+        return record.model_copy(update={"outcome": record.decide()})
 
     @classmethod
     def fields(cls) -> frozenset[str]:

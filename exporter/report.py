@@ -96,7 +96,7 @@ def filter_exports(entries: list[dict[str, Any]], *, projects: list[str] | None 
                    search: str = "") -> list[dict[str, Any]]:
     """Index entries matching every given filter (empty filter = no restriction)."""
     def keep(entry: dict[str, Any]) -> bool:
-        word = ((entry.get("validation") or {}).get("verdict")) or "—"
+        word = verdict_word(entry)
         return ((not projects or entry.get("project_id") in projects)
                 and (not formats or entry.get("format") in formats)
                 and (not statuses or entry.get("status") in statuses)
@@ -105,6 +105,13 @@ def filter_exports(entries: list[dict[str, Any]], *, projects: list[str] | None 
                 and search.lower() in str(entry.get("experiment_id", "")).lower())
 
     return [e for e in entries if keep(e)]
+
+
+def verdict_word(entry: dict[str, Any]) -> str:
+    """An index entry's one verdict (``exporter.verdict``): passed, failed, … — its status while not completed."""
+    if entry.get("status") != "completed":
+        return str(entry.get("status") or "—")
+    return str(entry.get("verdict") or (entry.get("validation") or {}).get("verdict") or "—")
 
 
 def evaluation_word(entry: dict[str, Any]) -> str:
@@ -116,11 +123,15 @@ def evaluation_word(entry: dict[str, Any]) -> str:
 
 
 def metric_delta(entry: dict[str, Any]) -> str:
-    """``"top1_accuracy +0.000"``: the primary metric's change from PyTorch to the file ("" when not evaluated)."""
+    """``"top-1 accuracy unchanged"``, ``"mAP@.5 -0.0120"``: the primary metric's change from PyTorch to the file,
+    its name in words ("" when not evaluated)."""
+    from exporter.tasks import metric_label
+    from exporter.verdict import change_text
+
     evaluation = entry.get("evaluation") or {}
     if evaluation.get("delta") is None:
         return ""
-    return f"{evaluation['primary_metric']} {evaluation['delta']:+.4f}"
+    return f"{metric_label(entry.get('task'), evaluation['primary_metric'])} {change_text(evaluation['delta'])}"
 
 
 def benchmark_p50(entry: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def summarize(record: ExportRecord) -> dict[str, Any]:
     """The index entry for a record (DESIGN.md §2)."""
-    validation = record.validation
+    validation, outcome = record.validation, record.decide()
     return {
         "id": record.id, "project_id": record.project_id, "experiment_id": record.experiment_id,
         "checkpoint": record.checkpoint, "format": record.format, "status": record.status,
@@ -67,6 +67,7 @@ def summarize(record: ExportRecord) -> dict[str, Any]:
                        "verdict": validation.verdict if validation else None},
         "evaluation": _evaluation_summary(record),
         "benchmark": _benchmark_summary(record),
+        "verdict": outcome.verdict, "gate": outcome.gate, "reason": outcome.reason,
     }
 
 
@@ -147,8 +148,7 @@ class ExportStore:
                     raise OutputFileError(f"Cannot create an export folder in {self.root}: {exc}",
                                           stage="store") from None
             try:
-                record = ExportRecord(id=export_id, **fields)
-                self._write(record)
+                record = self._write(ExportRecord(id=export_id, **fields))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -172,8 +172,7 @@ class ExportStore:
         if unknown:
             raise TypeError(f"ExportRecord has no field(s) {sorted(unknown)}")
         with self.lock():
-            record = ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes})
-            self._write(record)
+            record = self._write(ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes}))
         return record
 
     def delete(self, export_id: str) -> None:
@@ -204,10 +203,12 @@ class ExportStore:
                 continue
         return found
 
-    def _write(self, record: ExportRecord) -> None:
+    def _write(self, record: ExportRecord) -> ExportRecord:
+        record = record.model_copy(update={"outcome": record.decide()})  # the one verdict, kept current
         atomic_write_json(self.export_dir(record.id) / RECORD_FILE, record.to_json())
         entries = [e for e in self._read_index() if e.get("id") != record.id]
         self._write_index([*entries, summarize(record)])
+        return record
 
     def _read_index(self) -> list[dict[str, Any]]:
         try:

@@ -81,6 +81,7 @@ class ValidationReport:
     task_metrics: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     referee: str | None = None
+    broken: bool = False  # the file failed to run, clashed in shape or answered NaN/Inf
 
     @property
     def passed(self) -> bool:
@@ -175,9 +176,11 @@ def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names
     if verdict == "passed" and by_task is not None and by_task.inconclusive:
         verdict, messages = "inconclusive", [*messages, by_task.inconclusive]
     max_diff = max((o.max_abs_diff for o in outputs), default=math.inf)
+    broken = bool(run_messages) or not pairs or any(o.problem and not o.degenerate for o in outputs)
     return ValidationReport(verdict=verdict, max_diff=max_diff, tolerance=tolerance,
                             batch_sizes=list(batch_sizes), inputs=pool_kind, outputs=outputs,
-                            task_metrics=metrics, messages=messages, referee=referee)
+                            task_metrics=metrics, messages=[*messages, *(by_task.notes if by_task else ())],
+                            referee=referee, broken=broken)
 
 
 def _comparisons(task_model: Any, pairs: list[tuple[list[int], list, list]], *, output_names: tuple[str, ...],

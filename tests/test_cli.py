@@ -179,7 +179,12 @@ def test_export_all_waits_and_prints_the_comparison(cli_ws):
         ("onnx", "fp16"), ("onnx", "fp32"), ("onnx", "int8 dynamic"), ("onnx", "int8 static")]
     assert result.returncode == 0, result.stderr  # exit 1 would name what did not complete
     ran = [r for r in table["exports"] if r["format"] != "coreml"]
-    assert {(r["status"], r["evaluation"]) for r in ran} == {("completed", "passed")}  # on data/val
+    assert {r["status"] for r in ran} == {"completed"}
+    assert all(r["evaluation"] in ("passed", "failed") for r in ran)  # on data/val
+    full = [r for r in ran if r["variant"] == "fp32"]  # the same function as PyTorch: nothing to lose
+    assert len(full) == 2 and {r["evaluation"] for r in full} == {"passed"}
+    reduced = [r for r in ran if r["variant"] != "fp32"]  # with a labelled set, the metric gate decides
+    assert all(r["verdicts"] == r["evaluation"] for r in reduced), reduced
     # Core ML cannot run on Linux: unverified, and not evaluated
     assert {(r["verdicts"], r["evaluation"]) for r in table["exports"] if r["format"] == "coreml"} == {
         ("unverified", None)}
@@ -203,6 +208,11 @@ def test_diagnose_and_accuracy_auto(cli_ws):
     assert missing.returncode == 2 and "export-00000000" in missing.stderr
     auto = cli("export", "--project", "demo-classification", "--experiment", "exp-resnet18-shapes", "--option",
                "precision=int8", "--option", "accuracy=auto", workspace=cli_ws)
-    assert auto.returncode == 0, auto.stderr
-    assert "🎯 accuracy=auto met the gate (validation passes on the samples" in auto.stdout
-    assert "round 0:   0 nodes in float · validation passed" in auto.stdout
+    # No labelled set: task agreement ≥ 99 % on the samples is the gate; which side int8 lands on is this
+    # machine's training's, so the output is checked for the search it reports.
+    head = next(line for line in auto.stdout.splitlines() if line.startswith("🎯 accuracy=auto"))
+    rounds = [line for line in auto.stdout.splitlines() if line.startswith("   round ")]
+    met = head.startswith("🎯 accuracy=auto met the gate (validation passes on the samples (task agreement ≥ 99 %)")
+    assert met or head.startswith("🎯 accuracy=auto did not meet the gate (validation passes on the samples")
+    assert rounds[0].startswith("   round 0:   0 nodes in float · validation ")
+    assert met == any(line.endswith("✓") for line in rounds) and auto.returncode == (0 if met else 1), auto.stderr

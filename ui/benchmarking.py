@@ -175,7 +175,8 @@ def compare_figure(rows: list[dict[str, Any]], front: list[str], baseline: dict[
                        "green rings: the Pareto front · click a bubble to open it</sup>"},
         xaxis={"type": "log", "title": "p50 latency, ms (log)", "tickvals": _log_ticks(
             [r["p50_ms"] for r in plotted] + ([baseline["p50_ms"]] if baseline else []))},
-        yaxis={"title": f"{metric} gain vs PyTorch", "zeroline": True},
+        yaxis={"title": f"{metric} change vs PyTorch", "zeroline": True, "tickformat": "+.3~f",
+               "exponentformat": "none"},
         legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0, "itemsizing": "constant"}, height=480,
         margin={"t": 110, "b": 40, "l": 10, "r": 10}, clickmode="event+select")
     return figure

@@ -14,6 +14,8 @@ from exporter import report
 from exporter.api import TICKET_TTL_S, page_ticket
 from exporter.record import ExportRecord, OutputCheck
 from exporter.store import ExportStore
+from exporter.tasks import metric_label, task_label
+from exporter.verdict import RULE, change_text
 from exporter.workspace import Workspace
 from ui.benchmarking import benchmark_section
 from ui.diagnosing import diagnosis_section
@@ -26,14 +28,26 @@ BADGES = {"passed": ("green", "✅", "validation passed"), "failed": ("red", "�
 
 
 def badge(record: ExportRecord) -> str:
-    """Markdown badge for a record's state."""
-    word = record.verdict
-    if record.status == "completed" and word == "failed":
-        word_label = "validation failed"
-    else:
-        word_label = BADGES.get(word, ("gray", "•", word))[2]
-    color, icon, _ = BADGES.get(word, ("gray", "•", word))
-    return f":{color}-badge[{icon} {word_label}]"
+    """Markdown badge for a record's one verdict, naming the gate that decided it."""
+    outcome = record.decide()
+    word = outcome.verdict
+    color, icon, word_label = BADGES.get(word, ("gray", "•", word))
+    if record.status == "completed" and word in ("passed", "failed") and outcome.gate:
+        word_label = {"validation": f"validation {word}",
+                      "validation and evaluation": "validation passed · evaluation passed",
+                      "evaluation": f"{word}: {outcome.reason.split(', allowed')[0]}"}.get(outcome.gate, word)
+    return f":{color}-badge[{icon} {word_label.replace('[', '(').replace(']', ')')}]"
+
+
+def verdict_line(record: ExportRecord) -> None:
+    """Which gate decided the verdict, why, and what the other gate showed (under the badge)."""
+    outcome = record.decide()
+    if record.status != "completed" or not outcome.gate:
+        return
+    evidence = f" · {'evidence' if outcome.gate == 'evaluation' else 'also'}: {outcome.evidence}" if (
+        outcome.evidence) else ""
+    st.caption(f"**{outcome.verdict}** — decided by the {outcome.gate} gate: {outcome.reason}{evidence}"
+               + (f" · see the **{outcome.tab}** tab" if outcome.tab else ""), help=RULE)
 
 
 def sticky_selectbox(label: str, options: list[str], state_key: str, widget: Any = None, **kwargs: Any) -> str:
@@ -96,6 +110,7 @@ def progress_panel(record: ExportRecord) -> None:
 def result_view(record: ExportRecord) -> None:
     """Everything about one export: state, file, model, validation, how to run it, download."""
     st.markdown(f"#### {record.id} &nbsp; {badge(record)}")
+    verdict_line(record)
     st.caption(f"{record.project_id} / {record.experiment_id} · checkpoint `{record.checkpoint}` · "
                f"{record.format.upper()} · created {record.created_at} · on {report.where_it_runs(record.worker)}")
     if report.is_stale(record.checkpoint_sha256, record.checkpoint_path):
@@ -108,7 +123,8 @@ def result_view(record: ExportRecord) -> None:
     if record.status != "completed":
         return
     _summary_metrics(record)
-    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Diagnosis", "Model", "Run it", "Record"])
+    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Diagnosis", "Model", "Run it", "Record"],
+                   default=record.decide().tab or "Validation")
     with tabs[0]:
         validation_section(record)
     with tabs[1]:
@@ -231,20 +247,24 @@ def evaluation_section(record: ExportRecord) -> None:
     elif evaluation.status == "failed":
         st.error(f"Evaluation failed: **{evaluation.error.type}**: {evaluation.error.message}")
     else:
-        _evaluation_result(evaluation)
+        _evaluation_result(evaluation, record.model.task)
         _gallery(record)
     _evaluate_button(record)
 
 
-def _evaluation_result(evaluation: Any) -> None:
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _evaluation_result(evaluation: Any, task: str | None) -> None:
     name = evaluation.primary_metric
     say = {"passed": st.success, "failed": st.error}.get(evaluation.verdict, st.warning)
     say(f"**{evaluation.verdict}** — {evaluation.reason}")
     st.caption(f"{evaluation.dataset.get('images')} labelled images ({evaluation.dataset.get('layout')}, "
                f"{evaluation.dataset.get('digest')}) · {evaluation.duration_s:.1f}s"
                + (" · PyTorch predictions from the cache" if getattr(evaluation, "pytorch_cached", False) else ""))
-    st.dataframe([{"metric": k, "PyTorch": v, "file": evaluation.file.get(k),
-                   "Δ (file − PyTorch)": evaluation.delta.get(k), "primary": "★" if k == name else ""}
+    st.dataframe([{"metric": metric_label(task, k), "PyTorch": f"{v:.4f}", "file": _figure(evaluation.file.get(k)),
+                   "Δ (file − PyTorch)": change_text(evaluation.delta.get(k)), "primary": "★" if k == name else ""}
                   for k, v in evaluation.pytorch.items()], hide_index=True, width="stretch")
     per_class = getattr(evaluation, "per_class", None) or {}
     if per_class.get("pytorch"):
@@ -349,7 +369,7 @@ def model_section(record: ExportRecord) -> None:
         st.dataframe([{"role": role, "name": io.name, "shape": str(io.shape), "dtype": io.dtype}
                       for role, ios in (("inputs", model.inputs), ("outputs", model.outputs)) for io in ios],
                      hide_index=True)
-        st.markdown(f"Task `{model.task}` · architecture `{model.architecture}` · "
+        st.markdown(f"Task: {task_label(model.task)} · architecture `{model.architecture}` · "
                     f"exporter `{model.exporter}` · IR {model.ir_version}")
         if model.class_names:
             st.caption("Classes: " + ", ".join(model.class_names))

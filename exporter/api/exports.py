@@ -79,7 +79,7 @@ class EvaluateBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_images: int | None = Field(None, ge=1)
-    max_metric_drop: float | None = Field(None, ge=0)
+    max_metric_drop: float | None = Field(None, ge=-1e6, le=1e6)
 
 
 @router.post("/export/{export_id}/evaluate", status_code=202,

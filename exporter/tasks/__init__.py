@@ -8,11 +8,13 @@ from exporter.tasks.base import Task, TaskTraits
 from exporter.tasks.registry import (
     DEFAULT_TASK,
     get_task,
+    metric_label,
     register_task,
+    task_label,
     task_names,
     task_option_specs,
     task_traits,
 )
 
-__all__ = ["DEFAULT_TASK", "Task", "TaskTraits", "get_task", "register_task", "task_names", "task_option_specs",
-           "task_traits"]
+__all__ = ["DEFAULT_TASK", "Task", "TaskTraits", "get_task", "metric_label", "register_task", "task_label",
+           "task_names", "task_option_specs", "task_traits"]

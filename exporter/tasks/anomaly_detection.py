@@ -49,6 +49,7 @@ class AnomalyDetectionTask(Task):
     """Maps and scores compared tensor by tensor."""
 
     traits = TaskTraits("anomaly_detection", outputs=("anomaly_map", "score"), primary_metric="image_auroc",
+                        label="anomaly detection",
                         val_layout="MVTec AD: good/*, <defect>/*, optional ground_truth/<defect>/<name>_mask.png")
 
     def architectures(self) -> list[str]:

@@ -27,6 +27,27 @@ if TYPE_CHECKING:
     from exporter.tasks.metrics import Score
 
 Prediction = dict[str, "np.ndarray"]  # one image's outputs, by output name
+# Metrics every task may report, in words (a task's ``metric_names`` overrides or adds): what pages, the CLI and
+# verdicts print instead of keys.
+METRIC_NAMES = {
+    "top1_accuracy": "top-1 accuracy", "top5_accuracy": "top-5 accuracy", "mae": "MAE", "rmse": "RMSE", "r2": "R²",
+    "image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "f1": "F1", "miou": "mIoU",
+    "pixel_accuracy": "pixel accuracy", "map": "COCO mAP@[.5:.95]", "map_50": "mAP@.5",
+    "mask_map": "mask mAP@[.5:.95]", "mask_map_50": "mask mAP@.5", "box_map": "box mAP@[.5:.95]",
+    "box_map_50": "box mAP@.5",
+    # task agreement of the file with PyTorch (validation)
+    "top1_agreement": "top-1 agreement", "pixel_agreement": "pixel agreement", "match_rate": "detections matched",
+    # what training logged in experiment.json (the demo's and Lightning's usual names)
+    "val_acc": "validation accuracy", "val_accuracy": "validation accuracy", "val_loss": "validation loss",
+    "val_auroc": "validation AUROC", "val_mae": "validation MAE", "val_map": "validation mAP",
+    "val_map_50": "validation mAP@.5", "val_miou": "validation mIoU", "train_loss": "training loss",
+}
+
+
+def metric_name(key: str) -> str:
+    """A metric key in words: the shared vocabulary, else the key with spaces."""
+    return METRIC_NAMES.get(key) or key.replace("_", " ")
+
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,17 @@ class TaskTraits:
     primary_metric: str = ""  # what evaluation on a labelled set gates on
     val_layout: str = ""  # the labelled set's layout in data/val/, in one line
     higher_is_better: bool = True
+    label: str = ""  # the task in words ("object detection"); default: its name with spaces
+    metric_names: Mapping[str, str] = field(default_factory=dict)  # metric key → its name in words
+
+    @property
+    def display_name(self) -> str:
+        """The task in words, for every page and the CLI."""
+        return self.label or self.name.replace("_", " ")
+
+    def metric_name(self, key: str) -> str:
+        """A metric's name in words ("top-1 accuracy"): the task's own, else the shared vocabulary."""
+        return self.metric_names.get(key) or metric_name(key)
 
     def refusal(self, format_name: str) -> str:
         """Why ``format_name`` cannot carry this task; "" when it can."""

@@ -33,6 +33,7 @@ class ClassificationTask(Task):
     """Image → class logits; validation also reports top-1 agreement."""
 
     traits = TaskTraits("classification", outputs=("logits",), detectable=True, primary_metric="top1_accuracy",
+                        label="classification",
                         val_layout="ImageFolder: <class_name>/*.png|jpg, one folder per class of the model")
     size_key = "num_classes"
 

@@ -23,7 +23,8 @@ class InstanceSegmentationTask(ObjectDetectionTask):
     """Mask R-CNN; masks compared by IoU per matched detection."""
 
     traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"), DETECTION_OPTIONS + MASK_OPTIONS,
-                              refuses={"openvino": LOOP}, primary_metric="mask_map")
+                              refuses={"openvino": LOOP}, primary_metric="mask_map",
+                              label="instance segmentation")
 
     def architectures(self) -> list[str]:
         from exporter.models.detection import COMPOSED, torchvision_detectors

@@ -46,12 +46,13 @@ COCO_LAYOUT = "COCO: images/* + annotations.json (categories named as the model'
 
 def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionSpec, ...],
                      refuses: dict[str, str] | None = None, primary_metric: str = "map",
-                     val_layout: str = COCO_LAYOUT) -> TaskTraits:
+                     val_layout: str = COCO_LAYOUT, label: str = "",
+                     metric_names: dict[str, str] | None = None) -> TaskTraits:
     """Traits every padded-detection task shares."""
     return TaskTraits(name, outputs=outputs, options=options, min_opset=DETECTION_OPSET,
                       min_opset_ops=DETECTION_OPS, tolerance_factor=DETECTION_TOLERANCE_FACTOR,
                       refuses=refuses or {}, primary_metric=primary_metric,
-                      val_layout=val_layout)
+                      val_layout=val_layout, label=label, metric_names=metric_names or {})
 
 
 def detection_usage(model: dict[str, Any], rotated: bool) -> list[str]:

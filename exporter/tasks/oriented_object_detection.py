@@ -32,7 +32,8 @@ class OrientedDetectionTask(ObjectDetectionTask):
     """Rotated boxes; matched by exact rotated IoU for validation."""
 
     traits = detection_traits("oriented_object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS,
-                              primary_metric="map_50",
+                              primary_metric="map_50", label="oriented object detection",
+                              metric_names={"map_50": "mAP@.5 (rotated IoU)"},
                               val_layout="DOTA: images/* + labelTxt/<stem>.txt (x1 y1 … x4 y4 class difficult)")
     rotated = True
 

@@ -56,6 +56,20 @@ def task_traits(name: str | None) -> TaskTraits | None:
     return cls.traits if cls else None
 
 
+def metric_label(task: str | None, key: str) -> str:
+    """A metric of ``task`` in words ("top-1 accuracy"), as every page, the CLI and verdicts name it."""
+    from exporter.tasks.base import metric_name
+
+    traits = task_traits(task)
+    return traits.metric_name(key) if traits else metric_name(key)
+
+
+def task_label(task: str | None) -> str:
+    """A task in words ("object detection"); "—" for none."""
+    traits = task_traits(task)
+    return traits.display_name if traits else (task or "—").replace("_", " ")
+
+
 def task_option_specs(task: str | None) -> tuple[OptionSpec, ...]:
     """The options ``task`` adds to every format's (none for an unknown task)."""
     traits = task_traits(task)

@@ -38,6 +38,7 @@ class SegmentationTask(Task):
     """Class maps compared by pixel agreement."""
 
     traits = TaskTraits("segmentation", outputs=("logits",), options=SEGMENTATION_OPTIONS, primary_metric="miou",
+                        label="semantic segmentation",
                         val_layout="images/* + masks/<stem>.png (class-index PNG, 255 = ignore)")
 
     def architectures(self) -> list[str]:

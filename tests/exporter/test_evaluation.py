@@ -18,6 +18,7 @@ from exporter.datasets import coco, image_folder, masks, polygon_to_rbox
 from exporter.errors import DatasetError
 from exporter.geometry import rotated_corners
 from exporter.tasks import metrics
+from tests.conftest import read_index
 from tests.helpers import DEMO, TASK_DEMOS, cli
 from tests.server import running_server
 
@@ -193,17 +194,22 @@ def test_classifier_accuracy_agrees_with_an_independent_recount(demo_eval_ws):
     assert abs(hits / total - record.evaluation.file["top1_accuracy"]) <= 0.005
 
 
-def test_int8_detector_reports_its_true_drop_and_fails_a_zero_gate(demo_eval_ws):
+def test_int8_detector_reports_its_true_drop_and_fails_a_gate_no_file_meets(demo_eval_ws):
+    """A required gain of one whole mAP@.5 (a negative allowed drop) fails whatever the trained model scores: the
+    one verdict is failed by the evaluation gate — in the record, the index entry and the exit code."""
     project, experiment = "demo-oriented", "exp-obb-resnet18"
     result = cli("export", "--project", project, "--experiment", experiment, "--option", "precision=int8",
-                 "--option", "quantization=static", "--option", "max_metric_drop=0", "--json",
+                 "--option", "quantization=static", "--option", "max_metric_drop=-1", "--json",
                  workspace=demo_eval_ws)  # the whole set (100 images)
     record = json.loads(result.stdout)
     evaluation = record["evaluation"]
     drop = evaluation["pytorch"]["map_50"] - evaluation["file"]["map_50"]
-    assert evaluation["drop"] == pytest.approx(drop) and drop > 0, evaluation
+    assert evaluation["drop"] == pytest.approx(drop) and evaluation["max_metric_drop"] == -1.0, evaluation
     assert evaluation["verdict"] == "failed" and result.returncode == 1
-    assert "evaluation failed" in result.stderr or "validation" in result.stderr
+    assert record["outcome"]["verdict"] == "failed" and record["outcome"]["gate"] == "evaluation"
+    assert "failed by the evaluation gate: mAP@.5 (rotated IoU)" in result.stderr, result.stderr
+    entry = next(e for e in read_index(demo_eval_ws, project) if e["id"] == record["id"])
+    assert (entry["verdict"], entry["gate"]) == ("failed", "evaluation")
 
 
 def test_evaluate_job_cli_and_api_with_the_pytorch_cache(demo_eval_ws):

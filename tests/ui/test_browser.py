@@ -292,6 +292,10 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Export the chosen formats").click()
     page.get_by_text(f"Started {made} exports").wait_for()
+    jobs = page.locator(".st-key-export-all-jobs")  # export all's live list: format · precision · state · benchmark
+    jobs.wait_for()
+    assert "still running" in page.get_by_test_id("stAlert").filter(has_text="still running").first.inner_text()
+    shoot(page, "compare-export-all-running.png")
     deadline, done = time.monotonic() + 600, []
     while time.monotonic() < deadline and len(done) < expected:
         time.sleep(2)
@@ -311,6 +315,16 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
     assert chart.locator(".legendtext").filter(has_text="PyTorch eager").count() == 1
     page.get_by_text("Fastest within a 0.01").wait_for()
     shoot(page, "compare-page.png")
+    ticks = chart.locator(".ytick text").all_inner_texts()  # a metric change, never float noise as "60n"
+    assert ticks and not [t for t in ticks if re.search(r"\d[numµkM]$", t)], ticks
+    table = page.get_by_test_id("stDataFrame").last
+    table.scroll_into_view_if_needed()
+    cells = table.locator("td, [role='gridcell']").all_inner_texts()  # the grid's accessible cells
+    assert cells and "None" not in cells and "none" not in cells, cells
+    size = page.viewport_size
+    page.set_viewport_size(VIEWS["phone"])
+    shoot(page, "compare-page-phone.png")
+    page.set_viewport_size(size)
     point = chart.locator(".scatterlayer .trace").first.locator(".point").first.bounding_box()
     page.mouse.click(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
     page.get_by_role("heading", name="Export a checkpoint").wait_for()
@@ -396,6 +410,9 @@ def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_
             page.goto(base_url)
             pick_project(page, view, "Demo · shape centre regression")
             page.get_by_text("Precision").first.wait_for()
+            # the toolbar is trimmed for users: no "Deploy" (to Streamlit's cloud) and no developer menu items
+            assert page.get_by_test_id("stAppDeployButton").count() == 0
+            assert page.get_by_role("button", name="Deploy").count() == 0
             labels = page.get_by_test_id("stWidgetLabel").all_inner_texts()
             assert not [t for t in labels if re.match(SNAKE_CASE, t.strip())], labels
             assert page.get_by_text("INT8 quantization").count() == 0  # nothing that does nothing at fp32

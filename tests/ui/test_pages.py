@@ -90,7 +90,7 @@ def test_evaluation_tab_and_button(demo_eval_ws, monkeypatch):
     st.cache_data.clear()
     at = AppTest.from_file(APP, default_timeout=120).run()
     export_id = export_once(at, "demo-classification")
-    assert any(s.value.startswith("**passed** — top1_accuracy") for s in at.success)
+    assert any(s.value.startswith("**passed** — top-1 accuracy") for s in at.success)  # named in words
     assert len(at.get("plotly_chart")) == 2  # the |diff| histogram and the confusion matrices
     first = refresh(Workspace(demo_eval_ws), export_id).evaluation
     at.button(key=f"evaluate-{export_id}").click().run()
@@ -110,12 +110,15 @@ def test_diagnosis_tab_shows_the_accuracy_rounds_and_where_it_diverges(demo_eval
     from exporter import ExportRequest, Workspace, export_checkpoint
     from exporter.service import diagnose_export
 
+    # A required gain of 1 mAP@.5 no file can show: every round runs (nodes kept in float), whatever the model.
     record = export_checkpoint(Workspace(demo_eval_ws), ExportRequest(
         "demo-oriented", "exp-obb-resnet18", options={"precision": "int8", "quantization": "static",
-                                                      "accuracy": "auto", "max_images": 30}))
+                                                      "accuracy": "auto", "max_images": 30, "max_metric_drop": -1}))
     diagnose_export(Workspace(demo_eval_ws), record.id)
     at = open_result(monkeypatch, demo_eval_ws, "demo-oriented", record.id)
-    assert any(s.value.startswith("accuracy=auto met the gate (map_50 drops by at most 0.01") for s in at.success)
+    assert any(s.value.startswith("accuracy=auto did not meet the gate (map_50 drops by at most -1") for s in at.error)
+    assert any(m.value.startswith(f"#### {record.id}") and "❌ failed: mAP@.5 (rotated IoU)" in m.value
+               for m in at.markdown)  # the badge: failed by the metric gate, named
     rounds = next(d.value for d in at.dataframe if "nodes in float" in d.value.columns)
     assert list(rounds["round"]) == [r["round"] for r in record.accuracy_search.rounds]
     assert any(e.label.startswith("Nodes kept in float") for e in at.expander)

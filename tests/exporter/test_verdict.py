@@ -1,0 +1,124 @@
+"""One verdict per export: the rule on records built by hand, then a real export whose tensor validation passes and
+whose evaluation fails with certainty (a gate no file can meet), seen in every place a user reads a verdict."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from exporter.compare import compare_rows, pareto_front
+from exporter.record import ExportRecord
+from exporter.store import ExportStore
+from exporter.verdict import change_text
+from exporter.workspace import Workspace
+from tests.conftest import ROOT, read_index
+from tests.helpers import cli
+from tests.server import running_server
+
+
+def record(options: dict, validation: dict | None = None, evaluation: dict | None = None,
+           task: str = "object_detection", status: str = "completed") -> ExportRecord:
+    base = {"passed": True, "verdict": "passed", "max_diff": 1e-6, "tolerance": 1e-3, "batch_sizes": [1, 2],
+            "inputs": "samples+random", "task_metrics": {"match_rate": 1.0}}
+    return ExportRecord(id="export-0000abcd", project_id="p", experiment_id="e", checkpoint="best", format="onnx",
+                        options=options, status=status, created_at="2026-12-04T00:00:00Z", model={"task": task},
+                        validation={**base, **(validation or {})} if validation is not False else None,
+                        evaluation=evaluation)
+
+
+def scored(verdict: str, drop: float, limit: float = 0.01) -> dict:
+    return {"status": "completed", "verdict": verdict, "primary_metric": "map", "pytorch": {"map": 0.8},
+            "file": {"map": 0.8 - drop}, "delta": {"map": -drop}, "drop": drop, "max_metric_drop": limit,
+            "dataset": {"images": 100}}
+
+
+MISSED = {"passed": False, "verdict": "failed", "task_metrics": {"match_rate": 0.961},
+          "messages": ["only 96.1 % of PyTorch's detections are matched (need 99 %)"]}
+
+
+def test_full_precision_needs_both_gates():
+    fp32 = {"precision": "fp32"}
+    assert record(fp32).decide().model_dump(exclude_none=True) == {
+        "verdict": "passed", "gate": "validation", "reason": "max |diff| 1.00e-06 at batch sizes [1, 2]",
+        "tab": "Validation"}
+    failed = record(fp32, evaluation=scored("failed", 0.5)).decide()
+    assert (failed.verdict, failed.gate, failed.tab, failed.evidence) == (
+        "failed", "evaluation", "Evaluation", "validation passed")
+    assert failed.reason == "COCO mAP@[.5:.95] -0.5000 on your labelled set (100 images), allowed drop 0.01"
+    assert record(fp32, evaluation=scored("passed", 0.0)).decide().gate == "validation and evaluation"
+    # full precision: a validation failure is not excused by a good metric
+    assert record(fp32, MISSED, scored("passed", 0.0)).decide().verdict == "failed"
+
+
+def test_reduced_precision_is_decided_by_the_metric_gate_when_there_is_a_labelled_set():
+    int8 = {"precision": "int8", "quantization": "static"}
+    passed = record(int8, MISSED, scored("passed", 0.0049)).decide()
+    assert (passed.verdict, passed.gate) == ("passed", "evaluation")
+    assert passed.evidence == "96.1% detections matched on the samples — expected at int8"
+    assert record(int8, {}, scored("failed", 0.5)).decide().verdict == "failed"  # the metric gate decides
+    assert record(int8, MISSED).decide().verdict == "failed"  # no labelled set: task agreement decides
+    broken = record(int8, {**MISSED, "broken": True}, scored("passed", 0.0)).decide()
+    assert (broken.verdict, broken.gate) == ("failed", "validation")  # a file that cannot run fails anyway
+    inconclusive = record(int8, MISSED, {**scored("passed", 0.0), "verdict": "inconclusive"}).decide()
+    assert (inconclusive.verdict, inconclusive.gate) == ("failed", "validation")
+
+
+def test_states_and_words():
+    assert record({}, status="running").verdict == "running"
+    assert record({}, validation=False).verdict == "unvalidated"
+    assert [change_text(v) for v in (None, 6e-8, -6e-8, 0.0, 0.0123, -0.5)] == [
+        "—", "unchanged", "unchanged", "unchanged", "+0.0123", "-0.5000"]
+    rows = [{"id": "a", "p50_ms": 1.0, "change": 0.0, "validation": "failed"},
+            {"id": "b", "p50_ms": 2.0, "change": 0.0, "validation": "passed"}]
+    assert pareto_front(rows) == ["b"]  # a failed file is never a choice
+
+
+def test_a_file_that_validates_but_fails_its_gate_is_failed_everywhere(demo_eval_ws, monkeypatch):
+    """ONNX fp32 of the demo classifier computes what PyTorch computes (validation passes), but the gate asks a gain
+    of one whole top-1 accuracy point (1.0) no file can show: the one verdict is failed, by the evaluation."""
+    project, experiment = "demo-classification", "exp-resnet18-shapes"
+    result = cli("export", "--project", project, "--experiment", experiment, "--option", "max_metric_drop=-1",
+                 "--option", "max_images=20", "--json", workspace=demo_eval_ws)
+    exported = json.loads(result.stdout)
+    assert result.returncode == 1 and exported["validation"]["verdict"] == "passed"
+    assert "failed by the evaluation gate: top-1 accuracy" in result.stderr, result.stderr
+    assert exported["outcome"]["verdict"] == "failed" and exported["outcome"]["gate"] == "evaluation"
+    export_id = exported["id"]
+    entry = next(e for e in read_index(demo_eval_ws, project) if e["id"] == export_id)
+    assert (entry["verdict"], entry["gate"], entry["validation"]["verdict"]) == ("failed", "evaluation", "passed")
+    store = ExportStore.for_project(Workspace(demo_eval_ws), project)
+    assert compare_rows([store.get(export_id)])[0]["verdicts"] == "failed"  # Compare and export-all's table
+
+    with running_server(demo_eval_ws) as base, httpx.Client(base_url=base, timeout=30) as api:
+        assert api.get(f"/api/export/{export_id}").json()["outcome"]["verdict"] == "failed"
+        listed = next(e for e in api.get("/api/exports").json() if e["id"] == export_id)
+        assert listed["verdict"] == "failed"
+
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(demo_eval_ws))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.query_params["export"] = export_id
+    at.session_state["project_id"] = project
+    at.run()
+    assert not at.exception
+    badge = next(m.value for m in at.markdown if m.value.startswith(f"#### {export_id}"))
+    assert ":red-badge[❌ failed: top-1 accuracy" in badge and "on your labelled set" in badge
+    assert any("decided by the evaluation gate" in c.value and "Evaluation" in c.value for c in at.caption)
+
+    at.switch_page("app_pages/history.py").run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert table.set_index("id").loc[export_id, ["verdict", "validation"]].tolist() == ["failed", "passed"]
+
+
+@pytest.mark.parametrize("verdict", ["passed", "failed"])
+def test_the_history_filter_follows_the_one_verdict(verdict):
+    from exporter.report import filter_exports
+
+    entries = [{"id": "a", "status": "completed", "verdict": "failed", "validation": {"verdict": "passed"}},
+               {"id": "b", "status": "completed", "verdict": "passed", "validation": {"verdict": "failed"}}]
+    assert [e["id"] for e in filter_exports(entries, verdicts=[verdict])] == ["a" if verdict == "failed" else "b"]
