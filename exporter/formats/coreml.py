@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.capabilities import DATA_DEPENDENT_SHAPE
 from exporter.errors import ExporterError, FormatUnavailableError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
     FP16_TOLERANCE,
@@ -69,8 +70,7 @@ class CoreMlFormat(ExportFormat):
     variants = (("fp16", {}), ("fp32", {"precision": "fp32"}))
     packages = ("coremltools",)
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
-    task_refusals = {"object_detection": DATA_DEPENDENT, "instance_segmentation": DATA_DEPENDENT,
-                     "oriented_object_detection": DATA_DEPENDENT}
+    cannot = {DATA_DEPENDENT_SHAPE: DATA_DEPENDENT}
     note = ("For iOS/macOS apps. Core ML cannot run on Linux: exports made here are 'unverified' — structure, "
             "inputs and outputs checked, numbers not — until validated on a Mac.")
     format_options = (

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.capabilities import NMS, ROI_ALIGN, TOPK_GATHER
 from exporter.errors import ExporterError, InvalidOptionError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
     FP16_TOLERANCE,
@@ -90,8 +91,7 @@ class NcnnFormat(ExportFormat):
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))
     packages = ("pnnx", "ncnn")
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
-    task_refusals = {"object_detection": NO_DETECTION_LAYERS, "instance_segmentation": NO_DETECTION_LAYERS,
-                     "oriented_object_detection": NO_TOPK}
+    cannot = {NMS: NO_DETECTION_LAYERS, ROI_ALIGN: NO_DETECTION_LAYERS, TOPK_GATHER: NO_TOPK}
     fixed_batch = FIXED_BATCH
     note = "For Android/iOS apps and ARM boards; one image per call (batch 1)."
     format_options = (

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.capabilities import DATA_DEPENDENT_LOOP
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.onnx import (
     ACCURACY_OPTION,
@@ -76,6 +77,8 @@ class OpenVinoFormat(ExportFormat):
 
     stages = ("export", "simplify", "convert", "quantize")
     packages = ("openvino",)
+    cannot = {DATA_DEPENDENT_LOOP: "OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
+                                   "(Conversion is failed for: Loop)"}
     runtime_modules = ("openvino",)
     reduced_precision = {("precision", "int8"): INT8_TOLERANCE, ("compress_to_fp16", True): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}), ("int8", {"precision": "int8"}))

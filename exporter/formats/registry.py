@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from exporter.capabilities import refusal
 from exporter.errors import (
     ExporterError,
     FormatUnavailableError,
@@ -193,9 +194,9 @@ class ExportFormat:
     runtime_modules: ClassVar[tuple[str, ...]] = ()  # what deploy() imports (a benchmark imports it first)
     # The precisions "export all" makes, each a label and the options that select it (first: the default).
     variants: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = (("fp32", {}),)
-    # Tasks this format cannot carry at all, each with the reason (the operator it lacks); the task's own
-    # refusals (``TaskTraits.refuses``) count too.
-    task_refusals: ClassVar[Mapping[str, str]] = {}
+    # What this format cannot carry, in ``exporter.capabilities``' vocabulary, each with the reason (the operator
+    # it lacks): a task whose graphs need one (``TaskTraits.needs``) is refused.
+    cannot: ClassVar[Mapping[str, str]] = {}
     fixed_batch: ClassVar[str] = ""  # why the file's batch is fixed ("" when it can be dynamic)
     packages: ClassVar[tuple[str, ...]] = ()  # the modules the format needs (is_available checks them)
     # Option values that make a reduced-precision file, each with its default tolerance: such a file may also
@@ -254,9 +255,10 @@ class ExportFormat:
 
     @classmethod
     def cannot_carry(cls, task: str | None) -> str:
-        """Why this format cannot carry ``task`` models at all ("" when it can): the task says."""
+        """Why this format cannot carry ``task`` models at all ("" when it can): what the task's graphs need
+        meets what the format cannot carry."""
         traits = task_traits(task)
-        reason = (traits.refusal(cls.name) if traits else "") or cls.task_refusals.get(task or "", "")
+        reason = refusal(traits.needs, dict(cls.cannot)) if traits else ""
         return f"cannot carry {task} models: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:

@@ -54,7 +54,8 @@ def metric_name(key: str) -> str:
 class TaskTraits:
     """What is known about a task without loading a model.
 
-    ``refuses`` maps a format name that cannot carry the task at all to the reason.
+    ``needs`` names what its exported graphs need in the vocabulary of ``exporter.capabilities`` (NMS, RoIAlign,
+    data-dependent loops, …): a format that cannot carry one of them refuses the task, saying which operator.
     """
 
     name: str
@@ -62,7 +63,7 @@ class TaskTraits:
     options: tuple[OptionSpec, ...] = ()
     min_opset: int = 0
     min_opset_ops: str = ""  # the ops that need ``min_opset``, for the refusal message
-    refuses: Mapping[str, str] = field(default_factory=dict)
+    needs: frozenset[str] = frozenset()
     tolerance_factor: float = 1.0  # default validation tolerance × this (long graphs drift more)
     detectable: bool = False  # architectures can be recognised from a state dict's keys and shapes
     primary_metric: str = ""  # what evaluation on a labelled set gates on
@@ -79,10 +80,6 @@ class TaskTraits:
     def metric_name(self, key: str) -> str:
         """A metric's name in words ("top-1 accuracy"): the task's own, else the shared vocabulary."""
         return self.metric_names.get(key) or metric_name(key)
-
-    def refusal(self, format_name: str) -> str:
-        """Why ``format_name`` cannot carry this task; "" when it can."""
-        return self.refuses.get(format_name, "")
 
 
 class Task:

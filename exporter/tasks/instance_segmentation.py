@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from exporter import capabilities
 from exporter.options import OptionSpec
-from exporter.tasks.object_detection import DETECTION_OPTIONS, DETECTION_OUTPUTS, ObjectDetectionTask, detection_traits
+from exporter.tasks.object_detection import (
+    DETECTION_NEEDS,
+    DETECTION_OPTIONS,
+    DETECTION_OUTPUTS,
+    ObjectDetectionTask,
+    detection_traits,
+)
 from exporter.tasks.registry import register_task
 
 MASK_OPTIONS = (
@@ -14,8 +21,6 @@ MASK_OPTIONS = (
                minimum=0.0, maximum=1.0, label="Mask threshold (0–1)", advanced=True,
                applies_when=(("masks", ("binary",)),)),
 )
-LOOP = ("OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
-        "(Conversion is failed for: Loop)")
 
 
 @register_task
@@ -23,7 +28,8 @@ class InstanceSegmentationTask(ObjectDetectionTask):
     """Mask R-CNN; masks compared by IoU per matched detection."""
 
     traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"), DETECTION_OPTIONS + MASK_OPTIONS,
-                              refuses={"openvino": LOOP}, primary_metric="mask_map",
+                              needs=DETECTION_NEEDS | {capabilities.DATA_DEPENDENT_LOOP},  # pasting the masks
+                              primary_metric="mask_map",
                               label="instance segmentation")
 
     def architectures(self) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporter import datasets
+from exporter import capabilities, datasets
 from exporter.errors import ArchitectureError
 from exporter.models.spec import IDENTITY_NORMALIZATION
 from exporter.options import OptionSpec
@@ -41,17 +41,19 @@ DETECTION_OPSET, DETECTION_OPS = 11, "NonMaxSuppression, RoiAlign, TopK with a d
 # Scores pass through softmax/sigmoid after thousands of ops; FINDINGS measured 2e-4 between
 # ORT and eager, so default tolerances are scaled up for detection.
 DETECTION_TOLERANCE_FACTOR = 10.0
+# torchvision's post-processing in the graph: NMS over RoIAlign'd proposals, a data-dependent number of detections
+DETECTION_NEEDS = frozenset({capabilities.NMS, capabilities.ROI_ALIGN, capabilities.DATA_DEPENDENT_SHAPE})
 COCO_LAYOUT = "COCO: images/* + annotations.json (categories named as the model's classes)"
 
 
 def detection_traits(name: str, outputs: tuple[str, ...], options: tuple[OptionSpec, ...],
-                     refuses: dict[str, str] | None = None, primary_metric: str = "map",
+                     needs: frozenset[str] = DETECTION_NEEDS, primary_metric: str = "map",
                      val_layout: str = COCO_LAYOUT, label: str = "",
                      metric_names: dict[str, str] | None = None) -> TaskTraits:
     """Traits every padded-detection task shares."""
     return TaskTraits(name, outputs=outputs, options=options, min_opset=DETECTION_OPSET,
                       min_opset_ops=DETECTION_OPS, tolerance_factor=DETECTION_TOLERANCE_FACTOR,
-                      refuses=refuses or {}, primary_metric=primary_metric,
+                      needs=needs, primary_metric=primary_metric,
                       val_layout=val_layout, label=label, metric_names=metric_names or {})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from exporter import datasets
+from exporter import capabilities, datasets
 from exporter.errors import ArchitectureError
 from exporter.tasks import metrics
 from exporter.tasks.base import Prediction
@@ -32,6 +32,8 @@ class OrientedDetectionTask(ObjectDetectionTask):
     """Rotated boxes; matched by exact rotated IoU for validation."""
 
     traits = detection_traits("oriented_object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS,
+                              # rotated NMS in plain torch: top-k and gathers, a data-dependent count
+                              needs=frozenset({capabilities.TOPK_GATHER, capabilities.DATA_DEPENDENT_SHAPE}),
                               primary_metric="map_50", label="oriented object detection",
                               metric_names={"map_50": "mAP@.5 (rotated IoU)"},
                               val_layout="DOTA: images/* + labelTxt/<stem>.txt (x1 y1 … x4 y4 class difficult)")

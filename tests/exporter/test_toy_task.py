@@ -111,3 +111,35 @@ def test_toy_task_on_the_export_page(toy_ws, monkeypatch):
         at.run()
     assert any(m.value.startswith(f"#### {export_id}") and "validation passed" in m.value for m in at.markdown)
     assert any("brightness, contrast" in c.value for c in at.code)
+
+
+@pytest.fixture
+def nms_task():
+    """A toy detector task whose graph needs NMS — declared in the capability vocabulary, nothing else."""
+    from exporter import capabilities
+    from exporter.tasks.registry import _TASKS
+
+    @register_task
+    class ToyNmsTask(BrightnessTask):
+        traits = TaskTraits("toy_nms_boxes", outputs=("boxes",), needs=frozenset({capabilities.NMS}))
+
+    yield ToyNmsTask.traits.name
+    _TASKS.pop(ToyNmsTask.traits.name)
+
+
+def test_a_task_needing_nms_is_refused_by_every_format_without_it(nms_task):
+    """No format file names the task: ExecuTorch, LiteRT and ncnn refuse it for the operator they lack, the
+    formats that carry NMS take it — in the availability rows, before anything runs."""
+    from exporter.errors import FormatUnavailableError
+    from exporter.formats import get_available_formats, get_format
+
+    rows = {r["name"]: r for r in get_available_formats(nms_task)}
+    for name, operator in (("executorch", "torchvision::nms"), ("litert", "torchvision::nms"),
+                           ("ncnn", "torchvision::nms")):
+        why = get_format(name, require_available=False).cannot_carry(nms_task)
+        assert why.startswith(f"cannot carry {nms_task} models: ") and operator in why, why
+        assert operator in rows[name]["reason"], rows[name]
+        with pytest.raises(FormatUnavailableError, match=operator):
+            get_format(name, require_available=False).check_task(nms_task, {})
+    for name in ("onnx", "torchscript", "openvino", "pt2", "coreml"):  # they carry NMS (Core ML: not its shapes)
+        assert not get_format(name, require_available=False).cannot_carry(nms_task)
