@@ -3,19 +3,18 @@ a table — to choose the file to deploy; "Export all formats" makes and benchma
 
 import streamlit as st
 
-from exporter.compare import compare_rows, fastest_within, job_rows, pareto_front, pytorch_baseline
+from exporter import queries
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats
 from exporter.jobs import start_export_all
-from exporter.store import ExportStore
 from exporter.tasks import metric_label, task_traits
+from exporter.tradeoffs import compare_rows, fastest_within, job_rows, pareto_front, pytorch_baseline
 from exporter.verdict import RULE, change_text
 from ui.benchmarking import compare_figure
-from ui.components import sticky_selectbox
 from ui.frame import PAGES, open_project
+from ui.widgets import sticky_selectbox
 
 workspace, project = open_project()
-store = ExportStore(project)
 st.title("Compare exports")
 experiments = {e.id: e for e in project.experiments()}
 if not experiments:
@@ -43,23 +42,21 @@ if top[2].button("Export the chosen formats" if chosen else "Export all formats"
                                                 for s in started["skipped"]))
 if notice := st.session_state.pop("notice", None):
     st.success(notice)
-entries = [e for e in store.list() if e["experiment_id"] == experiment_id]
-busy_ids = [e["id"] for e in entries if e["status"] in ("pending", "running")
-            or (e.get("benchmark") or {}).get("status") in ("queued", "running")]
+entries = queries.exports(workspace, project.id, experiment_id)
+busy_ids = [e.id for e in entries if e.busy]
 
 
 @st.fragment(run_every=2.0 if busy_ids else None)
 def busy() -> None:
     """Export all's live list — each export's format, precision, stage or verdict and benchmark, failures with their
     reason as they happen; the page redraws as each ends."""
-    now = [e["id"] for e in store.list() if e["experiment_id"] == experiment_id and (
-        e["status"] in ("pending", "running") or (e.get("benchmark") or {}).get("status") in ("queued", "running"))]
+    now = [e.id for e in queries.exports(workspace, project.id, experiment_id) if e.busy]
     if set(now) != set(busy_ids):
         st.rerun()
     if not now:
         return
-    batch = [i for i in st.session_state.get(f"export-all-{experiment_id}", []) if i not in now]
-    jobs = job_rows([store.get(i) for i in [*now, *batch]])
+    finished = [i for i in st.session_state.get(f"export-all-{experiment_id}", []) if i not in now]
+    jobs = job_rows(queries.records(workspace, [*now, *finished]))
     done = sum(row["done"] for row in jobs)
     st.info(f"⏳ {len(now)} export(s) or benchmark(s) of this experiment still running"
             + (f", {done} done" if done else "") + " — the chart fills in as they finish.")
@@ -70,17 +67,17 @@ def busy() -> None:
 
 
 busy()
-records = [store.get(e["id"]) for e in entries if e["status"] == "completed"]
-if not records:
+completed = queries.records(workspace, [e.id for e in entries if e.status == "completed"])
+if not completed:
     st.info("No completed exports of this experiment yet: export it on the Export page, or press "
             "**Export all formats**.")
     st.stop()
-rows = compare_rows(records)
+rows = compare_rows(completed)
 task = experiments[experiment_id].task or project.task
 traits = task_traits(task)
 metric = metric_label(task, next((r["metric"] for r in rows if r["metric"]), traits.primary_metric if traits else ""))
 front = pareto_front(rows)
-baseline = pytorch_baseline(records)
+baseline = pytorch_baseline(completed)
 plotted = [r for r in rows if r["p50_ms"] is not None and r["change"] is not None]
 if plotted:
     chart = st.plotly_chart(compare_figure(rows, front, baseline, metric), key="compare-chart", on_select="rerun",

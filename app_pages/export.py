@@ -3,26 +3,17 @@ export and its result on the right, where the user is looking when they press Ex
 
 import streamlit as st
 
+from exporter import queries
 from exporter.errors import ExportError
 from exporter.formats import get_available_formats, get_format
-from exporter.jobs import ACTIVE, cancel_export, start_export
+from exporter.jobs import cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
-from exporter.store import ExportStore
 from exporter.tasks import metric_label, task_label
-from ui.components import (
-    bring_into_view,
-    facts,
-    format_cards,
-    option_inputs,
-    progress_panel,
-    result_view,
-    side_panel,
-    sticky_selectbox,
-)
 from ui.frame import open_project
+from ui.results import progress_panel, result_view
+from ui.widgets import bring_into_view, facts, format_cards, option_inputs, side_panel, sticky_selectbox
 
 workspace, project = open_project()
-store = ExportStore(project)
 st.title("Export a checkpoint")
 if notice := st.session_state.pop("notice", None):
     st.success(notice)
@@ -83,7 +74,7 @@ with form:
             st.session_state["scroll_to_panel"] = record.id
             st.toast(f"Started {record.id}")
 
-active_ids = [e["id"] for e in store.list() if e["status"] in ACTIVE]
+active_ids = [e.id for e in queries.exports(workspace, project.id) if e.active]
 
 
 @st.fragment(run_every=1.0 if active_ids else 5.0)
@@ -96,8 +87,8 @@ def running_exports() -> None:
     export starts, or when one ends that the result panel should show (the one in the URL, or any
     when none is) — not when another export finishes while the user reads a result.
     """
-    active = [e for e in store.list() if e["status"] in ACTIVE]
-    now = {e["id"] for e in active}
+    active = [e for e in queries.exports(workspace, project.id) if e.active]
+    now = {e.id for e in active}
     ended, wanted = set(active_ids) - now, st.query_params.get("export")
     if now - set(active_ids) or (ended and (not wanted or wanted in ended)):
         st.rerun()
@@ -106,20 +97,20 @@ def running_exports() -> None:
     for entry in active:
         left, right = st.columns([5, 1], vertical_alignment="bottom")
         with left:
-            progress_panel(store.get(entry["id"]))
-        if right.button("Cancel", key=f"cancel-{entry['id']}"):
-            cancel_export(workspace, entry["id"])
+            progress_panel(queries.record(workspace, entry.id))
+        if right.button("Cancel", key=f"cancel-{entry.id}"):
+            cancel_export(workspace, entry.id)
             st.rerun()
 
 
 with side_panel(panel):
     running_exports()
-    finished = [e for e in store.list() if e["status"] not in ACTIVE]
+    finished = [e for e in queries.exports(workspace, project.id) if not e.active]
     wanted = st.query_params.get("export")
-    latest = next((e for e in finished if e["id"] == wanted), finished[0] if finished else None)
+    latest = next((e for e in finished if e.id == wanted), finished[0] if finished else None)
     if latest:
         st.subheader("Result")
-        result_view(store.get(latest["id"]))
+        result_view(queries.record(workspace, latest.id))
     elif not active_ids:
         st.info("Exports you start appear here with live progress; the History page keeps them all.")
 if started := st.session_state.pop("scroll_to_panel", None):  # just pressed Export: show its progress

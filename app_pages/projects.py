@@ -7,9 +7,9 @@ from exporter.errors import ExportError
 from exporter.importer import ImportRequest, import_staged
 from exporter.tasks import metric_label, task_label, task_traits
 from exporter.workspace import Workspace
-from ui.components import empty_workspace
 from ui.frame import go_to_export
 from ui.importing import import_fields, import_notice, inspect_staged, streamed_upload
+from ui.widgets import empty_workspace
 
 workspace = Workspace()
 projects = workspace.projects()

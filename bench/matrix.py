@@ -5,7 +5,7 @@
 Every torchvision builder of classification (≤ 150 M parameters), object detection, instance and
 semantic segmentation, and the timm models the importer detects, each at the task's usual input size
 and at a small one, written as a checkpoint with lively random weights (He-normal, like
-``tests.helpers.lively_init``) and exported to ONNX fp32 by the same ``export_checkpoint`` the CLI
+``testkit.models.lively_init``) and exported to ONNX fp32 by the same ``export_checkpoint`` the CLI
 runs: validation at batch 1 and 2, the float64 referee when a file misses the tolerance.
 
 Cases run in a worker process, one after another (each export uses both cores); a case that kills its
@@ -137,7 +137,7 @@ def _write_checkpoint(case: Case, root: Path) -> float:
     """A Lightning checkpoint of ``case`` with lively random weights; returns its parameter count (millions)."""
     from exporter.models import ModelSpec
     from exporter.tasks import get_task
-    from tests.helpers import lively_init, write_experiment
+    from testkit.models import lively_init, write_experiment
 
     hparams = {"task": case.task, "architecture": case.architecture, "num_classes": CLASSES[case.task],
                "input_size": [3, case.size, case.size]}

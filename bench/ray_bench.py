@@ -3,7 +3,7 @@
 Eight demo exports (every demo experiment, evaluation off) started together, first through the local
 runner with two worker slots, then through a two-node Ray cluster on this machine (a head and a worker
 node of 1 CPU each: the same two CPUs), from a network namespace of its own (root; see
-``tests.ray_cluster``). Reports the wall time of each, Ray's per-job overhead (submit → running on a
+``testkit.ray_cluster``). Reports the wall time of each, Ray's per-job overhead (submit → running on a
 node, the bundle's size and put, the result's size and publish, from each record's ``worker.ray``), one
 export alone through each runner, and the object store's transfer rate to the other node.
 """
@@ -22,7 +22,7 @@ def bench_ray(root: Path) -> dict:
     """The figures above; ``root`` gets a demo workspace."""
     from demo import build_demo
     from exporter import Workspace
-    from tests.ray_cluster import RayCluster, private_network
+    from testkit.ray_cluster import RayCluster, private_network
 
     build_demo(root)
     ws = Workspace(root)

@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def build_models(root: Path) -> None:
     """The demo workspace plus resnet50 and resnet18 @224 (1000 classes) as projects bench-resnet50/-resnet18."""
     from demo import build_demo
-    from tests.helpers import classifier_checkpoint
+    from testkit.models import classifier_checkpoint
 
     build_demo(root)
     for architecture in ("resnet50", "resnet18"):
@@ -94,7 +94,7 @@ def bench_speed(root: Path, projects: tuple[str, ...] | None = None) -> list[dic
 
 def speed_entry(ws, project_id: str, records: list, skipped: list[dict], seconds: float) -> dict:
     """One model's rows of the speed table from its exports' records."""
-    from exporter.compare import compare_rows, fastest_within, pytorch_baseline
+    from exporter.tradeoffs import compare_rows, fastest_within, pytorch_baseline
 
     rows = compare_rows(records)
     for row, record in zip(rows, records, strict=True):
@@ -260,8 +260,8 @@ def bench_streaming(root: Path, size_bytes: int) -> dict:
 
     from exporter.store import ExportStore
     from exporter.workspace import Workspace
-    from tests.helpers import write_project
-    from tests.server import running_server
+    from testkit.models import write_project
+    from testkit.server import running_server
 
     write_project(root, "bench-download")
     store = ExportStore.for_project(Workspace(root), "bench-download")
@@ -410,6 +410,24 @@ def _write(part: str, data, lines: list[str]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
+    """``--only PART``: that part alone, as ``(data, markdown lines)``."""
+    if part == "ray":
+        result = ray_bench.bench_ray(root / "ray")
+        return result, ray_bench.ray_markdown(result)
+    if part == "evaluation":
+        rows = bench_evaluation(root)
+        return rows, evaluation_markdown(rows)
+    build_models(root)
+    if part == "precision":
+        rows = bench_precision(root)
+        return rows, precision_markdown(rows)
+    # speed, or edge: every format of resnet18 @224 and the demo classifier
+    speed = bench_speed(root, ("bench-resnet18", "demo-classification") if part == "edge" else None)
+    check = independent_ort(speed, root) if part == "speed" else None
+    return {"speed": speed, "independent_ort": check}, speed_markdown(speed, check)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
@@ -417,36 +435,12 @@ def main() -> None:
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
-    if args.only == "ray":
+    if args.only:
         try:
-            result = ray_bench.bench_ray(root / "ray")
+            data, lines = _one_part(args.only, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        _write("ray", result, ray_bench.ray_markdown(result))
-        return
-    if args.only == "precision":
-        try:
-            build_models(root)
-            rows = bench_precision(root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        _write("precision", rows, precision_markdown(rows))
-        return
-    if args.only in ("speed", "edge"):  # edge: every format of resnet18 @224 and the demo classifier
-        try:
-            build_models(root)
-            speed = bench_speed(root, ("bench-resnet18", "demo-classification") if args.only == "edge" else None)
-            check = independent_ort(speed, root) if args.only == "speed" else None
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        _write(args.only, {"speed": speed, "independent_ort": check}, speed_markdown(speed, check))
-        return
-    if args.only == "evaluation":
-        try:
-            rows = bench_evaluation(root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        _write("evaluation", rows, evaluation_markdown(rows))
+        _write(args.only, data, lines)
         return
     try:
         started = time.perf_counter()

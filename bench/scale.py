@@ -62,7 +62,7 @@ def _child(code: str, *args: str) -> dict:
 
 
 def _checkpoint(root: Path, architecture: str, size: int) -> tuple[str, str, Path]:
-    from tests.helpers import classifier_checkpoint
+    from testkit.models import classifier_checkpoint
 
     project = f"cost-{architecture.replace('_', '-')}"
     path = classifier_checkpoint(root, architecture, num_classes=1000, size=size, project_id=project,
@@ -163,7 +163,7 @@ def bench_dashboard(workspace: Path, records: int, repeats: int) -> dict:
     ``records`` exports in the index."""
     import httpx
 
-    from tests.server import running_server
+    from testkit.server import running_server
 
     timings: dict[str, dict] = {}
     with running_server(workspace) as base:

@@ -1,6 +1,6 @@
 """The demo workspace: real, briefly trained small models on synthetic images.
 
-Random-init nets can output ~constants, which makes validation vacuous (FINDINGS.md), so
+Random-init nets can output ~constants, which makes validation vacuous (docs/findings.md), so
 every demo model is trained (or fitted) for a few seconds on generated scenes, and each
 project ships sample images that validation uses as realistic inputs.
 

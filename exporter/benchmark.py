@@ -130,8 +130,8 @@ def add_entry(workspace: Any, export_id: str, requested: dict[str, Any] | None) 
         UsageError / NotFoundError: bad settings, an export that cannot be benchmarked, or one being
             benchmarked already (nothing is added).
     """
+    from exporter.jobs.slots import worker_alive
     from exporter.store import find_export
-    from exporter.workers import worker_alive
 
     store, record = find_export(workspace, export_id)
     require_current(store, record, "benchmark")
@@ -153,8 +153,8 @@ def run_benchmark(workspace: Any, export_id: str, entry_id: str) -> Any:
     Holds the whole machine (every worker slot) while it measures, so no other job skews the
     figures. A failure ends the entry ``failed`` with a typed error; it never raises ExportError.
     """
+    from exporter.jobs.slots import process_identity, worker_slot
     from exporter.store import find_export, utc_now
-    from exporter.workers import process_identity, worker_slot
 
     store, record = find_export(workspace, export_id)
     update_entry(store, export_id, entry_id, status="running", worker=process_identity(os.getpid()),

@@ -1,4 +1,4 @@
-"""``python -m exporter``: formats, demo, list, export (DESIGN.md §6).
+"""``python -m exporter``: formats, demo, list, export (docs/contracts.md: CLI).
 
 Exit codes: 0 success; 1 the export failed or its validation did not pass; 2 bad arguments.
 Errors print one line on stderr; ``--json`` keeps stdout pure JSON.
@@ -72,16 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                               help="check a folder or .zip in the task's layout and make it the project's data/val")
     add.add_argument("path", help="a folder or a .zip in the project's task layout (README: Evaluation)")
     add.add_argument("--project", required=True)
-    worker = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
-    worker.add_argument("--project", required=True)
-    worker.add_argument("--export-id", required=True)
-    worker.add_argument("--evaluate", action="store_true", help="evaluate the export instead of running it")
-    worker.add_argument("--diagnose", action="store_true", help="diagnose the export instead of running it")
-    worker.add_argument("--benchmark", metavar="ENTRY_ID", help="run this benchmark of the export instead")
+    from exporter.jobs.kinds import add_worker_arguments
+
+    add_worker_arguments(sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS))
     return parser
 
 
 def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from exporter.formats import DEFAULT_FORMAT
     from exporter.verdict import RULE
 
     export = sub.add_parser("export", parents=[common], help="export a checkpoint and validate it",
@@ -90,7 +88,7 @@ def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--project", required=True)
     export.add_argument("--experiment", required=True)
     export.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    export.add_argument("--format", default="onnx")
+    export.add_argument("--format", default=DEFAULT_FORMAT)
     export.add_argument("--opset", dest="opset_version", help="ONNX opset (default 17)")
     export.add_argument("--input-shape", help="N,C,H,W (default: 1 and the checkpoint's input_size)")
     export.add_argument("--no-dynamic-batch", action="store_true", help="fix the batch axis")
@@ -176,7 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from exporter.store import all_exports
+    from exporter import queries
 
     ws = _workspace(args)
     projects = [ws.project(args.project)] if args.project else ws.projects()
@@ -190,9 +188,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                  f"checkpoints: {', '.join(c['name'] for c in r['checkpoints'])}  metrics: {r['metrics']}"
                  for r in rows]
     else:
-        rows = all_exports(ws, args.project)
-        lines = [f"{r['id']}  {r['created_at']}  {r['project_id']}/{r['experiment_id']}:{r['checkpoint']}  "
-                 f"{r['format']}  {r['status']}  validation={r['validation'].get('verdict')}" for r in rows]
+        summaries = queries.exports(ws, args.project)
+        rows = [s.model_dump(mode="json") for s in summaries]
+        lines = [f"{s.id}  {s.created_at}  {s.project_id}/{s.experiment_id}:{s.checkpoint}  {s.format}  {s.status}  "
+                 f"verdict={s.verdict or s.validation.verdict}" for s in summaries]
     _emit(args, rows, lines)
     return 0
 
@@ -369,8 +368,8 @@ def benchmark_lines(export_id: str, entry: Any) -> list[str]:
 def cmd_export_all(args: argparse.Namespace) -> int:
     import time
 
-    from exporter.compare import compare_rows
     from exporter.jobs import refresh, start_export_all
+    from exporter.tradeoffs import compare_rows
 
     ws = _workspace(args)
     formats = [name.strip() for name in args.formats.split(",") if name.strip()] if args.formats else None
@@ -442,14 +441,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from exporter.runners import run_job
+    from exporter.jobs.kinds import from_args
 
-    flags = ("--diagnose",) if args.diagnose else ("--evaluate",) if args.evaluate else (
-        ("--benchmark", args.benchmark) if args.benchmark else ())
-    record = run_job(_workspace(args), args.project, args.export_id, flags)
-    if args.evaluate:
-        return 1 if record.gate_failed or (record.evaluation and record.evaluation.status == "failed") else 0
-    return 0 if record.status == "completed" else 1
+    job = from_args(args)
+    return job.exit_code(job.handle(_workspace(args)))
 
 
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,

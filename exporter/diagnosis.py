@@ -41,10 +41,6 @@ MAX_SEGMENT = 12  # nodes a layer's segment reaches back over (uncompared ones f
 _EPS = 1e-12
 DEQUANTIZED = "_DequantizeLinear_Output"  # onnxruntime.quantization's name for a tensor after its QDQ pair
 _CALL = re.compile(r"^(.*)_(\d+)$")
-NOT_EXPOSED = {
-    "torchscript": "TorchScript runs the traced graph as one call and exposes no intermediate tensors",
-    "tensorrt": "TensorRT fuses layers into kernels; diagnose the ONNX export it is built from",
-}
 
 
 @dataclass(frozen=True)
@@ -306,11 +302,13 @@ def diagnose_file(fmt: Any, options: dict[str, Any], path: Path, module: nn.Modu
     say why not."""
     import onnx
 
-    if fmt.name not in ("onnx", "openvino"):
-        return unavailable(fmt.display_name, NOT_EXPOSED.get(fmt.name, "its runtime does not expose them"))
+    from exporter.formats import IR_DIAGNOSIS
+
+    if not fmt.diagnosis:
+        return unavailable(fmt.display_name, fmt.not_diagnosable)
     started = time.perf_counter()
     tolerance = fmt.default_tolerance(options)
-    if fmt.name == "openvino":
+    if fmt.diagnosis == IR_DIAGNOSIS:
         if reference is None:
             raise ValueError("an OpenVINO IR is diagnosed against the ONNX graph it was converted from")
         graph = onnx.load(str(reference))

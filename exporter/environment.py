@@ -7,6 +7,7 @@ import sys
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+from exporter.formats import RECORD_PACKAGES
 from exporter.version import __version__
 
 
@@ -20,5 +21,5 @@ def environment(info: dict[str, Any]) -> dict[str, Any]:
 
     return {"python": platform.python_version(), "platform": sys.platform,
             "aistudio_export": __version__,
-            **{pkg: version(pkg) for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim")},
+            **{pkg: version(pkg) for pkg in ("torch", "torchvision", *RECORD_PACKAGES)},
             "opset": info.get("opset"), "ir_version": info.get("ir_version")}

@@ -21,7 +21,9 @@ def machine_stamp(threads: int | None = None, gpu: str | None = None) -> dict[st
     import psutil
 
     cpu, flags = _cpuinfo()
-    runtimes = {name: _version(name) for name in ("torch", "onnxruntime", "openvino", "tensorrt")}
+    from exporter.formats import RUNTIME_PACKAGES
+
+    runtimes = {name: _version(name) for name in ("torch", *RUNTIME_PACKAGES)}
     stamp = {
         "host": socket.gethostname(), "cpu": cpu, "physical_cores": psutil.cpu_count(logical=False),
         "logical_cores": psutil.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags],

@@ -16,11 +16,11 @@ from typing import Any
 from exporter.environment import environment
 from exporter.errors import ExportError, InvalidOptionError, one_line, resource_error
 from exporter.formats import get_format
+from exporter.jobs.slots import process_identity, worker_slot
 from exporter.record import ExportRecord
 from exporter.store import PARTIAL_DIR, ExportStore, utc_now
 from exporter.tasks import get_task, task_option_specs
 from exporter.version import __version__
-from exporter.workers import process_identity, worker_slot
 from exporter.workspace import Workspace
 
 
@@ -137,7 +137,7 @@ class _Pipeline:
         Returns ``(artifact, report, evaluation, search)``; ``search`` is the stored table of rounds.
         """
         from exporter.diagnosis import ranking, weight_free_nodes
-        from exporter.formats.onnx import REFERENCE_FILE
+        from exporter.formats import REFERENCE_FILE
 
         started = time.perf_counter()
         reference = self.workdir / REFERENCE_FILE
@@ -291,7 +291,7 @@ def _diagnosis(fmt: Any, job: Any, path: Path, pool: Any, workdir: Path) -> dict
     """Diagnose ``path`` against the fp32 graph the format left in ``workdir`` (or PyTorch); a failed diagnosis is
     reported, not raised: the export stands either way."""
     from exporter.diagnosis import diagnose_file
-    from exporter.formats.onnx import REFERENCE_FILE
+    from exporter.formats import REFERENCE_FILE
 
     reference = workdir / REFERENCE_FILE if (workdir / REFERENCE_FILE).is_file() else None
     try:
@@ -308,18 +308,17 @@ def diagnose(workspace: Workspace, store: ExportStore, record: ExportRecord) -> 
     import tempfile
 
     from exporter.diagnosis import diagnose_file
-    from exporter.formats.onnx import intermediate_onnx
+    from exporter.formats import float_graph
 
     job, pool, _, _ = _rebuilt_job(store, record)
     module = job.module
     fmt = get_format(record.format, require_available=False)
     path = store.export_dir(record.id) / str(record.output_file)
-    float_graph = fmt.name == "openvino" or (fmt.name == "onnx" and record.options.get("precision") != "fp32")
-    if not float_graph:
+    if not fmt.diagnosed_against_float_graph(record.options):
         return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), None)
     with tempfile.TemporaryDirectory(prefix="aistudio-reference-") as tmp:  # the fp32 graph, made again
         same = {k: record.options[k] for k in ("opset_version", "exporter", "simplify") if k in record.options}
-        reference = intermediate_onnx(job, Path(tmp), lambda _: None, **same)
+        reference = float_graph(job, Path(tmp), lambda _: None, **same)
         reference.runner.close()
         return diagnose_file(fmt, job.options, path, module, _diagnosis_inputs(job, pool), reference.files[0])
 

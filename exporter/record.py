@@ -8,7 +8,7 @@ Records written before the typed record (no ``schema_version``) are migrated on 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -314,6 +314,87 @@ class ExportRecord(BaseModel):
     def fields(cls) -> frozenset[str]:
         """Top-level field names (what ``ExportStore.update`` accepts)."""
         return frozenset(cls.model_fields)
+
+
+class RecordChanges(TypedDict, total=False):
+    """What a job may change in a record (``ExportStore.update``): each part as its model or its JSON form. The
+    request's fields (ids, checkpoint, format, options, created_at) are fixed once the record is created."""
+
+    status: Status
+    progress: Progress | dict[str, Any]
+    started_at: str | None
+    finished_at: str | None
+    output_file: str | None
+    files: list[FileEntry] | list[dict[str, Any]]
+    output_size_mb: float | None
+    model: ModelInfo | dict[str, Any]
+    validation: Validation | dict[str, Any] | None
+    evaluation: Evaluation | dict[str, Any] | None
+    benchmarks: list[Benchmark] | list[dict[str, Any]]
+    accuracy_search: AccuracySearch | dict[str, Any] | None
+    diagnosis: Diagnosis | dict[str, Any] | None
+    timings_s: dict[str, float]
+    warnings: list[str]
+    error: ErrorInfo | dict[str, Any] | None
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    worker: Worker | dict[str, Any] | None
+    environment: dict[str, Any]
+
+
+class ValidationSummary(_Part):
+    passed: bool | None = None
+    verdict: str | None = None
+
+
+class EvaluationSummary(_Part):
+    status: str | None = None
+    verdict: str | None = None
+    primary_metric: str | None = None
+    delta: float | None = None
+
+
+class BenchmarkSummary(_Part):
+    status: str | None = None
+    batch: int | None = None
+    p50_ms: float | None = None
+    speedup: float | None = None
+    machine_id: str | None = None
+    precision: str | None = None
+
+
+class ExportSummary(_Part):
+    """One export's entry in ``exports_index.json`` (``store.summarize``): what lists and filters read without
+    opening every record — its one verdict included."""
+
+    id: str
+    project_id: str
+    experiment_id: str
+    checkpoint: str
+    format: str
+    status: Status
+    created_at: str
+    finished_at: str | None = None
+    output_size_mb: float | None = None
+    task: str | None = None
+    architecture: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_path: str | None = None
+    validation: ValidationSummary = Field(default_factory=ValidationSummary)
+    evaluation: EvaluationSummary | None = None
+    benchmark: BenchmarkSummary | None = None
+    verdict: str | None = None  # None in entries written before the one verdict: read from validation then
+    gate: str | None = None
+    reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def busy(self) -> bool:
+        """The export or its latest benchmark is still going."""
+        return self.active or (self.benchmark is not None and self.benchmark.status in ("queued", "running"))
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

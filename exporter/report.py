@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.checkpoint import file_sha256
 
 if TYPE_CHECKING:
-    from exporter.record import ExportRecord
+    from exporter.record import ExportRecord, ExportSummary
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,59 +90,62 @@ def usage_snippet(record: ExportRecord) -> str:
     return "\n".join(lines)
 
 
-def filter_exports(entries: list[dict[str, Any]], *, projects: list[str] | None = None,
+def filter_exports(entries: list[ExportSummary], *, projects: list[str] | None = None,
                    formats: list[str] | None = None, statuses: list[str] | None = None,
                    verdicts: list[str] | None = None, evaluations: list[str] | None = None,
-                   search: str = "") -> list[dict[str, Any]]:
-    """Index entries matching every given filter (empty filter = no restriction)."""
-    def keep(entry: dict[str, Any]) -> bool:
-        word = verdict_word(entry)
-        return ((not projects or entry.get("project_id") in projects)
-                and (not formats or entry.get("format") in formats)
-                and (not statuses or entry.get("status") in statuses)
-                and (not verdicts or word in verdicts)
+                   search: str = "") -> list[ExportSummary]:
+    """Export summaries matching every given filter (empty filter = no restriction)."""
+    def keep(entry: ExportSummary) -> bool:
+        return ((not projects or entry.project_id in projects)
+                and (not formats or entry.format in formats)
+                and (not statuses or entry.status in statuses)
+                and (not verdicts or verdict_word(entry) in verdicts)
                 and (not evaluations or evaluation_word(entry) in evaluations)
-                and search.lower() in str(entry.get("experiment_id", "")).lower())
+                and search.lower() in entry.experiment_id.lower())
 
     return [e for e in entries if keep(e)]
 
 
-def verdict_word(entry: dict[str, Any]) -> str:
-    """An index entry's one verdict (``exporter.verdict``): passed, failed, … — its status while not completed."""
-    if entry.get("status") != "completed":
-        return str(entry.get("status") or "—")
-    return str(entry.get("verdict") or (entry.get("validation") or {}).get("verdict") or "—")
+def verdict_word(entry: ExportSummary) -> str:
+    """An export's one verdict (``exporter.verdict``): passed, failed, … — its status while not completed."""
+    if entry.status != "completed":
+        return entry.status
+    return entry.verdict or entry.validation.verdict or "—"
 
 
-def evaluation_word(entry: dict[str, Any]) -> str:
-    """An index entry's evaluation in one word: passed, failed, inconclusive, running, error or —."""
-    evaluation = entry.get("evaluation") or {}
-    if evaluation.get("status") == "failed":
+def evaluation_word(entry: ExportSummary) -> str:
+    """An export's evaluation in one word: passed, failed, inconclusive, running, error or —."""
+    evaluation = entry.evaluation
+    if evaluation is None:
+        return "—"
+    if evaluation.status == "failed":
         return "error"
-    return str(evaluation.get("verdict") or evaluation.get("status") or "—")
+    return str(evaluation.verdict or evaluation.status or "—")
 
 
-def metric_delta(entry: dict[str, Any]) -> str:
+def metric_delta(entry: ExportSummary) -> str:
     """``"top-1 accuracy unchanged"``, ``"mAP@.5 -0.0120"``: the primary metric's change from PyTorch to the file,
     its name in words ("" when not evaluated)."""
     from exporter.tasks import metric_label
     from exporter.verdict import change_text
 
-    evaluation = entry.get("evaluation") or {}
-    if evaluation.get("delta") is None:
+    evaluation = entry.evaluation
+    if evaluation is None or evaluation.delta is None:
         return ""
-    return f"{metric_label(entry.get('task'), evaluation['primary_metric'])} {change_text(evaluation['delta'])}"
+    return f"{metric_label(entry.task, str(evaluation.primary_metric))} {change_text(evaluation.delta)}"
 
 
-def benchmark_p50(entry: dict[str, Any]) -> str:
-    """The index entry's benchmark as a cell: p50 at the smallest batch, flagged when taken elsewhere."""
+def benchmark_p50(entry: ExportSummary) -> str:
+    """The export's benchmark as a cell: p50 at the smallest batch, flagged when taken elsewhere."""
     from exporter.machine import this_machine_id
 
-    bench = entry.get("benchmark") or {}
-    if bench.get("p50_ms") is None:
-        return {"queued": "queued", "running": "running", "failed": "failed"}.get(bench.get("status"), "")
-    elsewhere = " ⚠️ other machine" if bench.get("machine_id") != this_machine_id() else ""
-    return f"{bench['p50_ms']:.2f} (b{bench.get('batch')}){elsewhere}"
+    bench = entry.benchmark
+    if bench is None:
+        return ""
+    if bench.p50_ms is None:
+        return {"queued": "queued", "running": "running", "failed": "failed"}.get(str(bench.status), "")
+    elsewhere = " ⚠️ other machine" if bench.machine_id != this_machine_id() else ""
+    return f"{bench.p50_ms:.2f} (b{bench.batch}){elsewhere}"
 
 
 def comparison_rows(records: list[ExportRecord]) -> list[dict[str, Any]]:

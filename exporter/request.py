@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import InvalidOptionError, UsageError
-from exporter.formats import get_format
+from exporter.formats import DEFAULT_FORMAT, get_format
 from exporter.record import ExportRecord
 from exporter.store import ExportStore, utc_now
 from exporter.tasks import task_option_specs, task_traits
@@ -27,7 +27,7 @@ class ExportRequest:
     project_id: str
     experiment_id: str
     checkpoint: str = "best"
-    format: str = "onnx"
+    format: str = DEFAULT_FORMAT
     options: dict[str, Any] = field(default_factory=dict)
     benchmark: dict[str, Any] | None = None  # settings of a benchmark to run once the export completes
 
@@ -42,8 +42,8 @@ def prepare_export(workspace: Workspace, request: ExportRequest,
         UsageError: unknown/unavailable format or a bad option (nothing is written).
     """
     from exporter.benchmark import new_entry, parse_request
+    from exporter.jobs.slots import check_target
     from exporter.options import parse_options
-    from exporter.workers import check_target
 
     project = workspace.project(request.project_id)
     experiment = project.experiment(request.experiment_id)
@@ -69,7 +69,7 @@ def prepare_export(workspace: Workspace, request: ExportRequest,
 def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
     """Every option of an export: the format's (common ones first), the task's, then the runner's (``target``
     with the Ray runner)."""
-    from exporter.workers import runner_options
+    from exporter.jobs.slots import runner_options
 
     return tuple(fmt.options()) + task_option_specs(task) + runner_options()
 

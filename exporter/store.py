@@ -15,12 +15,12 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from filelock import FileLock
 
 from exporter.errors import NotFoundError, OutputFileError
-from exporter.record import ExportRecord
+from exporter.record import ExportRecord, RecordChanges
 from exporter.workspace import Project, Workspace, utc_now
 
 __all__ = ["ExportStore", "all_exports", "atomic_write_json", "find_export", "summarize", "utc_now"]
@@ -54,7 +54,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def summarize(record: ExportRecord) -> dict[str, Any]:
-    """The index entry for a record (DESIGN.md §2)."""
+    """The index entry for a record (docs/contracts.md: Workspace on disk)."""
     validation, outcome = record.validation, record.decide()
     return {
         "id": record.id, "project_id": record.project_id, "experiment_id": record.experiment_id,
@@ -162,13 +162,14 @@ class ExportStore:
         except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             raise NotFoundError(f"No export {export_id!r} in project {self.project.id!r}.") from None
 
-    def update(self, export_id: str, **changes: Any) -> ExportRecord:
+    def update(self, export_id: str, **changes: Unpack[RecordChanges]) -> ExportRecord:
         """Set record fields and rewrite the record and its index entry atomically.
 
         Raises:
-            TypeError: a field the record does not have (a misspelling must not add a field).
+            TypeError: a field a job may not change, or one the record does not have (a misspelling must not add
+                a field).
         """
-        unknown = set(changes) - ExportRecord.fields()
+        unknown = set(changes) - set(RecordChanges.__annotations__)
         if unknown:
             raise TypeError(f"ExportRecord has no field(s) {sorted(unknown)}")
         with self.lock():

@@ -2,7 +2,7 @@
 
 Pass rule per output: ``max |torch - exported| <= tolerance * max(1, max |torch|)`` — an
 absolute tolerance scaled by the output's magnitude, because element-wise relative error is
-dominated by near-zero values (FINDINGS.md) and is reported for information only.
+dominated by near-zero values (docs/findings.md) and is reported for information only.
 A reference that is constant or ~0 everywhere (an untrained net) makes the verdict
 ``inconclusive``: any tolerance would pass, so it proves nothing.
 
@@ -149,7 +149,7 @@ def validate(module: nn.Module, runner: Runner, *, input_name: str, output_names
     """Compare ``module`` and ``runner`` on every image of ``pool`` at each batch size.
 
     The first ``n_samples`` images of the pool are the project's samples; detection and
-    segmentation need something detected there (``exporter.tasks.compare``).
+    segmentation need something detected there (``exporter.tasks.agreement``).
 
     Returns:
         A report with one ``OutputComparison`` per output; never raises for a mismatch.

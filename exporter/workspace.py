@@ -1,6 +1,6 @@
 """Discover projects, experiments and checkpoints under a workspace root; write their JSON files.
 
-The layout is the training side's contract (DESIGN.md §2)::
+The layout is the training side's contract (docs/contracts.md: Workspace on disk)::
 
     projects/<project-id>/project.json
     projects/<project-id>/experiments/<experiment-id>/experiment.json
@@ -219,7 +219,7 @@ def utc_now() -> str:
 
 
 def write_project_json(folder: Path, project_id: str, name: str, task: str, **extra: Any) -> dict[str, Any]:
-    """Write a project's ``project.json`` (DESIGN.md §2) into ``folder``; the importer and the demo use this."""
+    """Write a project's ``project.json`` (docs/contracts.md) into ``folder``; the importer and the demo use it."""
     meta = {"id": project_id, "name": name, "task": task, "created_at": utc_now(), **extra}
     _write_json(folder / "project.json", meta)
     return meta
@@ -228,7 +228,7 @@ def write_project_json(folder: Path, project_id: str, name: str, task: str, **ex
 def write_experiment_json(folder: Path, *, experiment_id: str, name: str, project_id: str, task: str,
                           model: dict[str, Any], checkpoints: dict[str, Any], metrics: dict[str, Any],
                           status: str, **extra: Any) -> dict[str, Any]:
-    """Write an experiment's ``experiment.json`` (DESIGN.md §2) into ``folder``; returns it as written."""
+    """Write an experiment's ``experiment.json`` (docs/contracts.md) into ``folder``; returns it."""
     meta = {"id": experiment_id, "name": name, "project_id": project_id, "task": task, "model": model,
             "metrics": metrics, "status": status, "created_at": utc_now(), **extra, "checkpoints": checkpoints}
     return _write_json(folder / "experiment.json", meta)

@@ -16,8 +16,9 @@ import torch
 
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import NotFoundError
-from tests.helpers import cli, lively_init
-from tests.server import running_server
+from testkit.models import lively_init
+from testkit.server import running_server
+from tests.helpers import cli
 
 TIMM = ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "convnext_atto"]
 

@@ -41,7 +41,7 @@ def benchmark_section(record: ExportRecord) -> None:
 
 def benchmark_result(bench: Benchmark) -> None:
     """Headline figures, where it ran, the latency distributions and the full table."""
-    from ui.components import facts
+    from ui.widgets import facts
 
     file, eager = bench.results.get("file") or {}, bench.results.get("pytorch") or {}
     head = bench.headline()

@@ -6,10 +6,10 @@ from typing import Any
 
 import streamlit as st
 
+from exporter import queries
 from exporter.jobs import recover_interrupted
-from exporter.store import ExportStore
 from exporter.workspace import Workspace
-from ui.components import apply_goto, sticky_selectbox
+from ui.widgets import apply_goto, sticky_selectbox
 
 PAGES = {"export": "app_pages/export.py", "compare": "app_pages/compare.py", "history": "app_pages/history.py",
          "projects": "app_pages/projects.py"}
@@ -46,7 +46,7 @@ def project_order(projects: list[Any]) -> list[str]:
     recent = [r for r in st.session_state.get("recent_projects", []) if r in {p.id for p in projects}]
 
     def last_export(project: Any) -> float:
-        index = ExportStore(project).index_path
+        index = queries.index_file(Workspace(), project.id)
         return index.stat().st_mtime if index.is_file() else 0.0
 
     rest = sorted((p for p in projects if p.id not in recent), key=lambda p: (-last_export(p), p.id))
@@ -56,7 +56,7 @@ def project_order(projects: list[Any]) -> list[str]:
 def open_project() -> tuple[Workspace, Any]:
     """The workspace and the project chosen in the sidebar; an empty workspace shows how to start, and
     the page stops there."""
-    from ui.components import empty_workspace
+    from ui.widgets import empty_workspace
 
     workspace = Workspace()
     if not workspace.projects():

@@ -19,7 +19,7 @@ from exporter.checkpoint import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 from exporter.errors import ExportError
 from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
 from exporter.tasks import DEFAULT_TASK, task_names
-from ui.components import api_url, session_ticket
+from ui.transfers import api_url, session_ticket
 
 _STATIC = Path(__file__).with_name("static")
 _picker = st.components.v2.component(

@@ -1,4 +1,4 @@
-"""HTTP API under ``/api``, served by the dashboard's own process (DESIGN.md §7).
+"""HTTP API under ``/api``, served by the dashboard's own process (docs/contracts.md: HTTP API).
 
 One module per resource (``formats``, ``projects``, ``uploads``, ``exports``), each a FastAPI
 router of plain functions; ``app`` assembles them with authentication and error handling.

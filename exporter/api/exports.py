@@ -12,9 +12,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from exporter import queries
 from exporter.api.app_state import workspace
 from exporter.api.errors import ApiError
 from exporter.errors import NotFoundError
+from exporter.formats import DEFAULT_FORMAT
 from exporter.jobs import (
     cancel_benchmark,
     delete_export,
@@ -26,9 +28,9 @@ from exporter.jobs import (
     start_export,
     start_export_all,
 )
-from exporter.record import ExportRecord
+from exporter.record import ExportRecord, ExportSummary
 from exporter.service import ExportRequest
-from exporter.store import all_exports, find_export
+from exporter.store import find_export
 
 CHUNK = 1 << 20
 # Streamlit's gzip middleware would re-encode model files (dropping Content-Length and Range,
@@ -53,15 +55,15 @@ class ExportBody(BaseModel):
     project_id: str = Field(max_length=128)
     experiment_id: str = Field(max_length=128)
     checkpoint: str = Field("best", max_length=16)
-    format: str = Field("onnx", max_length=32)
+    format: str = Field(DEFAULT_FORMAT, max_length=32)
     options: dict[str, Any] = Field(default_factory=dict)
     benchmark: BenchmarkBody | None = None  # settings of a benchmark to run once the export completes
 
 
 @router.get("/exports", summary="Export summaries, newest first")
-def list_exports(project_id: str | None = Query(None, max_length=128)) -> list[dict[str, Any]]:
+def list_exports(project_id: str | None = Query(None, max_length=128)) -> list[ExportSummary]:
     recover_interrupted(workspace())  # a worker that died shows as Interrupted, not running
-    return all_exports(workspace(), project_id)
+    return queries.exports(workspace(), project_id)
 
 
 @router.post("/export", status_code=202, summary="Start an export in the background")

@@ -1,6 +1,6 @@
 """ONNX export with torch.onnx, checked, simplified and verified by running it in ONNX Runtime.
 
-Exporter choice (FINDINGS.md): the legacy TorchScript-based exporter is 3–29× faster and
+Exporter choice (docs/findings.md): the legacy TorchScript-based exporter is 3–29× faster and
 handles detectors; dynamo handles some models legacy cannot. ``exporter=auto`` tries legacy
 first, and every attempt must survive ``onnx.checker``, an opset read-back and a smoke run
 at batch 2 (when the batch is dynamic) before it is accepted; otherwise the next is tried.
@@ -20,7 +20,9 @@ import numpy as np
 from exporter.errors import ExporterError, InvalidOptionError, one_line, resource_error
 from exporter.formats.registry import (
     FP16_TOLERANCE,
+    GRAPH_DIAGNOSIS,
     INT8_TOLERANCE,
+    REFERENCE_FILE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -36,7 +38,6 @@ DYNAMO_OPSETS = (18, 23)
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialise a ModelProto past 2 GiB
 MODEL_FILE = "model.onnx"
-REFERENCE_FILE = "reference-fp32.onnx"  # the float graph a reduced-precision file was made from (work folder only)
 SELECTION_OPS = {"TopK", "NonMaxSuppression"}  # fp16 keeps them and all they feed in float (see _to_fp16)
 ACCURACY_OPTION = OptionSpec(
     "accuracy", "choice", "fixed",
@@ -70,6 +71,7 @@ class OnnxFormat(ExportFormat):
 
     stages = ("export", "simplify", "quantize")
     packages = ("onnx", "onnxruntime")
+    diagnosis = GRAPH_DIAGNOSIS
     runtime_modules = ("onnxruntime",)
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE, ("precision", "int8"): INT8_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
@@ -240,7 +242,7 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, l
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_dir / MODEL_FILE
     n, c, h, w = job.input_shape
-    # Dynamo bakes a batch-1 example into reshapes (FINDINGS.md): give it batch 2.
+    # Dynamo bakes a batch-1 example into reshapes (docs/findings.md): give it batch 2.
     batch = max(n, 2) if exporter == "dynamo" and job.dynamic_batch else n
     example = torch.rand(batch, c, h, w)
     axes = None

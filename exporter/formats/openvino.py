@@ -14,7 +14,6 @@ from exporter.errors import ExporterError, InvalidOptionError, one_line, resourc
 from exporter.formats.onnx import (
     ACCURACY_OPTION,
     DEFAULT_OPSET,
-    REFERENCE_FILE,
     check_accuracy_option,
     describe_model,
     exporter_order,
@@ -23,6 +22,8 @@ from exporter.formats.onnx import (
 from exporter.formats.registry import (
     FP16_TOLERANCE,
     INT8_TOLERANCE,
+    IR_DIAGNOSIS,
+    REFERENCE_FILE,
     Deployed,
     ExportArtifact,
     ExportFormat,
@@ -37,7 +38,7 @@ BF16_TOLERANCE = 5e-2  # bf16 keeps 8 mantissa bits, fp16 11
 
 
 def _openvino():
-    # Telemetry is opted out at install time (Makefile: opt_in_out --opt_out), see FINDINGS.md.
+    # Telemetry is opted out at install time (Makefile: opt_in_out --opt_out), see docs/findings.md.
     import openvino
 
     return openvino
@@ -77,6 +78,7 @@ class OpenVinoFormat(ExportFormat):
 
     stages = ("export", "simplify", "convert", "quantize")
     packages = ("openvino",)
+    diagnosis = IR_DIAGNOSIS
     cannot = {DATA_DEPENDENT_LOOP: "OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
                                    "(Conversion is failed for: Loop)"}
     runtime_modules = ("openvino",)

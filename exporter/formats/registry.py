@@ -127,6 +127,11 @@ class ExportArtifact:
 
 
 METADATA_FILE = "metadata.json"
+DEFAULT_FORMAT = "onnx"  # what an export makes when the request names no format
+RECORD_PACKAGES = ("onnx", "onnxruntime", "onnxsim")  # versions a record's environment carries (beside torch)
+RUNTIME_PACKAGES = ("onnxruntime", "openvino", "tensorrt")  # runtime versions a machine stamp carries
+REFERENCE_FILE = "reference-fp32.onnx"  # the float graph a reduced-precision file was made from (work folder only)
+GRAPH_DIAGNOSIS, IR_DIAGNOSIS = "graph", "ir"  # ``ExportFormat.diagnosis``
 FP16_TOLERANCE = 1e-2  # default tolerances of reduced-precision files (``ExportFormat.reduced_precision``)
 INT8_TOLERANCE = 5e-2
 MIN_AGREEMENT = 0.99  # task agreement (top-1, match rate, pixels) that lets a reduced-precision file pass
@@ -183,7 +188,7 @@ def io_info(job: ExportJob, outputs: Any = None) -> dict[str, Any]:
 
 
 class ExportFormat:
-    """Base of every format: the same small interface (see CONVENTIONS.md)."""
+    """Base of every format: the same small interface (README: Layout)."""
 
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
@@ -203,6 +208,17 @@ class ExportFormat:
     # pass on task agreement (``min_agreement``).
     reduced_precision: ClassVar[Mapping[tuple[str, Any], float]] = {}
     tolerance: ClassVar[float] = 1e-4  # the default tolerance of a full-precision file
+    needs_gpu: ClassVar[bool] = False  # building or running the file takes a GPU (a cluster job asks for one)
+    # How a diagnosis reads the file's intermediate tensors: GRAPH_DIAGNOSIS (an ONNX graph, every tensor made an
+    # output) or IR_DIAGNOSIS (an OpenVINO IR against the ONNX graph it came from); "" — ``not_diagnosable`` says why.
+    diagnosis: ClassVar[str] = ""
+    not_diagnosable: ClassVar[str] = "its runtime does not expose them"
+
+    def diagnosed_against_float_graph(self, options: dict[str, Any]) -> bool:
+        """Whether a diagnosis compares the file with the fp32 ONNX graph it was made from (made again from the
+        checkpoint when the export's work folder is gone), rather than with PyTorch."""
+        return self.diagnosis == IR_DIAGNOSIS or (
+            self.diagnosis == GRAPH_DIAGNOSIS and self.min_agreement(options) is not None)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:

@@ -118,6 +118,8 @@ class TensorRtFormat(ExportFormat):
     stages = ("export", "simplify", "engine")
     runtime_modules = ("torch", "tensorrt")
     tolerance = 1e-3  # GPU kernels sum in other orders than the CPU
+    needs_gpu = True
+    not_diagnosable = "TensorRT fuses layers into kernels; diagnose the ONNX export it is built from"
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))
     format_options = (

@@ -35,6 +35,7 @@ class TorchScriptFormat(ExportFormat):
 
     runtime_modules = ("torch", "torchvision")
     packages = ("torch",)
+    not_diagnosable = "TorchScript runs the traced graph as one call and exposes no intermediate tensors"
 
     format_options = (
         OptionSpec("method", "choice", "trace", "trace (default) or script (keeps data-dependent control flow).",

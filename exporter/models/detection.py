@@ -1,7 +1,7 @@
 """Object detection and instance segmentation on torchvision detectors, NMS inside the graph.
 
 torchvision's detectors post-process image by image in Python loops, which a trace freezes
-at one image (FINDINGS.md: every legacy ONNX detector fails at batch 2). The wrappers here
+at one image (docs/findings.md: every legacy ONNX detector fails at batch 2). The wrappers here
 reuse each model's own modules (backbone, heads, anchors, box coders, RoI pooling, mask
 paste) and replace only those loops with batched tensor code: top-k per level and image,
 score threshold, greedy NMS per (image, label), padded outputs (``postprocess.py``).

@@ -4,7 +4,7 @@ Every detector here ends in the same fixed-rank outputs, for any batch size:
 ``boxes [B, D, 4]`` (x1, y1, x2, y2 in input pixels), ``scores [B, D]``, ``labels [B, D]``
 (-1 in empty slots) and ``num_detections [B]`` — the convention of TensorRT's EfficientNMS
 plugin and Ultralytics' ``nms=True`` exports. Candidates arrive as one flat list with an
-image index per row, so no Python loop over images is traced (FINDINGS.md: traced per-image
+image index per row, so no Python loop over images is traced (docs/findings.md: traced per-image
 loops fix the batch at one).
 """
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from exporter.datasets import ValSet
     from exporter.models.spec import ModelSpec
-    from exporter.tasks.compare import Pair, TaskCheck
+    from exporter.tasks.agreement import Pair, TaskCheck
     from exporter.tasks.metrics import Score
 
 Prediction = dict[str, "np.ndarray"]  # one image's outputs, by output name

@@ -9,7 +9,7 @@ import numpy as np
 
 from exporter import datasets
 from exporter.errors import ArchitectureError, DatasetError
-from exporter.tasks import compare, drawing, metrics
+from exporter.tasks import agreement, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
@@ -63,8 +63,8 @@ class ClassificationTask(Task):
 
         return FirstOutput(model).eval()
 
-    def agreement(self, pairs: list[compare.Pair]) -> dict[str, float]:
-        return compare.top1_agreement(pairs)
+    def agreement(self, pairs: list[agreement.Pair]) -> dict[str, float]:
+        return agreement.top1_agreement(pairs)
 
     def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
         if not spec.class_names:

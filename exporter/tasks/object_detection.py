@@ -12,7 +12,7 @@ from exporter import capabilities, datasets
 from exporter.errors import ArchitectureError
 from exporter.models.spec import IDENTITY_NORMALIZATION
 from exporter.options import OptionSpec
-from exporter.tasks import compare, drawing, metrics
+from exporter.tasks import agreement, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
@@ -94,9 +94,9 @@ class ObjectDetectionTask(Task):
 
         return DetectionOutputs(model, spec.input_size, options or {}).eval()
 
-    def compare(self, pairs: list[compare.Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
-                settings: dict[str, Any]) -> compare.TaskCheck:
-        return compare.detections(pairs, output_names, tolerance, n_samples, settings, rotated=self.rotated)
+    def compare(self, pairs: list[agreement.Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
+                settings: dict[str, Any]) -> agreement.TaskCheck:
+        return agreement.detections(pairs, output_names, tolerance, n_samples, settings, rotated=self.rotated)
 
     def usage_lines(self, model: dict[str, Any], outputs: list[str]) -> list[str]:
         return detection_usage(model, self.rotated)
@@ -121,7 +121,7 @@ class ObjectDetectionTask(Task):
     def disagreement(self, reference: Prediction, exported: Prediction, calibration: dict[str, float]) -> float:
         """Detections (score ≥ 0.5) that have no counterpart at IoU ≥ 0.5 on the other side."""
         ref, out = _confident(reference), _confident(exported)
-        matched = len(compare.match_detections(ref, out, self.rotated))
+        matched = len(agreement.match_detections(ref, out, self.rotated))
         return float(len(ref["scores"]) + len(out["scores"]) - 2 * matched)
 
     def draw(self, image: Image.Image, prediction: Prediction, spec: ModelSpec, calibration: dict[str, float]) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 
 from exporter import datasets
 from exporter.tasks import drawing, metrics
+from exporter.tasks.agreement import Pair
 from exporter.tasks.base import Prediction, TaskTraits
 from exporter.tasks.classification import ClassificationTask
-from exporter.tasks.compare import Pair
 from exporter.tasks.registry import register_task
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import numpy as np
 from exporter import datasets
 from exporter.errors import ArchitectureError
 from exporter.options import OptionSpec
-from exporter.tasks import compare, drawing, metrics
+from exporter.tasks import agreement, drawing, metrics
 from exporter.tasks.base import Prediction, Task, TaskTraits
 from exporter.tasks.registry import register_task
 
@@ -68,10 +68,10 @@ class SegmentationTask(Task):
 
         return SegmentationOutputs(model, options or {}).eval()
 
-    def compare(self, pairs: list[compare.Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
-                settings: dict[str, Any]) -> compare.TaskCheck:
-        floor = settings.get("min_agreement") or compare.MIN_PIXEL_AGREEMENT
-        return compare.segmentation(pairs, output_names, n_samples, floor)
+    def compare(self, pairs: list[agreement.Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
+                settings: dict[str, Any]) -> agreement.TaskCheck:
+        floor = settings.get("min_agreement") or agreement.MIN_PIXEL_AGREEMENT
+        return agreement.segmentation(pairs, output_names, n_samples, floor)
 
     def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
         return datasets.masks(folder, spec.num_classes or 2)

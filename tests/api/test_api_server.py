@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from testkit.server import running_server, wait_for
 from tests.conftest import linked_copy, read_index
 from tests.helpers import record_fields
-from tests.server import running_server, wait_for
 
 CLS = {"project_id": "demo-classification", "experiment_id": "exp-resnet18-shapes"}
 

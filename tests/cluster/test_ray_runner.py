@@ -14,9 +14,9 @@ import onnx
 import psutil
 import pytest
 
+from testkit.server import running_server, wait_for
 from tests.conftest import linked_copy
 from tests.helpers import cli
-from tests.server import running_server, wait_for
 
 CLI_TASKS = {"demo-classification": "exp-resnet18-shapes", "demo-regression": "exp-resnet18-center",
              "demo-anomaly": "exp-autoencoder", "demo-oriented": "exp-obb-resnet18"}
@@ -26,7 +26,7 @@ API_TASKS = {"demo-segmentation": "exp-lraspp-shapes", "demo-detection": "exp-fa
 
 @pytest.fixture(scope="module")
 def cluster():
-    from tests.ray_cluster import RayCluster, private_network
+    from testkit.ray_cluster import RayCluster, private_network
 
     network = private_network()
     try:

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from exporter.benchmark import parse_request, time_runs
-from exporter.compare import fastest_within, pareto_front
 from exporter.errors import UsageError
 from exporter.formats import get_format
 from exporter.machine import machine_stamp, this_machine_id
+from exporter.tradeoffs import fastest_within, pareto_front
 
 
 def test_settings_are_checked_and_normalised():
@@ -80,7 +80,7 @@ def test_each_precision_has_a_name():
 
 def test_a_benchmark_has_the_machine_to_itself(tmp_path, monkeypatch):
     """An exclusive slot waits for running jobs to end, and jobs arriving meanwhile wait for it."""
-    from exporter.workers import worker_slot
+    from exporter.jobs.slots import worker_slot
 
     monkeypatch.setenv("AISTUDIO_MAX_WORKERS", "2")
     events, export_may_end = [], threading.Event()

@@ -18,9 +18,9 @@ from exporter.datasets import coco, image_folder, masks, polygon_to_rbox
 from exporter.errors import DatasetError
 from exporter.geometry import rotated_corners
 from exporter.tasks import metrics
+from testkit.server import running_server
 from tests.conftest import read_index
 from tests.helpers import DEMO, TASK_DEMOS, cli
-from tests.server import running_server
 
 
 # -- metrics on cases worked by hand -------------------------------------------------------
@@ -144,7 +144,7 @@ def _reproduces_pytorch(root, record) -> None:
 
     from exporter.checkpoint import load_checkpoint
     from exporter.pipeline import build_wrapped
-    from exporter.tasks.compare import match_detections
+    from exporter.tasks.agreement import match_detections
     from exporter.validation import load_images
 
     project = Workspace(root).project(record.project_id)

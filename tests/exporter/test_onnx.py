@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from exporter import ExportRequest, Workspace, export_checkpoint
-from tests.helpers import classifier_checkpoint
+from testkit.models import classifier_checkpoint
 
 # One builder per kind of graph (squeeze-excitation + hardswish, channel shuffle, dense concat, aux-head tuples,
 # LayerNorm); every builder of every task at two sizes is `make matrix` (bench/results/matrix.md).
@@ -142,7 +142,7 @@ def test_batch_baked_into_the_graph_fails_validation(tmp_path):
         def wrap(self, model, spec, options=None):
             return model.eval()
 
-    from tests.helpers import lively_init, write_experiment
+    from testkit.models import lively_init, write_experiment
 
     sd = lively_init(Flatten1()).state_dict()
     write_experiment(tmp_path, sd, task="test_baked_batch",

@@ -11,7 +11,8 @@ import pytest
 from exporter import Workspace
 from exporter.record import SCHEMA_VERSION, ExportRecord
 from exporter.store import ExportStore
-from tests.helpers import record_fields, write_project
+from testkit.models import write_project
+from tests.helpers import record_fields
 
 V1_RECORD = Path(__file__).resolve().parent.parent / "fixtures" / "export_v1.json"
 

@@ -6,9 +6,9 @@ import pytest
 
 from exporter import ExportRequest, Workspace
 from exporter.errors import InvalidOptionError, UsageError
-from exporter.ray_runner import GIB, feasible, job_resources
+from exporter.jobs.cluster import GIB, feasible, job_resources
+from exporter.jobs.slots import runner_name
 from exporter.request import prepare_export
-from exporter.workers import runner_name
 
 
 def test_the_runner_comes_from_the_environment(monkeypatch):

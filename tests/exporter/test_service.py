@@ -13,8 +13,9 @@ import torch
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import FormatUnavailableError, InvalidOptionError, NotFoundError, UnknownFormatError
 from exporter.store import ExportStore
+from testkit.models import classifier_checkpoint, write_experiment
 from tests.conftest import read_index
-from tests.helpers import DEMO, classifier_checkpoint, record_fields, write_experiment
+from tests.helpers import DEMO, record_fields
 
 
 def independent_max_diff(root, project_id, experiment_id, onnx_path) -> float:

@@ -16,10 +16,10 @@ from exporter.geometry import rotated_iou
 from exporter.models.detection import DetectionOutputs, build_detector
 from exporter.models.oriented import cluster_nms, probiou_matrix
 from exporter.models.postprocess import nms_padded
-from exporter.tasks.compare import iou_matrix, match_detections
-from tests.helpers import lively_init, write_experiment
+from exporter.tasks.agreement import iou_matrix, match_detections
+from testkit.models import lively_init, write_experiment
 
-# Random detectors give no boxes or all-tied scores (FINDINGS.md). Each family gets an init that
+# Random detectors give no boxes or all-tied scores (docs/findings.md). Each family gets an init that
 # spreads its scores (probed: ≥ 66 distinct scores per image), and a threshold keeping the top
 # few percent: (architecture, input side, score threshold, lively backbone, head pattern, head std).
 DETECTORS = [

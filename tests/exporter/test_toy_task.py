@@ -20,9 +20,10 @@ from torch import nn
 
 from exporter.options import OptionSpec
 from exporter.tasks import Task, TaskTraits, register_task
+from testkit.models import lively_init, write_experiment
+from testkit.server import running_server, wait_for
 from tests.conftest import ROOT
-from tests.helpers import cli, lively_init, write_experiment
-from tests.server import running_server, wait_for
+from tests.helpers import cli
 
 TASK, MODULE = "toy_brightness", __name__
 

@@ -10,7 +10,7 @@ import torch
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.formats.onnx import OrtRunner
 from exporter.validation import diff_histogram, input_pool, validate
-from tests.helpers import classifier_checkpoint, write_experiment
+from testkit.models import classifier_checkpoint, write_experiment
 
 
 def test_untrained_zero_output_is_inconclusive_not_passed(tmp_path):

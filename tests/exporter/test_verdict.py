@@ -10,14 +10,14 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from exporter.compare import compare_rows, pareto_front
 from exporter.record import ExportRecord
 from exporter.store import ExportStore
+from exporter.tradeoffs import compare_rows, pareto_front
 from exporter.verdict import change_text
 from exporter.workspace import Workspace
+from testkit.server import running_server
 from tests.conftest import ROOT, read_index
 from tests.helpers import cli
-from tests.server import running_server
 
 
 def record(options: dict, validation: dict | None = None, evaluation: dict | None = None,
@@ -117,8 +117,11 @@ def test_a_file_that_validates_but_fails_its_gate_is_failed_everywhere(demo_eval
 
 @pytest.mark.parametrize("verdict", ["passed", "failed"])
 def test_the_history_filter_follows_the_one_verdict(verdict):
+    from exporter.record import ExportSummary
     from exporter.report import filter_exports
 
-    entries = [{"id": "a", "status": "completed", "verdict": "failed", "validation": {"verdict": "passed"}},
-               {"id": "b", "status": "completed", "verdict": "passed", "validation": {"verdict": "failed"}}]
-    assert [e["id"] for e in filter_exports(entries, verdicts=[verdict])] == ["a" if verdict == "failed" else "b"]
+    common = {"project_id": "p", "experiment_id": "e", "checkpoint": "best", "format": "onnx", "status": "completed",
+              "created_at": "2026-12-04T00:00:00Z"}
+    entries = [ExportSummary(id="a", verdict="failed", validation={"verdict": "passed"}, **common),
+               ExportSummary(id="b", verdict="passed", validation={"verdict": "failed"}, **common)]
+    assert [e.id for e in filter_exports(entries, verdicts=[verdict])] == ["a" if verdict == "failed" else "b"]

@@ -26,9 +26,9 @@ import torch
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.jobs import recover_interrupted, start_export
 from exporter.store import ExportStore
+from testkit.models import write_experiment
+from testkit.server import running_server, wait_for
 from tests.conftest import ROOT, read_index
-from tests.helpers import write_experiment
-from tests.server import running_server, wait_for
 
 CLS = ("demo-classification", "exp-resnet18-shapes")
 SMALL = ("demo-anomaly", "exp-autoencoder")  # a 1 MB model: concurrency tests need many exports, not big ones

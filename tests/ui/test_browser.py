@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from testkit.server import running_server, wait_for
 from tests.conftest import ARTIFACTS, linked_copy
-from tests.server import running_server, wait_for
 from tests.ui.conftest import FAILED
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -168,7 +168,7 @@ def test_upload_a_checkpoint_in_the_dashboard_and_export_it(page, demo_template,
     import torch
     import torchvision
 
-    from tests.helpers import lively_init
+    from testkit.models import lively_init
 
     state = lively_init(torchvision.models.resnet18(weights=None, num_classes=5)).state_dict()
     upload = tmp_path / "my_resnet18.pt"

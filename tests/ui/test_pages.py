@@ -131,7 +131,7 @@ def test_validation_tab_shows_the_float64_referee(tmp_path, monkeypatch):
     """A file that passes on the float64 referee: its figures in the table, the sentence, and the chart of both
     errors from float64 beside the |diff| curves."""
     from exporter import ExportRequest, Workspace, export_checkpoint
-    from tests.helpers import classifier_checkpoint
+    from testkit.models import classifier_checkpoint
 
     classifier_checkpoint(tmp_path, "efficientnet_v2_s", num_classes=10, size=64, gain=0.8805)
     record = export_checkpoint(Workspace(tmp_path), ExportRequest("proj", "exp"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT
+from testkit import ROOT
 
 
 def free_port() -> int:

@@ -1,32 +1,49 @@
 """Run exports and the jobs on them in the background: start, cancel, and recover records whose worker died.
 
-Where a job runs is the runner's business (``exporter.runners``: child processes of this machine by
-default, a Ray cluster with ``AISTUDIO_RUNNER=ray``). The record holds the worker's identity — the
-process, and for Ray the node — and a ``pending``/``running`` record whose worker is gone is ``failed``
-with ``error.type = "Interrupted"``.
+Where a job runs is the runner's business (``get_runner``: ``exporter.jobs.local`` — child processes of this
+machine — by default, ``exporter.jobs.cluster`` — a Ray cluster — with ``AISTUDIO_RUNNER=ray``). The record
+holds the worker's identity — the process, and for Ray the node — and a ``pending``/``running`` record whose
+worker is gone is ``failed`` with ``error.type = "Interrupted"``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from exporter.errors import Cancelled, ExportError, Interrupted, UsageError
-from exporter.record import ACTIVE, ExportRecord
+from exporter.jobs.kinds import SIDE_JOBS, Benchmark, Diagnose, Evaluate, Export, Job, end_active
+from exporter.jobs.local import LOCAL
+from exporter.jobs.slots import runner_name, worker_alive
+from exporter.record import ACTIVE, ExportRecord, Worker
 from exporter.request import ExportRequest, prepare_export
-from exporter.runners import LOCAL, end_active
 from exporter.store import ExportStore, find_export, utc_now
-from exporter.workers import runner_name, worker_alive
 from exporter.workspace import Workspace
 
-__all__ = ["ACTIVE", "cancel_benchmark", "cancel_export", "delete_export", "export_and_wait", "get_runner",
+__all__ = ["ACTIVE", "Runner", "cancel_benchmark", "cancel_export", "delete_export", "export_and_wait", "get_runner",
            "recover_interrupted", "refresh", "start_benchmark", "start_diagnosis", "start_evaluation", "start_export",
            "start_export_all"]
 
 
-def get_runner() -> Any:
-    """The runner jobs go to: ``exporter.runners.LOCAL``, or the Ray runner (connected on its first job)."""
+class Runner(Protocol):
+    """Where jobs run. A runner can ``start`` a job in the background (recording its worker: the process; for Ray,
+    the node), ``run`` one and wait for it here (the CLI's ``export``), ``cancel`` one given its recorded worker,
+    and say whether that worker is ``alive``."""
+
+    name: str
+
+    def start(self, workspace: Workspace, store: ExportStore, job: Job) -> None: ...
+
+    def run(self, workspace: Workspace, store: ExportStore, job: Job) -> ExportRecord: ...
+
+    def cancel(self, worker: Worker | None) -> None: ...
+
+    def alive(self, worker: Worker | None) -> bool: ...
+
+
+def get_runner() -> Runner:
+    """The runner jobs go to: ``exporter.jobs.local.LOCAL``, or the Ray runner (connected on its first job)."""
     if runner_name() == "ray":
-        from exporter.ray_runner import RayRunner
+        from exporter.jobs.cluster import RayRunner
 
         return RayRunner.shared()
     return LOCAL
@@ -41,7 +58,7 @@ def start_export(workspace: Workspace, request: ExportRequest) -> ExportRecord:
     runner = get_runner()
     record = prepare_export(workspace, request, check=getattr(runner, "check", None))
     store = ExportStore.for_project(workspace, record.project_id)
-    runner.start(workspace, store, record.id)
+    runner.start(workspace, store, Export(record.project_id, record.id))
     return store.get(record.id)
 
 
@@ -49,7 +66,8 @@ def export_and_wait(workspace: Workspace, request: ExportRequest) -> ExportRecor
     """Prepare an export and run it to the end where the runner runs jobs, waiting here; the final record."""
     runner = get_runner()
     record = prepare_export(workspace, request, check=getattr(runner, "check", None))
-    return runner.run(workspace, ExportStore.for_project(workspace, record.project_id), record.id)
+    return runner.run(workspace, ExportStore.for_project(workspace, record.project_id),
+                      Export(record.project_id, record.id))
 
 
 def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, Any] | None = None) -> ExportRecord:
@@ -63,7 +81,7 @@ def start_evaluation(workspace: Workspace, export_id: str, overrides: dict[str, 
     from exporter.service import check_evaluable
 
     requested = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return _start_side_job(workspace, export_id, "evaluation", check_evaluable, {"requested": requested})
+    return _start_side_job(workspace, export_id, Evaluate, check_evaluable, {"requested": requested})
 
 
 def start_diagnosis(workspace: Workspace, export_id: str) -> ExportRecord:
@@ -76,26 +94,20 @@ def start_diagnosis(workspace: Workspace, export_id: str) -> ExportRecord:
     """
     from exporter.report import require_current
 
-    return _start_side_job(workspace, export_id, "diagnosis",
+    return _start_side_job(workspace, export_id, Diagnose,
                            lambda store, record: require_current(store, record, "diagnose"), {})
 
 
-# Jobs that add a part to a completed export: the part → (worker flag, "being …", the action's verb).
-SIDE_JOBS = {"evaluation": ("--evaluate", "evaluated", "evaluate"),
-             "diagnosis": ("--diagnose", "diagnosed", "diagnose")}
-
-
-def _start_side_job(workspace: Workspace, export_id: str, field: str, check: Any,
+def _start_side_job(workspace: Workspace, export_id: str, kind: type[Job], check: Any,
                     state: dict[str, Any]) -> ExportRecord:
-    """Start a job that adds ``field`` (evaluation, diagnosis) to a completed export, in a worker."""
-    flag, done, _ = SIDE_JOBS[field]
+    """Start a job that adds its part (evaluation, diagnosis) to a completed export, in a worker."""
     store, record = find_export(workspace, export_id)
     check(store, record)
-    current = getattr(record, field)
+    current = getattr(record, kind.part)
     if current and current.status == "running" and worker_alive(current.worker):
-        raise UsageError(f"Export {export_id} is being {done} already.")
-    store.update(export_id, **{field: {"status": "running", **state}})
-    get_runner().start(workspace, store, export_id, (flag,))
+        raise UsageError(f"Export {export_id} is being {kind.action.rstrip('e')}ed already.")
+    store.update(export_id, **{kind.part: {"status": "running", **state}})
+    get_runner().start(workspace, store, kind(record.project_id, export_id))
     return store.get(export_id)
 
 
@@ -110,7 +122,7 @@ def start_benchmark(workspace: Workspace, export_id: str, requested: dict[str, A
     from exporter.benchmark import add_entry
 
     store, entry_id = add_entry(workspace, export_id, requested)
-    get_runner().start(workspace, store, export_id, ("--benchmark", entry_id))
+    get_runner().start(workspace, store, Benchmark(store.project.id, export_id, entry=entry_id))
     return store.get(export_id)
 
 
@@ -165,10 +177,10 @@ def cancel_benchmark(workspace: Workspace, export_id: str) -> ExportRecord:
     return drop_entries(store, export_id, ("queued", "running"))
 
 
-def _runner_of(worker: Any) -> Any:
+def _runner_of(worker: Any) -> Runner:
     """The runner that started the job ``worker`` records (Ray's owner loop ends a cancelled job itself)."""
     if worker is not None and getattr(worker, "runner", None) == "ray":
-        from exporter.ray_runner import RayRunner
+        from exporter.jobs.cluster import RayRunner
 
         return RayRunner.shared()
     return LOCAL
@@ -199,7 +211,8 @@ def refresh(workspace: Workspace, export_id: str) -> ExportRecord:
     store, record = find_export(workspace, export_id)
     if record.active and not worker_alive(record.worker):
         record = _interrupt(store, record)
-    for field, (_, _, action) in SIDE_JOBS.items():
+    for field, kind in SIDE_JOBS.items():
+        action = kind.action
         part = getattr(record, field)
         if part and part.status == "running" and not worker_alive(part.worker):
             with store.lock():

@@ -1,7 +1,7 @@
 """Comparisons of PyTorch and exported outputs that tasks use on top of raw tensor diffs.
 
 - Detection (axis-aligned, oriented, instance): position-wise diffs of padded outputs are
-  meaningless when scores tie (FINDINGS.md), so detections are matched per image — same
+  meaningless when scores tie (docs/findings.md), so detections are matched per image — same
   label, IoU ≥ ``MATCH_IOU`` (exact rotated-rectangle IoU for oriented boxes), greedily from
   the best overlap — and box/score diffs are measured on matched pairs. At full precision every
   detection must be matched, except *borderline* ones: a score within the score tolerance of the

@@ -5,7 +5,7 @@ waiting for its export) owns the workspace. It packs what the job reads — ``pr
 experiment's ``experiment.json`` and the one checkpoint, ``data/samples``, ``data/val`` when the job
 evaluates, and the export's folder — into one object in Ray's object store; a Ray task unpacks it into a
 scratch workspace on whichever node Ray picks, runs there exactly what a local worker runs
-(``exporter.runners.run_job``, with the local runner), and streams back: where it runs, the record's
+(``Job.handle``, with the local runner), and streams back: where it runs, the record's
 progress (every 0.5 s while it changes), then the export's folder. The owner publishes the files and the
 record's fields into the workspace as a local job would have written them (files first, primary file
 last, under the project's lock); the record's ``worker`` names the Ray node, its host and resources.
@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import ExportError, Interrupted, UsageError, one_line
-from exporter.record import ExportRecord
-from exporter.runners import PARTS, benchmark_entry, end_active, record_worker, run_job, still_running
+from exporter.jobs.kinds import Benchmark, Evaluate, Export, Job, end_active
+from exporter.jobs.slots import process_identity, worker_alive
+from exporter.record import ExportRecord, Worker
 from exporter.store import PARTIAL_DIR, RECORD_FILE, WORKER_LOG, ExportStore, utc_now
-from exporter.workers import process_identity
 
 ADDRESS_ENV = "AISTUDIO_RAY_ADDRESS"
 PROGRESS_EVERY_S = 0.5
@@ -102,28 +102,34 @@ class RayRunner:
         """
         feasible(self.connect().nodes(), job_resources(format_name, options, checkpoint))
 
-    def start(self, workspace: Any, store: ExportStore, export_id: str, flags: tuple[str, ...] = ()) -> None:
+    def start(self, workspace: Any, store: ExportStore, job: Job) -> None:
         """Submit the job, record its worker, and follow it from a thread of this process."""
-        job = _Job(self, workspace, store, export_id, tuple(flags))
-        job.submit()
-        threading.Thread(target=job.follow, name=f"ray-{export_id}", daemon=True).start()
+        owned = _Owned(self, workspace, store, job)
+        owned.submit()
+        threading.Thread(target=owned.follow, name=f"ray-{job.export_id}", daemon=True).start()
 
-    def run(self, workspace: Any, store: ExportStore, export_id: str, flags: tuple[str, ...] = ()) -> ExportRecord:
+    def run(self, workspace: Any, store: ExportStore, job: Job) -> ExportRecord:
         """Submit the job and follow it here to the end; returns the final record."""
-        job = _Job(self, workspace, store, export_id, tuple(flags))
-        job.submit()
-        job.follow()
-        return store.get(export_id)
+        owned = _Owned(self, workspace, store, job)
+        owned.submit()
+        owned.follow()
+        return store.get(job.export_id)
 
     def cancel(self, worker: Any) -> None:
         """Nothing to kill from here: the owner sees the record end and cancels its Ray task."""
+
+    def alive(self, worker: Worker | None) -> bool:
+        """Whether the job's owner (the process following it) still runs."""
+        return worker_alive(worker)
 
 
 def job_resources(format_name: str, options: dict[str, Any], checkpoint: Path) -> dict[str, float]:
     """What one job asks Ray for: ``CPU``, ``memory`` (bytes), ``GPU`` for TensorRT, ``target``'s resource."""
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0
     wanted = {"CPU": 1.0, "memory": float(GIB + 6 * size)}
-    if format_name == "tensorrt":
+    from exporter.formats import get_format
+
+    if get_format(format_name, require_available=False).needs_gpu:
         wanted["GPU"] = 1.0
     if options.get("target"):
         wanted[str(options["target"])] = 1.0
@@ -153,12 +159,12 @@ def _amount(key: str, value: float) -> str:
     return f"{value / GIB:.1f} GiB" if key == "memory" else f"{value:g}"
 
 
-class _Job:
+class _Owned:
     """One job on the cluster, seen from its owner: the bundle, the task, and what comes back."""
 
-    def __init__(self, runner: RayRunner, workspace: Any, store: ExportStore, export_id: str,
-                 flags: tuple[str, ...]) -> None:
-        self.runner, self.workspace, self.store, self.export_id, self.flags = runner, workspace, store, export_id, flags
+    def __init__(self, runner: RayRunner, workspace: Any, store: ExportStore, job: Job) -> None:
+        self.runner, self.workspace, self.store, self.job = runner, workspace, store, job
+        self.export_id = job.export_id
         self.generator = None
         self.node: dict[str, Any] = {}
         self.worker: dict[str, Any] = {}
@@ -181,16 +187,16 @@ class _Job:
         task = self.runner.task.options(num_returns="streaming", max_retries=0, num_cpus=wanted["CPU"],
                                         memory=wanted["memory"], num_gpus=wanted.get("GPU", 0),
                                         resources=custom or None)
-        self.generator = task.remote(bundle, self.store.project.id, self.export_id, self.flags)
+        self.generator = task.remote(bundle, self.job)
         self.worker = {**process_identity(os.getpid()), "runner": "ray", "resources": wanted, "ray": self.timings}
-        record_worker(self.store, self.export_id, self.flags, self.worker)
+        self.job.record_worker(self.store, self.worker)
 
     def _paths(self, record: ExportRecord, experiment: Path, checkpoint: Path) -> list[Path]:
         """The files the job reads, under the workspace root."""
         project = self.store.project.path
         paths = [project / "project.json", experiment / "experiment.json", checkpoint, project / "data" / "samples",
                  self.store.export_dir(self.export_id)]
-        evaluates = "--evaluate" in self.flags or (not self.flags and record.options.get("evaluate"))
+        evaluates = isinstance(self.job, Evaluate) or (isinstance(self.job, Export) and record.options.get("evaluate"))
         if evaluates or record.options.get("accuracy") == "auto":
             paths.append(project / "data" / "val")
         return [p for p in paths if p.exists()]
@@ -225,7 +231,7 @@ class _Job:
     def _cancelled(self) -> bool:
         """The owner's record says the job is over (cancelled, deleted), or its benchmark entry is gone."""
         try:
-            return not still_running(self.store.get(self.export_id), self.flags)
+            return not self.job.still_running(self.store.get(self.export_id))
         except ExportError:
             return True
 
@@ -235,11 +241,11 @@ class _Job:
         started = node.pop("started_at")
         self.timings["queued_s"] = round(started - self.timings["submitted_at"], 3)  # submit → running on the node
         self.worker = {**self.worker, **node, "node_resources": offered, "ray": self.timings}
-        record_worker(self.store, self.export_id, self.flags, self.worker)
+        self.job.record_worker(self.store, self.worker)
 
     def _on_progress(self, progress: dict[str, Any]) -> None:
         with self.store.lock():
-            if not self.flags and self.store.get(self.export_id).active:
+            if isinstance(self.job, Export) and self.store.get(self.export_id).active:
                 self.store.update(self.export_id, **progress)
 
     def _publish(self, folder: bytes) -> None:
@@ -261,7 +267,7 @@ class _Job:
                 self.timings["publish_s"] = round(time.time() - started, 3)  # unpacked, about to move in
                 fields = self._fields(remote)
                 moved = [p for p in scratch.iterdir() if p.name not in (RECORD_FILE, WORKER_LOG)]
-                primary = remote.get("output_file") if not self.flags else None
+                primary = remote.get("output_file") if isinstance(self.job, Export) else None
                 for path in sorted(moved, key=lambda p: p.name == primary):
                     destination = target / path.name
                     if destination.is_dir():
@@ -273,15 +279,15 @@ class _Job:
 
     def _fields(self, remote: dict[str, Any]) -> dict[str, Any]:
         """The fields of the remote record this job owns, with ``worker`` naming the Ray node."""
-        if entry := benchmark_entry(self.flags):
+        if isinstance(self.job, Benchmark):
+            entry = self.job.entry
             done = next(({**b, "worker": self.worker} for b in remote.get("benchmarks", []) if b["id"] == entry), None)
             return {"benchmarks": [done if b.id == entry and done else b.model_dump(mode="json")
                                    for b in self.store.get(self.export_id).benchmarks]}
-        if self.flags:
-            part = PARTS[self.flags[0]]
+        if part := self.job.part:
             return {part: {**(remote.get(part) or {}), "worker": self.worker}}
         skip = {"id", "project_id", "experiment_id", "checkpoint", "checkpoint_path", "created_at", "format",
-                "options", "schema_version", "worker"}
+                "options", "schema_version", "worker", "outcome"}  # the outcome: the owner's store writes it
         fields = {k: v for k, v in remote.items() if k not in skip}
         fields["benchmarks"] = [{**b, "worker": self.worker} for b in remote.get("benchmarks", [])]
         return {**fields, "worker": self.worker}
@@ -293,18 +299,18 @@ class _Job:
                  f"{str(self.node.get('node_id'))[:12]})" if self.node else "its Ray worker")
         error = Interrupted(f"The job stopped on {where} before it finished ({type(exc).__name__}: "
                             f"{one_line(exc, 160)}); run it again.", stage="worker")
-        if entry := benchmark_entry(self.flags):
-            update_entry(self.store, self.export_id, entry, status="failed",
+        if isinstance(self.job, Benchmark):
+            update_entry(self.store, self.export_id, self.job.entry, status="failed",
                          error={**error.to_dict(), "stage": "benchmark"}, finished_at=utc_now())
-        elif self.flags:
-            self.store.update(self.export_id, **{PARTS[self.flags[0]]: {"status": "failed", "error": error.to_dict(),
-                                                                        "worker": self.worker}})
+        elif self.job.part:
+            self.store.update(self.export_id, **{self.job.part: {"status": "failed", "error": error.to_dict(),
+                                                                 "worker": self.worker}})
         else:
             end_active(self.store, self.store.get(self.export_id), "failed", error)
 
 
 # -- on the worker node ---------------------------------------------------------------------------------------
-def remote_job(bundle: bytes, project_id: str, export_id: str, flags: tuple[str, ...]):
+def remote_job(bundle: bytes, job: Job):
     """The Ray task: unpack the bundle into a scratch workspace, say where it runs, run the job there while
     streaming the record's progress, then send back the export's folder."""
     import ray
@@ -318,13 +324,13 @@ def remote_job(bundle: bytes, project_id: str, export_id: str, flags: tuple[str,
                         "node_ip": ray.util.get_node_ip_address(), "task_pid": os.getpid(),
                         "started_at": time.time()}}
         workspace = Workspace(root)
-        record_path = root / "projects" / project_id / "exports" / export_id / RECORD_FILE
-        thread = threading.Thread(target=run_job, args=(workspace, project_id, export_id, flags), daemon=True)
+        record_path = root / "projects" / job.project_id / "exports" / job.export_id / RECORD_FILE
+        thread = threading.Thread(target=job.handle, args=(workspace,), daemon=True)
         thread.start()
         last = None
         while thread.is_alive():
             thread.join(PROGRESS_EVERY_S)
-            progress = _progress(record_path) if not flags else None
+            progress = _progress(record_path) if isinstance(job, Export) else None
             if progress and progress != last:
                 last = progress
                 yield {"progress": progress}
