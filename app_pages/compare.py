@@ -60,10 +60,10 @@ def busy() -> None:
     done = sum(row["done"] for row in jobs)
     st.info(f"⏳ {len(now)} export(s) or benchmark(s) of this experiment still running"
             + (f", {done} done" if done else "") + " — the chart fills in as they finish.")
-    st.dataframe([{"export": r["id"], "format": r["format"], "precision": r["variant"], "state": r["state"],
-                   "benchmark": r["benchmark"], "failure": r["failure"] or ""} for r in jobs],
-                 hide_index=True, width="stretch", key="export-all-jobs",
-                 column_config={"failure": st.column_config.TextColumn(width="large")})
+    st.container(key="export-all-jobs").dataframe(
+        [{"export": r["id"], "format": r["format"], "precision": r["variant"], "state": r["state"],
+          "benchmark": r["benchmark"], "failure": r["failure"] or ""} for r in jobs],
+        hide_index=True, width="stretch", column_config={"failure": st.column_config.TextColumn(width="large")})
 
 
 busy()
@@ -116,7 +116,7 @@ st.dataframe([{
     "× eager": cell(r["speedup"], ".2f"), "★": "★" if r["id"] in front else "",
     **({"machine": "⚠️ other" if r["other_machine"] else ""} if elsewhere else {}),
 } for r in rows], hide_index=True, width="stretch", column_config={
-    "export": text(width="small"), "format": text(width="small"), "precision": text(width="small"),
+    "export": text(width="medium"), "format": text(width="small"), "precision": text(width="medium"),
     "verdict": text(width="small", help=RULE), "MB": text(width="small", help="size of the file(s)"),
     "p50 ms": text(width="small", help="median latency at the smallest timed batch (usually 1)"),
     "img/s": text(width="small", help="throughput at the largest timed batch (usually 8)"),

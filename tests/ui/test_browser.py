@@ -315,11 +315,11 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
     assert chart.locator(".legendtext").filter(has_text="PyTorch eager").count() == 1
     page.get_by_text("Fastest within a 0.01").wait_for()
     shoot(page, "compare-page.png")
-    ticks = chart.locator(".ytick text").all_inner_texts()  # a metric change, never float noise as "60n"
+    ticks = chart.locator(".ytick text").all_text_contents()  # a metric change, never float noise as "60n"
     assert ticks and not [t for t in ticks if re.search(r"\d[numµkM]$", t)], ticks
     table = page.get_by_test_id("stDataFrame").last
     table.scroll_into_view_if_needed()
-    cells = table.locator("td, [role='gridcell']").all_inner_texts()  # the grid's accessible cells
+    cells = table.locator("td, [role='gridcell']").all_text_contents()  # the grid's accessible cells
     assert cells and "None" not in cells and "none" not in cells, cells
     size = page.viewport_size
     page.set_viewport_size(VIEWS["phone"])
