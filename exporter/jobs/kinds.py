@@ -13,8 +13,15 @@ how it travels to a worker process: ``argv`` writes it on the ``python -m export
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from exporter.errors import ExportError
+    from exporter.record import ExportRecord
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
 
 JOB_OPTION, ENTRY_OPTION = "--job", "--entry"  # the worker command line's words for a job (only here)
 
@@ -33,14 +40,14 @@ class Job:
         """The worker's command-line arguments for this job (``from_args`` reads them back)."""
         return ["--project", self.project_id, "--export-id", self.export_id, JOB_OPTION, self.kind]
 
-    def still_running(self, record: Any) -> bool:
+    def still_running(self, record: ExportRecord) -> bool:
         """Whether the record still expects this job: not cancelled, deleted or ended meanwhile."""
         if self.part:
             part = getattr(record, self.part)
             return part is not None and part.status == "running"
         return record.active
 
-    def record_worker(self, store: Any, worker: dict[str, Any]) -> None:
+    def record_worker(self, store: ExportStore, worker: dict[str, Any]) -> None:
         """Write ``worker`` where the record keeps this job's worker, unless the job has ended meanwhile (a fast
         job may finish before it is recorded)."""
         with store.lock():
@@ -48,14 +55,14 @@ class Job:
             if self.still_running(record):
                 self._store_worker(store, record, worker)
 
-    def _store_worker(self, store: Any, record: Any, worker: dict[str, Any]) -> None:
+    def _store_worker(self, store: ExportStore, record: ExportRecord, worker: dict[str, Any]) -> None:
         store.update(self.export_id, **{self.part: {**getattr(record, self.part).model_dump(), "worker": worker}})
 
-    def handle(self, workspace: Any) -> Any:
+    def handle(self, workspace: Workspace) -> ExportRecord:
         """Do the job in this process (a local worker, a Ray task); returns the record."""
         raise NotImplementedError
 
-    def exit_code(self, record: Any) -> int:
+    def exit_code(self, record: ExportRecord) -> int:
         """The worker process's exit status once ``handle`` returned ``record``."""
         return 0 if record.status == "completed" else 1
 
@@ -66,10 +73,10 @@ class Export(Job):
 
     kind: ClassVar[str] = "export"
 
-    def _store_worker(self, store: Any, record: Any, worker: dict[str, Any]) -> None:
+    def _store_worker(self, store: ExportStore, record: ExportRecord, worker: dict[str, Any]) -> None:
         store.update(self.export_id, worker=worker)
 
-    def handle(self, workspace: Any) -> Any:
+    def handle(self, workspace: Workspace) -> ExportRecord:
         from exporter.benchmark import drop_entries, run_benchmark
         from exporter.pipeline import run_export
         from exporter.store import ExportStore
@@ -91,7 +98,7 @@ class Evaluate(Job):
     part: ClassVar[str | None] = "evaluation"
     action: ClassVar[str] = "evaluate"
 
-    def handle(self, workspace: Any) -> Any:
+    def handle(self, workspace: Workspace) -> ExportRecord:
         from exporter.service import evaluate_export
         from exporter.store import find_export
 
@@ -99,7 +106,7 @@ class Evaluate(Job):
         return _side(workspace, self.export_id, lambda: evaluate_export(
             workspace, self.export_id, getattr(record.evaluation, "requested", None) or {}))
 
-    def exit_code(self, record: Any) -> int:
+    def exit_code(self, record: ExportRecord) -> int:
         return 1 if record.gate_failed or (record.evaluation and record.evaluation.status == "failed") else 0
 
 
@@ -111,12 +118,12 @@ class Diagnose(Job):
     part: ClassVar[str | None] = "diagnosis"
     action: ClassVar[str] = "diagnose"
 
-    def handle(self, workspace: Any) -> Any:
+    def handle(self, workspace: Workspace) -> ExportRecord:
         from exporter.service import diagnose_export
 
         return _side(workspace, self.export_id, lambda: diagnose_export(workspace, self.export_id))
 
-    def exit_code(self, record: Any) -> int:
+    def exit_code(self, record: ExportRecord) -> int:
         return 0
 
 
@@ -130,20 +137,20 @@ class Benchmark(Job):
     def argv(self) -> list[str]:
         return [*super().argv(), ENTRY_OPTION, self.entry]
 
-    def still_running(self, record: Any) -> bool:
+    def still_running(self, record: ExportRecord) -> bool:
         return any(b.id == self.entry for b in record.benchmarks)
 
-    def _store_worker(self, store: Any, record: Any, worker: dict[str, Any]) -> None:
+    def _store_worker(self, store: ExportStore, record: ExportRecord, worker: dict[str, Any]) -> None:
         from exporter.benchmark import update_entry
 
         update_entry(store, self.export_id, self.entry, worker=worker)
 
-    def handle(self, workspace: Any) -> Any:
+    def handle(self, workspace: Workspace) -> ExportRecord:
         from exporter.benchmark import run_benchmark
 
         return run_benchmark(workspace, self.export_id, self.entry)
 
-    def exit_code(self, record: Any) -> int:
+    def exit_code(self, record: ExportRecord) -> int:
         return 0
 
 
@@ -151,7 +158,7 @@ KINDS: dict[str, type[Job]] = {cls.kind: cls for cls in (Export, Evaluate, Diagn
 SIDE_JOBS: dict[str, type[Job]] = {cls.part: cls for cls in KINDS.values() if cls.part}  # by the part they fill
 
 
-def _side(workspace: Any, export_id: str, run: Any) -> Any:
+def _side(workspace: Workspace, export_id: str, run: Callable[[], ExportRecord]) -> ExportRecord:
     """A side job stores a failure in its part: a typed error raised before it started is not raised here."""
     from exporter.errors import ExportError
     from exporter.store import find_export
@@ -162,7 +169,7 @@ def _side(workspace: Any, export_id: str, run: Any) -> Any:
         return find_export(workspace, export_id)[1]
 
 
-def end_active(store: Any, record: Any, status: str, error: Any) -> Any:
+def end_active(store: ExportStore, record: ExportRecord, status: str, error: ExportError) -> ExportRecord:
     """End an active record ``status`` (failed, cancelled) with ``error``, its files removed; a record that
     finished meanwhile keeps its real outcome."""
     from exporter.store import utc_now

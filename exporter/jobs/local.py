@@ -9,11 +9,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exporter.jobs.kinds import Job
 from exporter.jobs.slots import limit_memory, process_identity, worker_alive, worker_memory_bytes
 from exporter.record import Worker
+
+if TYPE_CHECKING:
+    from exporter.record import ExportRecord
+    from exporter.store import ExportStore
+    from exporter.workspace import Workspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: on the worker's PYTHONPATH
 
@@ -23,7 +28,7 @@ class LocalRunner:
 
     name = "local"
 
-    def start(self, workspace: Any, store: Any, job: Job) -> None:
+    def start(self, workspace: Workspace, store: ExportStore, job: Job) -> None:
         """Spawn the worker and record its ``{"pid", "create_time"}``."""
         from exporter.store import WORKER_LOG
 
@@ -39,7 +44,7 @@ class LocalRunner:
         threading.Thread(target=proc.wait, daemon=True).start()
         job.record_worker(store, process_identity(proc.pid))
 
-    def run(self, workspace: Any, store: Any, job: Job) -> Any:
+    def run(self, workspace: Workspace, store: ExportStore, job: Job) -> ExportRecord:
         """Run the job in this process; returns the final record."""
         return job.handle(workspace)
 
