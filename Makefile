@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8501
 export AISTUDIO_WORKSPACE ?= $(CURDIR)/workspace
 
-.PHONY: run test test-other-demo demo lint bench matrix clean
+.PHONY: run test test-other-demo demo lint bench matrix docs docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,15 @@ bench: $(VENV)/.dev
 matrix: $(VENV)/.dev
 	$(BIN)/python -m bench.matrix
 
+# The documentation site (docs/, mkdocs.yml): references generated from the code at build time (docs/hooks.py).
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

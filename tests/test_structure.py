@@ -1,5 +1,5 @@
 """The engine's shape, read from the source: no import cycles, short functions, no UI in the engine; job flags,
-format names and task names each in their one home; the README's Layout matches the tree."""
+format names and task names each in their one home; the Layout (docs/contributing.md) matches the tree."""
 
 from __future__ import annotations
 
@@ -172,24 +172,24 @@ def test_a_job_changes_only_the_parts_it_may():
 
 
 def layout_paths() -> set[str]:
-    """The paths the README's Layout table names in its first column."""
+    """The paths the Layout table (docs/contributing.md) names in its first column."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("### Layout"):].split("\n\n| path |", 1)[1].split("\n\n", 1)[0]
+    page = (ROOT / "docs" / "contributing.md").read_text()
+    table = page[page.index("## Layout"):].split("\n\n| path |", 1)[1].split("\n\n", 1)[0]
     return {path for row in table.splitlines()[2:] for path in re.findall(r"`([^`]+)`", row.split(" | ")[0])}
 
 
-def test_the_readme_layout_matches_the_tree():
+def test_the_layout_matches_the_tree():
     """Every module of the engine and the UI is named (a file, or its package folder); every named path exists."""
     named = layout_paths()
-    assert not [p for p in named if not (ROOT / p).exists()], "named in the README but not in the tree"
+    assert not [p for p in named if not (ROOT / p).exists()], "named in the Layout but not in the tree"
     folders = {p for p in named if p.endswith("/")}
     assert "exporter/" not in folders and "ui/" not in folders  # their modules are named one by one
     modules = [str(p.relative_to(ROOT)) for p in python_files("exporter", "ui") if p.name != "__init__.py"
                or p.parent == PACKAGE]
     missing = [m for m in modules if m not in named and not any(m.startswith(folder) for folder in folders)]
-    assert not missing, f"modules the README's Layout does not name: {missing}"
+    assert not missing, f"modules the Layout (docs/contributing.md) does not name: {missing}"
     tops = {p.name + ("/" if p.is_dir() else "") for p in ROOT.iterdir() if not p.name.startswith(".")
             and (p.suffix == ".py" or (p.is_dir() and any(p.rglob("*.py")) and p.name != "workspace"))}
     assert tops <= {p.split("/")[0] + ("/" if "/" in p else "") for p in named}, tops
