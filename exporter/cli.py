@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--project", action="append", dest="projects", metavar="ID",
                       help="build only this demo project (repeatable; default: all)")
     demo.add_argument("--seed", type=int, default=0,
-                      help="seed of the weights and scenes (default 0: the demo the README's figures come from)")
+                      help="seed of the weights and scenes (default 0: the demo the docs' figures come from)")
     demo.add_argument("--threads", type=int, default=None,
                       help="train on this many threads (trained weights differ with it, as between CPUs)")
     listing = sub.add_parser("list", parents=[common], help="list projects, experiments or exports")
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     add = data_sub.add_parser("add", parents=[common],
                               help="check a folder or .zip in the task's layout and make it the project's data/val")
-    add.add_argument("path", help="a folder or a .zip in the project's task layout (README: Evaluation)")
+    add.add_argument("path", help="a folder or a .zip in the project's task layout (docs/evaluation.md)")
     add.add_argument("--project", required=True)
     from exporter.jobs.kinds import add_worker_arguments
 

@@ -162,7 +162,7 @@ def _layout_root(staging: Path, project: Project) -> Path:
     entries = list(staging.iterdir())
     if not entries:
         raise DatasetError("The set is empty; expected images and labels in the task's layout "
-                           "(README: Evaluation on your labelled data).")
+                           "(docs/evaluation.md).")
     names = set(LAYOUT_FOLDERS) | {str(c) for c in project.meta.get("class_names") or ()}
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in names:
         return entries[0]
@@ -177,7 +177,7 @@ def _check(root: Path, project: Project) -> tuple[str, int]:
     images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
         raise DatasetError("The set holds no images (png, jpg, bmp); expected the task's layout "
-                           "(README: Evaluation on your labelled data).")
+                           "(docs/evaluation.md).")
     for path in images:
         image_size(path)
     task = get_task(project.task or "")

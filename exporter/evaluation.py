@@ -59,7 +59,7 @@ def require_val_folder(project_path: Path) -> Path:
     if not folder.is_dir():
         raise DatasetError(f"Project {project_path.name!r} has no labelled validation set: attach one with "
                            f"'python -m exporter data add --project {project_path.name} PATH' (or Projects → "
-                           f"Attach a labelled validation set), in its task's layout (README: Evaluation).")
+                           f"Attach a labelled validation set), in its task's layout (docs/evaluation.md).")
     return folder
 
 

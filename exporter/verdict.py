@@ -1,5 +1,5 @@
-"""One verdict per export, and the one rule that gives it (``RULE``, shown by the README, ``--help`` and the result
-view).
+"""One verdict per export, and the one rule that gives it (``RULE``, shown by docs/validation.md, ``--help`` and the
+result view).
 
 - **Full precision**: the file must compute what PyTorch computes — tensor validation decides. When the project has
   a labelled set the evaluation gate (``max_metric_drop``) must pass as well.

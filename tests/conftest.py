@@ -24,7 +24,7 @@ DEMO_FIXTURES = {"demo_full_template", "demo_template"}
 def pytest_addoption(parser):
     group = parser.getgroup("demo", "the demo workspace the model-dependent tests run against")
     group.addoption("--demo-seed", type=int, default=0,
-                    help="train the demo with this seed (default 0: the demo the README's figures come from)")
+                    help="train the demo with this seed (default 0: the demo the docs' figures come from)")
     group.addoption("--demo-threads", type=int, default=None,
                     help="train the demo on this many threads (default: every physical core)")
 

@@ -183,7 +183,7 @@ def evaluation_section(record: ExportRecord) -> None:
         return
     if evaluation is None:
         st.caption("Not evaluated. Exports evaluate by themselves when the project has a labelled set in "
-                   "`data/val/` (one standard layout per task, see the README).")
+                   "`data/val/` (one standard layout per task, see docs/evaluation.md).")
     elif evaluation.status == "failed":
         st.error(f"Evaluation failed: **{evaluation.error.type}**: {evaluation.error.message}")
     else:

@@ -188,7 +188,7 @@ def io_info(job: ExportJob, outputs: Any = None) -> dict[str, Any]:
 
 
 class ExportFormat:
-    """Base of every format: the same small interface (README: Layout)."""
+    """Base of every format: the same small interface (docs/contributing.md: Adding a format)."""
 
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""

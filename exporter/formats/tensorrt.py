@@ -8,7 +8,7 @@ and TF32 is off so an FP32 engine computes in FP32). It stays a plain serialized
 JSON beside it, because an engine runs only with the TensorRT version and GPU model it was
 built on. Validation runs the engine on the GPU against PyTorch at batch 1 and 2.
 
-Not verified on a GPU yet: no machine of this workplace has TensorRT (see the README). The
+Not verified on a GPU yet: no machine of this workplace has TensorRT (docs/formats/index.md). The
 availability logic, the option checks and the refusals are tested without one.
 """
 

@@ -87,7 +87,7 @@ class RayRunner:
                                           "env_vars": {"AISTUDIO_RUNNER": "local"}})
                 except Exception as exc:  # noqa: BLE001 - a cluster that is not there
                     raise UsageError(f"No Ray cluster at {ADDRESS_ENV}={self.address} ({one_line(exc, 200)}): start "
-                                     "one with `ray start --head` (README: Run on a cluster) or unset "
+                                     "one with `ray start --head` (docs/cluster.md) or unset "
                                      "AISTUDIO_RUNNER to run jobs on this machine.") from None
                 self.task = ray.remote(remote_job)
                 self._connected = True
