@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +122,25 @@ def format_page(name: str) -> str:
     for task in task_names():
         why = fmt.cannot_carry(task)
         lines.append(f"| {task_label(task)} | {'refused: ' + _cell(why.split(': ', 1)[-1]) if why else '✓'} |")
+    lines += ["", "## Run it", "", "The result view's **Run it** tab writes this for every export, with the model's "
+              "own preprocessing read from its metadata; here for an ImageNet classifier at 224 px:", "", "```python",
+              run_it(fmt), "```"]
     return "\n".join(lines) + "\n"
+
+
+def run_it(fmt: Any) -> str:
+    """The "Run it" snippet of an export of this format, for a sample classifier."""
+    from exporter.record import ExportRecord
+    from exporter.report import usage_snippet
+
+    record = ExportRecord(
+        id="export-00000000", project_id="project", experiment_id="experiment", checkpoint="best", format=fmt.name,
+        created_at="2026-01-01T00:00:00Z", output_file=f"model{fmt.suffix}",
+        model={"task": "classification", "architecture": "resnet18", "num_classes": 1000, "input_size": [3, 224, 224],
+               "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+               "inputs": [{"name": "input", "shape": ["batch", 3, 224, 224]}],
+               "outputs": [{"name": "logits", "shape": ["batch", 1000]}]})
+    return usage_snippet(record)
 
 
 # -- the hooks ---------------------------------------------------------------------------------------------------
