@@ -99,6 +99,10 @@ class ResourceLimitError(ExportError):
     http_status = 413
 
 
+class NonFiniteOutputError(ExportError):
+    """The exported file answers NaN or Inf on labelled images where PyTorch's answer is finite."""
+
+
 class Interrupted(ExportError):
     """The worker running an export died before it finished."""
 

@@ -92,11 +92,32 @@ def evaluate(inputs: EvalInputs, module: Any, runner: Runner, *, input_name: str
         _store(cache_root, key, reference)
     exported = _predict(inputs, lambda x: runner.run({input_name: x}), output_names,
                         lambda f: progress(0.5 + f / 2))
+    _refuse_non_finite(inputs, reference, exported)
     result = summarize(inputs, reference, exported, cached=cached, runtime=runtime,
                        seconds=time.perf_counter() - started)
     if gallery is not None:
         write_gallery(inputs, reference, exported, result, gallery)
     return result
+
+
+def _refuse_non_finite(inputs: EvalInputs, reference: Predictions, exported: Predictions) -> None:
+    """A file that answers NaN or Inf where PyTorch does not cannot be scored, and must not pass.
+
+    Raises:
+        NonFiniteOutputError: naming how many labelled images and the first one.
+    """
+    from exporter.errors import NonFiniteOutputError
+
+    def finite(prediction: dict[str, np.ndarray]) -> bool:
+        return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in prediction.values())
+
+    bad = [i for i, (r, e) in enumerate(zip(reference, exported, strict=True)) if finite(r) and not finite(e)]
+    if bad:
+        first = inputs.valset.images[bad[0]].relative_to(inputs.valset.folder)
+        raise NonFiniteOutputError(
+            f"The file answers NaN or Inf on {len(bad)} of {len(exported)} labelled images where PyTorch's answer is "
+            f"finite (first: {first}); it cannot be used on your data as it is — diagnose it, or keep more of it in "
+            "float (accuracy=auto, a higher precision).", stage="evaluate")
 
 
 def summarize(inputs: EvalInputs, reference: Predictions, exported: Predictions, *, cached: bool, runtime: str,

@@ -159,7 +159,7 @@ class _Pipeline:
             report, evaluation = check(artifact.runner)
             rounds.append(_round(len(rounds), keep, weight_free, how, report, evaluation, artifact))
             self._save(progress={"stage": "refine", "fraction": round(0.8 + 0.02 * len(rounds), 3)})
-        chosen = next((r for r in rounds if r["holds"]), max(rounds, key=lambda r: r["score"]))
+        chosen = next((r for r in rounds if r["holds"]), max(rounds, key=round_score))
         if chosen is not rounds[-1]:  # the best round was an earlier one: make its file again
             artifact = fmt.reduce(check.job, self.workdir, tuple(chosen["kept_float"]), chosen["weight_free"])
             report, evaluation = check(artifact.runner)
@@ -248,6 +248,8 @@ def _evaluated(evaluation: dict[str, Any] | None) -> bool:
 def _gate(report: Any, evaluation: dict[str, Any] | None) -> bool:
     """accuracy=auto's gate: the metric drop within ``max_metric_drop`` on data/val when the export is
     evaluated, else validation passing on the samples (task agreement ≥ 99 %)."""
+    if evaluation is not None and not _evaluated(evaluation):  # evaluated, but it could not score the file
+        return False
     return evaluation.get("verdict") == "passed" if _evaluated(evaluation) else report.verdict == "passed"
 
 
@@ -255,6 +257,12 @@ def _gate_text(evaluation: dict[str, Any] | None) -> str:
     if _evaluated(evaluation):
         return f"{evaluation.get('primary_metric')} drops by at most {evaluation.get('max_metric_drop')} on data/val"
     return "validation passes on the samples (task agreement ≥ 99 %)"
+
+
+def round_score(row: dict[str, Any]) -> float:
+    """What ranks accuracy=auto's rounds (higher is better): minus the metric drop, else the task agreement; a round
+    whose evaluation broke ranks last."""
+    return float("-inf") if row["score"] is None else row["score"]
 
 
 def _nodes(segments: list[tuple[str, ...]]) -> tuple[str, ...]:
@@ -272,6 +280,8 @@ def _round(number: int, keep: tuple[str, ...], weight_free: bool, how: str, repo
     drop = evaluation.get("drop") if evaluated else None
     metric = (evaluation.get("file") or {}).get(evaluation.get("primary_metric")) if evaluated else None
     score = -drop if drop is not None else (agreement if agreement is not None else -report.max_diff)
+    if evaluation is not None and not evaluated:  # the evaluation broke on this round's file: never the best one
+        score = None
     return {"round": number, "kept_float": list(keep), "kept_count": len(keep), "added": how,
             "weight_free": weight_free, "verdict": report.verdict, "agreement": agreement, "metric": metric,
             "drop": drop, "holds": _gate(report, evaluation),

@@ -46,6 +46,9 @@ def decide(record: Any) -> dict[str, Any]:
     scored = evaluation is not None and evaluation.status == "completed" and evaluation.verdict in ("passed", "failed")
     if validation.verdict == "unverified":
         return dict(verdict="unverified", gate="validation", reason=_validation_reason(record), tab="Validation")
+    if evaluation is not None and evaluation.error is not None and evaluation.error.type == "NonFiniteOutputError":
+        return dict(verdict="failed", gate="evaluation", reason=evaluation.error.message, tab="Evaluation",
+                    evidence=f"validation {validation.verdict} on the samples")
     if reduced_precision(record) and scored and not _broken(record):
         return dict(verdict=evaluation.verdict, gate="evaluation", reason=_evaluation_reason(record),
                        evidence=agreement_evidence(record), tab="Evaluation")

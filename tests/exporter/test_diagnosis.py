@@ -11,6 +11,7 @@ from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.diagnosis import compare_onnx, layer_errors, module_path, relative_error
 from exporter.errors import InvalidOptionError, NotFoundError, UsageError
 from exporter.jobs import start_diagnosis
+from exporter.pipeline import round_score
 from exporter.service import diagnose_export
 from exporter.store import find_export
 
@@ -129,15 +130,19 @@ def assert_search_consistent(record, gate: float = 0.01):
     rounds = search.rounds
     assert [r["round"] for r in rounds] == list(range(len(rounds))) and 1 <= len(rounds) <= search.max_rounds + 1
     assert rounds[0]["kept_count"] == 0 and all(r["kept_count"] > 0 for r in rounds[1:])
-    assert all(r["holds"] == (r["drop"] <= gate + 1e-12) for r in rounds)  # the metric gate decides each round
+    # the metric gate decides each round; a round whose evaluation broke (a file answering NaN) does not hold
+    assert all(r["holds"] == (r["drop"] is not None and r["drop"] <= gate + 1e-12) for r in rounds)
     assert search.met == any(r["holds"] for r in rounds)
     first = next((r for r in rounds if r["holds"]), None)
-    chosen = first or max(rounds, key=lambda r: r["score"])
+    chosen = first or max(rounds, key=round_score)
     assert search.chosen == chosen["round"]
     assert not first or rounds[-1] is first  # the search stops at the first round that holds
-    assert record.evaluation.drop == pytest.approx(chosen["drop"], abs=1e-9)
-    assert record.evaluation.verdict == ("passed" if search.met else "failed")
-    assert record.verdict == record.evaluation.verdict and record.decide().gate == "evaluation"
+    assert record.decide().gate == "evaluation" and record.verdict == ("passed" if search.met else "failed")
+    if chosen["drop"] is None:  # every round's file broke the evaluation (NaN on the labelled set)
+        assert record.evaluation.error.type == "NonFiniteOutputError"
+    else:
+        assert record.evaluation.drop == pytest.approx(chosen["drop"], abs=1e-9)
+        assert record.evaluation.verdict == record.verdict
     assert record.output_size_mb < search.float_size_mb / 2  # int8 weights whatever stays in float
 
 
@@ -196,7 +201,7 @@ def test_accuracy_auto_that_cannot_meet_its_gate_keeps_the_best_round_marked_fai
                     max_metric_drop=-1.0)
     search = record.accuracy_search
     assert not search.met and len(search.rounds) == 4  # every round tried
-    best = max(search.rounds, key=lambda r: r["score"])
+    best = max(search.rounds, key=round_score)
     assert search.chosen == best["round"] and record.evaluation.drop == pytest.approx(best["drop"])
     assert record.gate_failed and record.evaluation.verdict == "failed"  # kept, and marked failed
     assert record.verdict == "failed" and record.decide().gate == "evaluation"

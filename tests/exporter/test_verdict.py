@@ -125,3 +125,44 @@ def test_the_history_filter_follows_the_one_verdict(verdict):
     entries = [ExportSummary(id="a", verdict="failed", validation={"verdict": "passed"}, **common),
                ExportSummary(id="b", verdict="passed", validation={"verdict": "failed"}, **common)]
     assert [e.id for e in filter_exports(entries, verdicts=[verdict])] == ["a" if verdict == "failed" else "b"]
+
+
+def test_a_file_answering_nan_on_the_labelled_set_fails_by_the_evaluation_gate():
+    """Found on a demo trained with another seed: an int8 file kept partly in float answered NaN on some labelled
+    images (validation's six inputs were fine) and evaluation broke — the file must fail, not fall back to
+    validation's pass."""
+    error = {"type": "NonFiniteOutputError", "message": "The file answers NaN or Inf on 3 of 100 labelled images",
+             "stage": "evaluate"}
+    outcome = record({"precision": "int8"}, evaluation={"status": "failed", "error": error}).decide()
+    assert (outcome.verdict, outcome.gate, outcome.tab) == ("failed", "evaluation", "Evaluation")
+    assert outcome.reason.startswith("The file answers NaN or Inf on 3 of 100")
+
+
+def test_evaluation_refuses_a_file_that_answers_nan(demo_eval_ws):
+    """A real ONNX export with one weight made NaN afterwards: evaluating it again names the NaN answers instead of
+    crashing on them, and the one verdict turns failed by the evaluation gate (validation passed before the edit)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter import ExportRequest, export_checkpoint
+    from exporter.errors import NonFiniteOutputError
+    from exporter.service import evaluate_export
+
+    ws = Workspace(demo_eval_ws)
+    exported = export_checkpoint(ws, ExportRequest("demo-classification", "exp-resnet18-shapes",
+                                                   options={"max_images": 20}))
+    assert exported.verdict == "passed"
+    path = demo_eval_ws / "projects/demo-classification/exports" / exported.id / "model.onnx"
+    model = onnx.load(str(path))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the largest: a conv or the head
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save_model(model, str(path))
+    with pytest.raises(NonFiniteOutputError, match="NaN or Inf on 20 of 20 labelled images"):  # the CLI: exit 1
+        evaluate_export(ws, exported.id, {})
+    record = ExportStore.for_project(ws, "demo-classification").get(exported.id)
+    assert record.evaluation.status == "failed" and record.evaluation.error.type == "NonFiniteOutputError"
+    assert "NaN or Inf on 20 of 20 labelled images" in record.evaluation.error.message
+    assert (record.verdict, record.decide().gate) == ("failed", "evaluation")
