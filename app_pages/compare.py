@@ -115,14 +115,14 @@ st.dataframe([{
     "p50 ms": cell(r["p50_ms"], ".2f"), "img/s": cell(r["throughput_ips"], ".0f"), "peak MB": cell(r["peak_mb"], ".0f"),
     "× eager": cell(r["speedup"], ".2f"), "★": "★" if r["id"] in front else "",
     **({"machine": "⚠️ other" if r["other_machine"] else ""} if elsewhere else {}),
-} for r in rows], hide_index=True, width="stretch", column_config={
-    "export": text(width="medium"), "format": text(width="small"), "precision": text(width="medium"),
-    "verdict": text(width="small", help=RULE), "MB": text(width="small", help="size of the file(s)"),
-    "p50 ms": text(width="small", help="median latency at the smallest timed batch (usually 1)"),
-    "img/s": text(width="small", help="throughput at the largest timed batch (usually 8)"),
-    "peak MB": text(width="small", help="resident memory growth while loading and running the file"),
-    "× eager": text(width="small", help="PyTorch eager p50 ÷ the file's p50, measured in the same job"),
-    "★": text(width="small", help="on the Pareto front: no passed file is both faster and more accurate")})
+} for r in rows], hide_index=True, width="stretch", column_config={  # pixel widths: the whole table fits 1400 px
+    "export": text(width=125), "format": text(width=80), "precision": text(width=100), "MB": text(width=50,
+    help="size of the file(s)"), "verdict": text(width=80, help=RULE), f"Δ {metric}": text(width=100),
+    "p50 ms": text(width=60, help="median latency at the smallest timed batch (usually 1)"),
+    "img/s": text(width=55, help="throughput at the largest timed batch (usually 8)"),
+    "peak MB": text(width=65, help="resident memory growth while loading and running the file"),
+    "× eager": text(width=60, help="PyTorch eager p50 ÷ the file's p50, measured in the same job"),
+    "★": text(width=30, help="on the Pareto front: no passed file is both faster and more accurate")})
 if baseline:
     throughput = f"{baseline['throughput_ips']:.1f} img/s at the largest batch, " if baseline["throughput_ips"] else ""
     st.caption(f"PyTorch eager on this machine: p50 {baseline['p50_ms']:.2f} ms, {throughput}median of the "
