@@ -143,7 +143,7 @@ def assert_search_consistent(record, gate: float = 0.01):
     else:
         assert record.evaluation.drop == pytest.approx(chosen["drop"], abs=1e-9)
         assert record.evaluation.verdict == record.verdict
-    assert record.output_size_mb < search.float_size_mb / 2  # int8 weights whatever stays in float
+    assert record.output_size_mb < search.float_size_mb  # int8 weights, however much stays in float
 
 
 def test_accuracy_auto_int8_oriented_detector_meets_the_metric_gate(demo_eval_ws):

@@ -121,8 +121,9 @@ def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     page.goto(base_url)
     choose(page, page.get_by_test_id("stSidebar"), "Project", "Demo · shape classification")
     page.locator(".st-key-export button").click()
-    page.get_by_text("validation passed").first.wait_for()
-    shown = page.locator("h4").filter(has_text="export-").first.inner_text().split()[0]
+    page.wait_for_url(re.compile(r"export=export-[0-9a-f]{8}"))  # the page's own export, not an older result
+    shown = re.search(r"export=(export-[0-9a-f]{8})", page.url).group(1)
+    page.locator("h4").filter(has_text=shown).wait_for(timeout=TIMEOUT_MS)  # its result, once it finished
     expected = api.get(f"/export/{shown}").json()["files"][0]["sha256"]
     busy = 0
     for attempt in range(10):
