@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--no-benchmark", action="store_true", help="export, validate and evaluate only")
     every.add_argument("--formats", help="only these formats, e.g. onnx,pt2,litert (default: every format)")
     _benchmark_flags(every)
+    _deploy_parsers(sub, common)
     data = sub.add_parser("data", help="labelled validation sets (data/val) of a project")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     add = data_sub.add_parser("add", parents=[common],
@@ -97,6 +98,22 @@ def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="allowed diff, scaled by max(1, |output|) (default: 1e-4 fp32, 1e-2 fp16, 5e-2 int8)")
     export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any format/task option, e.g. exporter=dynamo (repeatable)")
+
+
+def _deploy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    deploy = sub.add_parser("deploy", parents=[common], help="write a deploy bundle: Triton, OpenVINO Model Server, "
+                            "KServe, a server of its own", description="Write a deploy bundle for a completed export, "
+                            "one folder per target. A target the format cannot take is refused with the reason. "
+                            "Exit 0 written, 2 bad input or a refused target.")
+    deploy.add_argument("export_id")
+    deploy.add_argument("--target", default="all", help="triton, ovms, kserve, server, or all (default; refused "
+                        "targets are listed), comma-separated")
+    deploy.add_argument("--out", help="a new folder (default: ./deploy-EXPORT_ID)")
+    serve = sub.add_parser("serve", parents=[common], help="serve an export here: Open Inference Protocol + /predict",
+                           description="Start the export's bundle server on this machine until Ctrl-C.")
+    serve.add_argument("export_id")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or 0.0.0.0 to open it")
 
 
 def _benchmark_flags(parser: argparse.ArgumentParser) -> None:
@@ -447,6 +464,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return job.exit_code(job.handle(_workspace(args)))
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.deploy import parse_targets, write_bundle
+
+    targets = parse_targets(args.target)
+    out = Path(args.out or f"deploy-{args.export_id}")
+    result = write_bundle(_workspace(args), args.export_id, targets, out, strict="all" not in args.target)
+    lines = [f"📦 {args.export_id} as {result['model_name']} in {out}"]
+    for target, written in result["targets"].items():
+        lines.append(f"  {target:<7} refused: {written['refused']}" if "refused" in written else
+                     f"  {target:<7} {written['path']} ({len(written['files'])} files)")
+    _emit(args, result, lines)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exporter.deploy import live
+
+    server = live.start(_workspace(args), args.export_id, args.port, args.host)
+    print(f"Serving {args.export_id} as {server.model_name} on {server.url} — POST /predict, /v2/models/"
+          f"{server.model_name}/infer (Ctrl-C stops)", flush=True)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
             "evaluate": cmd_evaluate, "diagnose": cmd_diagnose, "benchmark": cmd_benchmark,
-            "export-all": cmd_export_all, "data": cmd_data, "worker": cmd_worker}
+            "export-all": cmd_export_all, "data": cmd_data, "deploy": cmd_deploy, "serve": cmd_serve,
+            "worker": cmd_worker}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from exporter import queries
 from exporter.api.app_state import workspace
@@ -132,6 +136,27 @@ def download(export_id: str):
     return download_response(export_id)
 
 
+@router.post("/export/{export_id}/deploy", summary="A deploy bundle, streamed as a zip: Triton, OpenVINO Model Server, "
+             "KServe, a server of its own")
+def deploy(export_id: str, target: str = Query("all", max_length=64, description="triton, ovms, kserve, server or "
+                                                                                   "all (refused targets left out)")):
+    from exporter.deploy import parse_targets, write_bundle
+
+    targets = parse_targets(target)
+    scratch = Path(tempfile.mkdtemp(prefix="aistudio-deploy-"))
+    try:
+        result = write_bundle(workspace(), export_id, targets, scratch / "bundle", strict="all" not in target)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    folder = scratch / "bundle"
+    name = f"{result['model_name']}-deploy"
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    return StreamingResponse(iter_zip(paths, folder, f"{name}/"), media_type="application/zip",
+                             background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+                             headers={"Content-Disposition": f'attachment; filename="{name}.zip"', **NO_GZIP})
+
+
 @router.delete("/export/{export_id}", summary="Delete an export (cancels it first if running)")
 def delete(export_id: str) -> dict[str, Any]:
     delete_export(workspace(), export_id)
@@ -191,12 +216,16 @@ class _Sink(io.RawIOBase):
         yield from chunks
 
 
-def iter_zip(paths: list[Path]) -> Iterator[bytes]:
-    """Stream a stored (uncompressed) zip of ``paths`` with bounded memory."""
+def iter_zip(paths: list[Path], root: Path | None = None, prefix: str = "") -> Iterator[bytes]:
+    """Stream a stored (uncompressed) zip of ``paths`` with bounded memory: each named by its path under ``root``
+    (its name alone without one), after ``prefix``, with its permission bits (an executable stays executable)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
         for path in paths:
-            with archive.open(path.name, "w", force_zip64=True) as dest, open(path, "rb") as src:
+            entry = zipfile.ZipInfo(prefix + (path.relative_to(root).as_posix() if root else path.name),
+                                    time.localtime(path.stat().st_mtime)[:6])
+            entry.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
+            with archive.open(entry, "w", force_zip64=True) as dest, open(path, "rb") as src:
                 while block := src.read(CHUNK):
                     dest.write(block)
                     yield from sink.drain()

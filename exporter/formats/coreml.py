@@ -67,6 +67,8 @@ class CoreMlFormat(ExportFormat):
 
     stages = ("export", "convert", "check")
     runtime_modules = ("coremltools",)
+    no_triton = "Triton Inference Server has no Core ML backend (Core ML runs on Apple devices)"
+    no_server = "Core ML files predict only on macOS; the bundle's server and its container run Linux"
     variants = (("fp16", {}), ("fp32", {"precision": "fp32"}))
     packages = ("coremltools",)
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}

@@ -73,6 +73,7 @@ class OnnxFormat(ExportFormat):
     packages = ("onnx", "onnxruntime")
     diagnosis = GRAPH_DIAGNOSIS
     runtime_modules = ("onnxruntime",)
+    triton, triton_file, ovms = ("platform", "onnxruntime_onnx"), "model.onnx", True
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE, ("precision", "int8"): INT8_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
                 ("int8 dynamic", {"precision": "int8", "quantization": "dynamic"}),

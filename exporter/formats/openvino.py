@@ -82,6 +82,7 @@ class OpenVinoFormat(ExportFormat):
     cannot = {DATA_DEPENDENT_LOOP: "OpenVINO cannot convert the ONNX Loop that pastes Mask R-CNN masks into the image "
                                    "(Conversion is failed for: Loop)"}
     runtime_modules = ("openvino",)
+    triton, triton_file, ovms = ("backend", "openvino"), "model.xml", True
     reduced_precision = {("precision", "int8"): INT8_TOLERANCE, ("compress_to_fp16", True): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}), ("int8", {"precision": "int8"}))
     format_options = (
@@ -123,6 +124,13 @@ class OpenVinoFormat(ExportFormat):
             "validated_at": validated_at},
             differs_from_validation=precision != validated_at,
             tolerance=FP16_TOLERANCE if precision == "f16" else BF16_TOLERANCE)
+
+    def serving_usage(self, file: str, model: dict[str, Any]) -> Usage:
+        """In float32, as validated (``load``): the CPU's default would be bf16 on AMX / AVX-512 BF16 CPUs."""
+        return Usage(imports=("import openvino as ov",),
+                     load=(f'compiled = ov.Core().compile_model("{file}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})'
+                           "  # as validated; drop the hint for the CPU's default precision (bf16 on AMX CPUs)",),
+                     run=self.usage(file, model).run)
 
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         return Usage(imports=("import openvino as ov",),

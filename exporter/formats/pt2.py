@@ -105,6 +105,9 @@ class Pt2Format(ExportFormat):
             raise InvalidOptionError("package=aoti compiles C++ and no C++ compiler is installed here: install one "
                                      "(apt-get install g++) or use package=program.")
 
+    def serving_modules(self, model: dict[str, Any]) -> tuple[str, ...]:
+        return ("torch", "torchvision") if requires_torchvision(model) else ("torch",)
+
     def load(self, path: Path, model: dict[str, Any]) -> IsolatedRunner:
         loader, code = LOADERS[model.get("package", "program")]
         return IsolatedRunner(path, code, loader, needs_torchvision=requires_torchvision(model))

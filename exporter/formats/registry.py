@@ -213,6 +213,16 @@ class ExportFormat:
     # output) or IR_DIAGNOSIS (an OpenVINO IR against the ONNX graph it came from); "" — ``not_diagnosable`` says why.
     diagnosis: ClassVar[str] = ""
     not_diagnosable: ClassVar[str] = "its runtime does not expose them"
+    # Where a deploy bundle can serve the file (``exporter.deploy``). Triton: ``("platform" or "backend", its name)``
+    # and the file name its backend looks for; empty — ``no_triton`` says why. ``triton_by_position``: Triton's
+    # backend maps inputs and outputs by position (``INPUT__0``, ``OUTPUT__0``), not by name.
+    triton: ClassVar[tuple[str, str]] = ()
+    triton_file: ClassVar[str] = ""
+    triton_by_position: ClassVar[bool] = False
+    no_triton: ClassVar[str] = "Triton Inference Server has no backend for these files"
+    ovms: ClassVar[bool] = False  # OpenVINO Model Server loads the file (ONNX, OpenVINO IR)
+    no_ovms: ClassVar[str] = "OpenVINO Model Server loads only ONNX and OpenVINO IR files"
+    no_server: ClassVar[str] = ""  # why the bundle's own Linux server cannot run the file ("" when it can)
 
     def diagnosed_against_float_graph(self, options: dict[str, Any]) -> bool:
         """Whether a diagnosis compares the file with the fp32 ONNX graph it was made from (made again from the
@@ -309,6 +319,15 @@ class ExportFormat:
     def usage(self, file: str, model: dict[str, Any]) -> Usage:
         """The code that opens ``file`` (as downloaded, beside the user's script) and runs it."""
         raise NotImplementedError
+
+    def serving_usage(self, file: str, model: dict[str, Any]) -> Usage:
+        """The code a deploy bundle's server runs the file with: ``usage``, computing as validation did (the golden
+        outputs a bundle ships are the validated runner's)."""
+        return self.usage(file, model)
+
+    def serving_modules(self, model: dict[str, Any]) -> tuple[str, ...]:
+        """The modules ``usage`` imports to run the file (a deploy bundle pins their packages, nothing else)."""
+        return tuple(dict.fromkeys(name.split(".")[0] for name in self.runtime_modules))
 
 
 def register_format(name: str, *, display_name: str, suffix: str):

@@ -119,6 +119,7 @@ class TensorRtFormat(ExportFormat):
     runtime_modules = ("torch", "tensorrt")
     tolerance = 1e-3  # GPU kernels sum in other orders than the CPU
     needs_gpu = True
+    triton, triton_file = ("platform", "tensorrt_plan"), "model.plan"
     not_diagnosable = "TensorRT fuses layers into kernels; diagnose the ONNX export it is built from"
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))

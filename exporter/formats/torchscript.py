@@ -21,6 +21,8 @@ from exporter.formats.registry import (
     Progress,
     TorchRunner,
     Usage,
+    example_input,
+    io_info,
     register_format,
 )
 from exporter.options import OptionSpec
@@ -34,6 +36,7 @@ class TorchScriptFormat(ExportFormat):
     """TorchScript via torch.jit; metadata in the file's ``extra_files``."""
 
     runtime_modules = ("torch", "torchvision")
+    triton, triton_file, triton_by_position = ("platform", "pytorch_libtorch"), "model.pt", True
     packages = ("torch",)
     not_diagnosable = "TorchScript runs the traced graph as one call and exposes no intermediate tensors"
 
@@ -41,6 +44,9 @@ class TorchScriptFormat(ExportFormat):
         OptionSpec("method", "choice", "trace", "trace (default) or script (keeps data-dependent control flow).",
                    choices=("trace", "script"), label="TorchScript method"),
     )
+
+    def serving_modules(self, model: dict[str, Any]) -> tuple[str, ...]:
+        return ("torch", "torchvision") if requires_torchvision(model) else ("torch",)
 
     def load(self, path: Path, model: dict[str, Any]) -> IsolatedRunner:
         return IsolatedRunner(path, LOAD, "torch.jit.load", needs_torchvision=requires_torchvision(model))
@@ -71,14 +77,15 @@ class TorchScriptFormat(ExportFormat):
         import torch
 
         progress("export")
-        n, c, h, w = job.input_shape
+        example = example_input(job)
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 if job.options["method"] == "script":
                     compiled = torch.jit.script(job.module)
                 else:
-                    compiled = torch.jit.trace(job.module, torch.rand(n, c, h, w), check_trace=False)
+                    compiled = torch.jit.trace(job.module, example, check_trace=False)
+                outputs = compiled(example)
         except Exception as exc:  # noqa: BLE001
             raise resource_error(exc, "export") or ExporterError(
                 f"torch.jit.{job.options['method']} failed: {one_line(exc)}", stage="export") from None
@@ -89,9 +96,6 @@ class TorchScriptFormat(ExportFormat):
             raise resource_error(exc, "export") or OutputFileError(str(exc), stage="export") from None
         needs_torchvision = "torchvision::" in str(compiled.inlined_graph)
         warn = [TORCHVISION_OPS_WARNING] if needs_torchvision else []
-        info = {"inputs": [{"name": job.input_names[0], "shape": ["batch" if job.dynamic_batch else n, c, h, w],
-                            "dtype": "float32"}],
-                "outputs": [{"name": name, "shape": [], "dtype": "float32"} for name in job.output_names],
-                "exporter": f"torch.jit.{job.options['method']}",
+        info = {**io_info(job, outputs), "exporter": f"torch.jit.{job.options['method']}",
                 "requires": ["torchvision"] if needs_torchvision else []}
         return ExportArtifact(files=[path], runner=self.load(path, info), info=info, warnings=warn)

@@ -92,6 +92,26 @@ def test_multi_file_export_downloads_as_one_zip(client, tmp_path):
     ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
 
 
+def test_deploy_bundle_streams_as_a_zip_with_its_start_script_executable(client, completed, tmp_path):
+    response = client.post(f"/api/export/{completed['id']}/deploy", params={"target": "triton,server"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    root = archive.namelist()[0].split("/")[0]
+    assert response.headers["content-disposition"] == f'attachment; filename="{root}.zip"'
+    names = set(archive.namelist())
+    model = root.removesuffix("-deploy")
+    assert {f"{root}/triton/{model}/config.pbtxt", f"{root}/triton/{model}/1/model.onnx", f"{root}/server/start.sh",
+            f"{root}/server/requirements.txt", f"{root}/server/golden/inputs.npy"} <= names
+    assert archive.getinfo(f"{root}/server/start.sh").external_attr >> 16 & 0o111  # still executable
+    assert "torch" not in archive.read(f"{root}/server/requirements.txt").decode()
+    model_json = json.loads(archive.read(f"{root}/server/model.json"))
+    assert model_json["export_id"] == completed["id"] and model_json["max_batch_size"] == 8
+    unknown = client.post(f"/api/export/{completed['id']}/deploy", params={"target": "k8s"})
+    assert unknown.status_code == 400 and "triton, ovms, kserve, server" in unknown.json()["error"]["message"]
+    missing = client.post("/api/export/export-00000000/deploy")
+    assert missing.status_code == 404
+
+
 @pytest.mark.parametrize("path, status, json_body", [
     ("/api/export/export-00000000", 404, True),
     ("/api/export/not-an-id", 404, True),
