@@ -222,3 +222,75 @@ def _wait_running_on_a_node(client: httpx.Client, export_id: str, timeout: float
         assert record["status"] in ("pending", "running"), record
         time.sleep(0.2)
     raise TimeoutError(f"{export_id} did not start on a node")
+
+
+def test_a_bundles_ray_serve_app_serves_the_classifier_on_both_nodes(ray_ws, cluster, tmp_path):
+    """``serve_ray.py --address`` on the two-node cluster, two replicas of 1 CPU each: each node has 1 CPU, so
+    both replicas running means one per node. Concurrent infer requests through Serve's batching answer the golden
+    outputs, and the bundle's self-test passes against it."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter.deploy import write_bundle
+    from exporter.deploy.live import free_port
+
+    record = export_checkpoint(Workspace(ray_ws), ExportRequest("demo-classification", "exp-resnet18-shapes",
+                                                                options={"evaluate": False}))
+    write_bundle(Workspace(ray_ws), record.id, ["server"], tmp_path / "bundle")
+    folder, port = tmp_path / "bundle" / "server", free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    app = subprocess.Popen([sys.executable, "serve_ray.py", "--address", cluster.address, "--port", str(port),
+                            "--replicas", "2", "--cpus-per-replica", "1", "--proxy", "HeadOnly"],
+                           cwd=folder, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers(f"{url}/v2/health/ready"):
+            assert app.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        status = _serve_status(cluster)
+        assert status == {"RUNNING": 2}, status
+        meta = json.loads((folder / "model.json").read_text())
+        x, golden = np.load(folder / "golden" / "inputs.npy"), np.load(folder / "golden" / "outputs.npz")["logits"]
+        body = [{"inputs": [{"name": "input", "shape": [1, *x.shape[1:]], "datatype": "FP32",
+                             "data": x[i % len(x)].ravel().tolist()}]} for i in range(16)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda b: httpx.post(f"{url}/v2/models/{meta['name']}/infer", json=b,
+                                                         timeout=60).json(), body))
+        for i, answer in enumerate(answers):
+            assert np.allclose(answer["outputs"][0]["data"], golden[i % len(x)], atol=1e-4), answer
+        selftest = subprocess.run([sys.executable, "selftest.py", url], cwd=folder, capture_output=True, text=True)
+        assert selftest.returncode == 0, selftest.stdout + selftest.stderr
+    finally:
+        subprocess.run([sys.executable, "-c", f"import ray; from ray import serve; ray.init(address='{cluster.address}',"
+                        " logging_level='ERROR'); serve.shutdown()"], env=cluster.env, capture_output=True, timeout=120)
+        app.terminate()
+        app.wait(30)
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _serve_status(cluster) -> dict:
+    """The model deployment's replica states, asked from a child process (this one stays no Ray driver)."""
+    import subprocess
+    import sys
+
+    script = (f"import json, ray; from ray import serve; ray.init(address='{cluster.address}', logging_level='ERROR');"
+              "d = serve.status().applications['model'].deployments['ModelServer'];"
+              "print('STATES', json.dumps({str(k.value if hasattr(k, 'value') else k): v "
+              "for k, v in d.replica_states.items()}))")
+    out = subprocess.run([sys.executable, "-c", script], env=cluster.env, capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("STATES ")), None)
+    assert line, out.stderr[-2000:]
+    return json.loads(line.removeprefix("STATES "))

@@ -60,10 +60,18 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=None, help="largest batch run at once (default: the file's)")
     parser.add_argument("--wait-ms", type=float, default=DEFAULT_WAIT_S * 1000, help="how long a batch waits to fill")
+    parser.add_argument("--address", help="a running Ray cluster (default: start Ray here)")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0)
+    parser.add_argument("--proxy", choices=("EveryNode", "HeadOnly"), default="EveryNode",
+                        help="where Serve's HTTP proxies run (HeadOnly when the nodes share one machine)")
     args = parser.parse_args()
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(ModelServer.options(num_replicas=args.replicas).bind(args.max_batch, args.wait_ms / 1000),
-              name="model", route_prefix="/", blocking=True)
+    if args.address:  # the replicas, wherever they run, import this folder's modules
+        import ray
+
+        ray.init(address=args.address, runtime_env={"working_dir": str(Path(__file__).resolve().parent)})
+    serve.start(http_options={"host": args.host, "port": args.port}, proxy_location=args.proxy)
+    deployment = ModelServer.options(num_replicas=args.replicas, ray_actor_options={"num_cpus": args.cpus_per_replica})
+    serve.run(deployment.bind(args.max_batch, args.wait_ms / 1000), name="model", route_prefix="/", blocking=True)
 
 
 if __name__ == "__main__":
