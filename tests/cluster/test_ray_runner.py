@@ -267,8 +267,8 @@ def test_a_bundles_ray_serve_app_serves_the_classifier_on_both_nodes(ray_ws, clu
         selftest = subprocess.run([sys.executable, "selftest.py", url], cwd=folder, capture_output=True, text=True)
         assert selftest.returncode == 0, selftest.stdout + selftest.stderr
     finally:
-        subprocess.run([sys.executable, "-c", f"import ray; from ray import serve; ray.init(address='{cluster.address}',"
-                        " logging_level='ERROR'); serve.shutdown()"], env=cluster.env, capture_output=True, timeout=120)
+        stop = f"import ray; from ray import serve; ray.init(address='{cluster.address}'); serve.shutdown()"
+        subprocess.run([sys.executable, "-c", stop], env=cluster.env, capture_output=True, timeout=120)
         app.terminate()
         app.wait(30)
         log.close()
