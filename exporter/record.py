@@ -195,6 +195,20 @@ class Benchmark(_Part):
                 "machine_id": self.machine.get("id")}
 
 
+class Serving(_Part):
+    """The export served by its deploy bundle's server on this machine and loaded (``exporter.deploy.live``):
+    per concurrency level the requests, errors, p50/p99 latency and requests/s; ``batching`` says how requests were
+    run (one process, no batching), ``bare_p50_ms`` is the benchmark's p50 of the file alone at batch 1, for the
+    serving overhead."""
+
+    measured_at: str
+    seconds: float
+    levels: list[dict[str, Any]] = Field(default_factory=list)
+    batching: dict[str, Any] = Field(default_factory=dict)
+    bare_p50_ms: float | None = None
+    machine: dict[str, Any] = Field(default_factory=dict)
+
+
 class Diagnosis(_Part):
     """Where the file diverges from its reference, layer by layer (``exporter.diagnosis``): ``layers`` in
     graph order with their error and the error each adds, ``first_above`` the tolerance, the ``top`` adders,
@@ -254,6 +268,7 @@ class ExportRecord(BaseModel):
     benchmarks: list[Benchmark] = Field(default_factory=list)
     accuracy_search: AccuracySearch | None = None
     diagnosis: Diagnosis | None = None
+    serving: Serving | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     error: ErrorInfo | None = None
@@ -333,6 +348,7 @@ class RecordChanges(TypedDict, total=False):
     benchmarks: list[Benchmark] | list[dict[str, Any]]
     accuracy_search: AccuracySearch | dict[str, Any] | None
     diagnosis: Diagnosis | dict[str, Any] | None
+    serving: Serving | dict[str, Any] | None
     timings_s: dict[str, float]
     warnings: list[str]
     error: ErrorInfo | dict[str, Any] | None

@@ -14,6 +14,7 @@ from exporter.tasks import metric_label, task_label
 from exporter.verdict import RULE, change_text
 from exporter.workspace import Workspace
 from ui.benchmarking import benchmark_section
+from ui.deploying import deploy_section
 from ui.diagnosing import diagnosis_section
 from ui.jobs import start_button, waiting_panel
 from ui.transfers import download_section
@@ -79,7 +80,7 @@ def result_view(record: ExportRecord) -> None:
     if record.status != "completed":
         return
     _summary_metrics(record)
-    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Diagnosis", "Model", "Run it", "Record"],
+    tabs = st.tabs(["Validation", "Evaluation", "Benchmark", "Diagnosis", "Model", "Run it", "Deploy", "Record"],
                    default=record.decide().tab or "Validation")
     with tabs[0]:
         validation_section(record)
@@ -94,6 +95,8 @@ def result_view(record: ExportRecord) -> None:
     with tabs[5]:
         st.code(report.usage_snippet(record), language="python")
     with tabs[6]:
+        deploy_section(record)
+    with tabs[7]:
         st.json(record.to_json(), expanded=False)
     download_section(record)
 

@@ -136,10 +136,53 @@ def download(export_id: str):
     return download_response(export_id)
 
 
+TARGET_QUERY = Query("all", max_length=64, description="triton, ovms, kserve, server or all (refused targets left out)")
+
+
 @router.post("/export/{export_id}/deploy", summary="A deploy bundle, streamed as a zip: Triton, OpenVINO Model Server, "
              "KServe, a server of its own")
-def deploy(export_id: str, target: str = Query("all", max_length=64, description="triton, ovms, kserve, server or "
-                                                                                   "all (refused targets left out)")):
+def deploy(export_id: str, target: str = TARGET_QUERY):
+    return deploy_response(export_id, target)
+
+
+@router.get("/export/{export_id}/deploy/download", summary="The deploy bundle as a link can fetch it (same zip)")
+def deploy_download(export_id: str, target: str = TARGET_QUERY):
+    return deploy_response(export_id, target)
+
+
+class LoadTestBody(BaseModel):
+    """Body of ``POST /api/export/{id}/serve/load-test``."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(3.0, gt=0, le=30, description="seconds per concurrency level (1, 4, 16)")
+
+
+@router.post("/export/{export_id}/serve", summary="Start the export's bundle server on this machine (loopback)")
+def serve(export_id: str) -> dict[str, Any]:
+    from exporter.deploy import live
+
+    server = live.serve_export(workspace(), export_id)
+    return {"export_id": export_id, "model_name": server.model_name, "url": server.url,
+            "infer": f"{server.url}/v2/models/{server.model_name}/infer", "predict": f"{server.url}/predict"}
+
+
+@router.delete("/export/{export_id}/serve", summary="Stop the export's live server")
+def stop_serving(export_id: str) -> dict[str, Any]:
+    from exporter.deploy import live
+
+    return {"export_id": export_id, "stopped": live.stop_serving(export_id)}
+
+
+@router.post("/export/{export_id}/serve/load-test", summary="Load-test the live server at concurrency 1, 4 and 16; "
+             "the figures are stored in the record (serving)")
+def load_test(export_id: str, body: LoadTestBody | None = None) -> ExportRecord:
+    from exporter.deploy import live
+
+    return live.measure(workspace(), export_id, (body or LoadTestBody()).seconds)
+
+
+def deploy_response(export_id: str, target: str):
+    """The bundle written to a scratch folder, streamed as a zip, the folder removed once sent."""
     from exporter.deploy import parse_targets, write_bundle
 
     targets = parse_targets(target)

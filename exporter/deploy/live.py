@@ -7,8 +7,12 @@ The server bundle is written to a scratch folder and ``server.py`` runs in a chi
 
 from __future__ import annotations
 
+import atexit
+import functools
 import http.client
+import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.errors import ExporterError
 
 if TYPE_CHECKING:
+    from exporter.record import ExportRecord
     from exporter.workspace import Workspace
 
 READY_TIMEOUT_S = 120.0
@@ -91,7 +96,8 @@ def start(workspace: Workspace, export_id: str, port: int | None = None, host: s
         (folder / "server-bundle" / "server").rename(folder / "server")
         port = port or free_port(host)
         log = open(folder / "server.log", "wb")  # noqa: SIM115 — the child writes to it while it runs
-        process = subprocess.Popen([sys.executable, "server.py", "--port", str(port), "--host", host],
+        process = subprocess.Popen([sys.executable, "server.py", "--port", str(port), "--host", host,
+                                    "--exit-with", str(os.getpid())],
                                    cwd=folder / "server", stdout=log, stderr=subprocess.STDOUT)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -181,3 +187,149 @@ def _load_level(server: LiveServer, image: bytes, clients: int, seconds: float, 
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
             "requests_per_s": len(latencies) / elapsed}
+
+
+# -- servers this process keeps running (the dashboard's Try it live; they end with it) ---------------------------
+
+_RUNNING: dict[str, LiveServer] = {}
+_GUARD = threading.Lock()
+
+
+def running(export_id: str) -> LiveServer | None:
+    """The live server of ``export_id`` this process started, if it still runs."""
+    server = _RUNNING.get(export_id)
+    return server if server is not None and server.running else None
+
+
+def serve_export(workspace: Workspace, export_id: str) -> LiveServer:
+    """The export's live server on a free loopback port: the running one, or a new one."""
+    with _GUARD:
+        if (server := running(export_id)) is None:
+            server = _RUNNING[export_id] = start(workspace, export_id)
+        return server
+
+
+def stop_serving(export_id: str) -> bool:
+    """Stop the export's live server; False when none ran."""
+    with _GUARD:
+        server = _RUNNING.pop(export_id, None)
+    if server is None:
+        return False
+    server.stop()
+    return True
+
+
+@atexit.register
+def stop_all() -> None:
+    """End every live server this process started (the dashboard is going away)."""
+    for export_id in list(_RUNNING):
+        stop_serving(export_id)
+
+
+def measure(workspace: Workspace, export_id: str, seconds: float = 3.0) -> ExportRecord:
+    """Load-test the export's live server (started if needed) at concurrency 1, 4 and 16 and store the figures in
+    the record (``serving``), beside the benchmark's bare p50 at batch 1 when it has one."""
+    from exporter.machine import machine_stamp
+    from exporter.store import find_export, utc_now
+
+    server = serve_export(workspace, export_id)
+    levels = load_test(server, seconds)
+    store, record = find_export(workspace, export_id)
+    benchmark = record.benchmark
+    bare = benchmark.figure("file", 1, "p50_ms") if benchmark else None
+    return store.update(export_id, serving={
+        "measured_at": utc_now(), "seconds": seconds, "levels": levels, "bare_p50_ms": bare,
+        "batching": {"server": "server.py (uvicorn, one process)", "batching": "none: one request, one run",
+                     "endpoint": "POST /predict (decode, preprocess, run, answer)"},
+        "machine": machine_stamp()})
+
+
+def try_image(workspace: Workspace, export_id: str, image: bytes) -> dict[str, Any]:
+    """An image through the live server beside PyTorch: ``/predict``'s answer, and a picture of the served file's
+    tensors (asked over ``/v2``) and of PyTorch's, each drawn by the task on the image at the model's size.
+
+    Raises:
+        UsageError: not an image the server reads (its reason).
+    """
+    from exporter.errors import UsageError
+
+    server = serve_export(workspace, export_id)
+    status, answer = server.predict(image)
+    if status != 200:
+        raise UsageError(f"The server refused the image ({status}): {answer.get('error')}")
+    served, reference, spec, task, calibration = _both_answers(workspace, server, image)
+    picture = drawn_pair(task, spec, image, (reference, served), ("PyTorch", f"served ({server.model_name})"),
+                         calibration)
+    return {"predict": answer, "picture": picture}
+
+
+def _both_answers(workspace: Workspace, server: LiveServer, image: bytes):
+    """The served file's outputs (over the Open Inference Protocol) and PyTorch's, for the same preprocessed image."""
+    import numpy as np
+    import torch
+
+    from exporter.deploy.bundle import server_module
+    from exporter.tasks import get_task
+
+    code = server_module()
+    meta = json.loads((server.folder / "server" / "model.json").read_text())
+    x = code.fit_batch(code.read_image(image, meta)[0], meta)
+    body = {"inputs": [{"name": meta["inputs"][0]["name"], "shape": list(x.shape), "datatype": "FP32",
+                        "data": x.ravel().tolist()}]}
+    status, content, _ = _post(server.host, server.port, f"/v2/models/{server.model_name}/infer",
+                               json.dumps(body).encode(), "application/json")
+    if status != 200:
+        raise ExporterError(f"The live server answered {status}: {content[:300]!r}", stage="serve")
+    served = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in json.loads(content)["outputs"]}
+    spec, module, record = _pytorch(workspace, server.export_id)
+    with torch.no_grad():
+        outputs = module(torch.from_numpy(x))
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    reference = dict(zip([o["name"] for o in meta["outputs"]], [o.numpy() for o in outputs], strict=True))
+    task = get_task(spec.task)
+    evaluation = record.evaluation
+    calibration = ((evaluation.model_extra or {}).get("calibration") if evaluation else None) or {}
+    return task.split_outputs(served)[0], task.split_outputs(reference)[0], spec, task, calibration
+
+
+@functools.lru_cache(maxsize=4)
+def _pytorch_cached(root: str, export_id: str, checkpoint_sha256: str):
+    from exporter.checkpoint import load_checkpoint
+    from exporter.pipeline import build_wrapped
+    from exporter.store import find_export
+    from exporter.workspace import Workspace
+
+    store, record = find_export(Workspace(root), export_id)
+    experiment = store.project.experiment(record.experiment_id)
+    spec, module = build_wrapped(load_checkpoint(experiment.checkpoint(record.checkpoint).path), experiment,
+                                 options=record.options)
+    return spec, module
+
+
+def _pytorch(workspace: Workspace, export_id: str):
+    """PyTorch's wrapped model of the export (cached while its checkpoint is the same), with the record."""
+    from exporter.store import find_export
+
+    _, record = find_export(workspace, export_id)
+    spec, module = _pytorch_cached(str(workspace.root), export_id, record.checkpoint_sha256 or "")
+    return spec, module, record
+
+
+def drawn_pair(task: Any, spec: Any, image: bytes, predictions: tuple[dict, dict], titles: tuple[str, str],
+               calibration: dict[str, float]) -> bytes:
+    """PNG: the image at the model's size, drawn once per prediction by the task, side by side under titles."""
+    from PIL import Image, ImageDraw
+
+    _, height, width = spec.input_size
+    base = Image.open(io.BytesIO(image)).convert("RGB").resize((width, height))
+    scale = max(1, 320 // max(height, width))
+    size = (width * scale, height * scale)
+    canvas = Image.new("RGB", (2 * size[0] + 8, size[1] + 18), (255, 255, 255))
+    for k, (prediction, title) in enumerate(zip(predictions, titles, strict=True)):
+        drawn = base.copy()
+        task.draw(drawn, prediction, spec, calibration)
+        canvas.paste(drawn.resize(size, Image.NEAREST), (k * (size[0] + 8), 18))
+        ImageDraw.Draw(canvas).text((k * (size[0] + 8) + 2, 3), title, fill=(0, 0, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -111,6 +111,33 @@ def download(page, target):
     return target
 
 
+def test_deploy_tab_downloads_a_bundle_tries_an_image_live_and_load_tests(page, base_url, tmp_path):
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        body = {"project_id": "demo-detection", "experiment_id": "exp-fasterrcnn-resnet18-fpn"}
+        record = wait_for(client, client.post("/api/export", json=body).json()["id"])
+        page.goto(f"{base_url}/history?export={record['id']}")
+        page.get_by_role("tab", name="Deploy").click()
+        with page.expect_download() as info:
+            page.get_by_role("button", name="📦 Download the bundle").click()
+        info.value.save_as(tmp_path / "bundle.zip")
+        names = zipfile.ZipFile(tmp_path / "bundle.zip").namelist()
+        assert any(n.endswith("/server/start.sh") for n in names) and any(n.endswith("config.pbtxt") for n in names)
+        page.get_by_role("button", name="▶ Start the server").click()
+        page.get_by_text("Serving", exact=False).first.wait_for()
+        page.get_by_role("button", name="Use the golden sample image").click()
+        page.locator(f".st-key-try-result-{record['id']} img").first.wait_for()
+        shoot(page, "deploy-try-it-live.png")
+        page.get_by_role("button", name=re.compile("Load test")).click()
+        page.locator(".st-key-serving-chart [data-testid=stPlotlyChart]").wait_for(timeout=120_000)
+        shoot(page, "deploy-load-test.png")
+        serving = client.get(f"/api/export/{record['id']}").json()["serving"]
+        assert [level["concurrency"] for level in serving["levels"]] == [1, 4, 16]
+        assert all(level["requests"] > 0 and level["errors"] == 0 for level in serving["levels"])
+        page.get_by_role("button", name="■ Stop").click()
+        page.get_by_role("button", name="▶ Start the server").wait_for()
+        assert client.delete(f"/api/export/{record['id']}/serve").json()["stopped"] is False  # already stopped
+
+
 def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     """Ten downloads in a row, each while another export of the project runs (so the page's progress
     timer fires during every download): every file is byte-identical to the record's sha256 — no

@@ -137,6 +137,13 @@ def _from_json(data: Any, dtype: str, shape: list[int], count: int) -> np.ndarra
     return array.reshape(shape)
 
 
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(400, f"{what} must be a number") from None
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)
@@ -329,8 +336,12 @@ class Service:
         x, size = read_image(data, self.model.meta)
         outputs = await self.run(fit_batch(x, self.model.meta))
         named = {spec["name"]: value for spec, value in zip(self.model.outputs, outputs, strict=True)}
+        answer = decode(self.model.meta, named, size)
+        if "detections" in answer:  # ?min_score=0.5 keeps the confident ones (default: every one the file gives)
+            min_score = _float(request.query_params.get("min_score", "0"), "min_score")
+            answer["detections"] = [d for d in answer["detections"] if d["score"] >= min_score]
         return JSONResponse({"model_name": self.model.name, "task": self.model.meta["task"],
-                             "image_size": list(size), **decode(self.model.meta, named, size)})
+                             "image_size": list(size), **answer})
 
 
 async def read_body(request: Any) -> bytes:
@@ -366,9 +377,25 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or 0.0.0.0 to open it")
     parser.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy")
+    parser.add_argument("--exit-with", type=int, metavar="PID", help="stop when process PID ends (a dashboard)")
     args = parser.parse_args()
+    if args.exit_with:
+        threading.Thread(target=_exit_with, args=(args.exit_with,), daemon=True).start()
     uvicorn.run("server:build_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="warning", app_dir=str(HERE))
+
+
+def _exit_with(pid: int) -> None:
+    import time
+
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+        time.sleep(1.0)
 
 
 if __name__ == "__main__":
