@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import ray_bench, scale
+from bench import ray_bench, scale, serving
 from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -399,6 +399,8 @@ def markdown(results: dict) -> str:
                      f"{d['rss_peak_mb']} MB (growth {d['rss_growth_mb']} MB, target < 64 MB), {d['mb_per_s']} MB/s.  ")
     if results.get("ray"):
         lines += ["", *ray_bench.ray_markdown(results["ray"])]
+    if results.get("serving"):
+        lines += ["", *serving.serving_markdown(results["serving"])]
     return "\n".join(lines) + "\n"
 
 
@@ -415,6 +417,9 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
     if part == "ray":
         result = ray_bench.bench_ray(root / "ray")
         return result, ray_bench.ray_markdown(result)
+    if part == "serving":
+        rows = serving.bench_serving(root / "serving")
+        return rows, serving.serving_markdown(rows)
     if part == "evaluation":
         rows = bench_evaluation(root)
         return rows, evaluation_markdown(rows)
@@ -431,7 +436,7 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray"),
+    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
@@ -455,7 +460,8 @@ def main() -> None:
                    "cost": scale.bench_cost(root / "cost", scale.COST_MODELS[:3] if args.quick else scale.COST_MODELS),
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
                    "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20),
-                   "ray": ray_bench.bench_ray(root / "ray")}
+                   "ray": ray_bench.bench_ray(root / "ray"),
+                   "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS)}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:

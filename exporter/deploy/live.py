@@ -135,13 +135,14 @@ def _get(host: str, port: int, path: str) -> int:
 
 
 def _post(host: str, port: int, path: str, body: bytes, content_type: str,
-          connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes, float]:
+          connection: http.client.HTTPConnection | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes, float]:
     """``(status, body, seconds)`` of one POST (on ``connection`` when given: kept alive between requests)."""
     own = connection is None
     connection = connection or http.client.HTTPConnection(host, port, timeout=60)
     try:
         started = time.perf_counter()
-        connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+        connection.request("POST", path, body=body, headers={"Content-Type": content_type, **(headers or {})})
         response = connection.getresponse()
         content = response.read()
         return response.status, content, time.perf_counter() - started
@@ -151,25 +152,44 @@ def _post(host: str, port: int, path: str, body: bytes, content_type: str,
 
 
 def load_test(server: LiveServer, seconds: float = 3.0, concurrency: tuple[int, ...] = LOAD_CONCURRENCY,
-              max_requests: int = 5000) -> list[dict[str, Any]]:
-    """``/predict`` with the golden sample from ``c`` clients at once for ``seconds`` each (at most
-    ``max_requests`` per level): p50/p99 latency, requests per second, errors — per concurrency level."""
-    image = server.sample()
-    return [_load_level(server, image, clients, seconds, max_requests) for clients in concurrency]
+              max_requests: int = 5000, endpoint: str = "predict") -> list[dict[str, Any]]:
+    """Requests from ``c`` clients at once for ``seconds`` each (at most ``max_requests`` per level): p50/p99
+    latency, requests per second, errors — per concurrency level. ``endpoint``: ``predict`` (the golden sample
+    image, decoded and answered in the task's terms) or ``infer`` (one golden input as a binary tensor over the
+    Open Inference Protocol: the file and the protocol alone)."""
+    request = _infer_request(server) if endpoint == "infer" else ("/predict", server.sample(), {})
+    return [{**_load_level(server, request, clients, seconds, max_requests), "endpoint": endpoint}
+            for clients in concurrency]
 
 
-def _load_level(server: LiveServer, image: bytes, clients: int, seconds: float, max_requests: int) -> dict[str, Any]:
+def _infer_request(server: LiveServer) -> tuple[str, bytes, dict[str, str]]:
     import numpy as np
 
+    folder = server.folder / "server"
+    meta = json.loads((folder / "model.json").read_text())
+    x = np.ascontiguousarray(np.load(folder / "golden" / "inputs.npy")[:1 if meta["max_batch_size"] else None])
+    header = json.dumps({"inputs": [{"name": meta["inputs"][0]["name"], "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return (f"/v2/models/{meta['name']}/infer", header + x.tobytes(),
+            {"Inference-Header-Content-Length": str(len(header))})
+
+
+def _load_level(server: LiveServer, request: tuple[str, bytes, dict[str, str]], clients: int, seconds: float,
+                max_requests: int) -> dict[str, Any]:
+    import numpy as np
+
+    path, body, headers = request
     latencies: list[float] = []
-    errors: list[int] = []
+    errors: list[float] = []
     lock, deadline = threading.Lock(), time.monotonic() + seconds
 
     def client() -> None:
         connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
         try:
             while time.monotonic() < deadline and len(latencies) < max_requests:
-                status, _, took = _post(server.host, server.port, "/predict", image, "image/png", connection)
+                status, _, took = _post(server.host, server.port, path, body, "application/octet-stream",
+                                        connection, headers)
                 with lock:
                     (latencies if status == 200 else errors).append(took)
         finally:
