@@ -9,6 +9,7 @@ from exporter.jobs import delete_export, start_export
 from exporter.service import ExportRequest
 from exporter.verdict import RULE
 from exporter.workspace import Workspace
+from ui.passports import verify_box
 from ui.results import result_view
 from ui.widgets import empty_workspace
 
@@ -18,6 +19,7 @@ if not workspace.projects():
     st.stop()
 
 st.title("Export history")
+verify_box()
 entries = queries.exports(workspace)
 filters = st.columns([2, 1, 1, 1, 1, 2])
 projects = filters[0].multiselect("Project", sorted({e.project_id for e in entries}), key="h_projects",

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--formats", help="only these formats, e.g. onnx,pt2,litert (default: every format)")
     _benchmark_flags(every)
     _deploy_parsers(sub, common)
+    _passport_parsers(sub, common)
     data = sub.add_parser("data", help="labelled validation sets (data/val) of a project")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     add = data_sub.add_parser("add", parents=[common],
@@ -114,6 +115,23 @@ def _deploy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("export_id")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) or 0.0.0.0 to open it")
+
+
+def _passport_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    verify = sub.add_parser("verify", parents=[common], help="check a signed export: signature, every file, the "
+                            "passport; --rerun the golden samples", description="Verify an export folder, a download "
+                            "with its passport (.zip) or a deploy bundle. Exit 0 valid, 1 not (the file or field that "
+                            "differs is named), 2 bad input.")
+    verify.add_argument("path", help="an export folder, a downloaded .zip or a deploy bundle (folder or .zip)")
+    verify.add_argument("--public-key", help="the signer's public key (PEM); default: this workspace's")
+    verify.add_argument("--rerun", action="store_true", help="also run the golden inputs through the file in its "
+                        "own runtime and compare with the golden outputs")
+    reproduce = sub.add_parser("reproduce", parents=[common], help="export again from a passport and say whether it "
+                               "reproduces", description="Re-export from the passport's checkpoint and options; "
+                               "exit 0 reproduced (byte-identical, or the same graph and outputs within tolerance), "
+                               "1 not (the first difference named), 2 bad input (checkpoint gone or changed).")
+    reproduce.add_argument("path", help="an export folder or a download with its passport")
+    sub.add_parser("signing-key", parents=[common], help="print the public key this workspace signs exports with")
 
 
 def _benchmark_flags(parser: argparse.ArgumentParser) -> None:
@@ -495,7 +513,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.errors import UsageError
+    from exporter.verify import verify
+
+    key = None
+    if args.public_key:
+        try:
+            key = Path(args.public_key).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"Cannot read the public key {args.public_key}: {exc.strerror}") from None
+    result = verify(Path(args.path), key, args.rerun, _workspace(args).root)
+    lines = [f"{'✅ valid' if result['valid'] else '❌ NOT valid'}: {args.path} (key {result['key_fingerprint']})"]
+    for folder in result["folders"]:
+        lines.append(f"  {folder['folder']}")
+        lines += [f"    {'✓' if c['passed'] else '✗'} {c['check']}: {c['detail']}" for c in folder["checks"]]
+    _emit(args, result, lines)
+    return 0 if result["valid"] else 1
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.reproduce import reproduce
+
+    result = reproduce(_workspace(args), Path(args.path))
+    _emit(args, result, [f"{'✅' if result['reproduced'] else '❌'} {result['verdict']}: {result['reason']}",
+                         f"  again as {result['export_id']}"])
+    return 0 if result["reproduced"] else 1
+
+
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from exporter.passport import fingerprint, signing_key, workspace_public_key
+
+    pem = workspace_public_key(_workspace(args).root)
+    if args.json:
+        print(json.dumps({"public_key": pem.decode(), "fingerprint": fingerprint(signing_key(_workspace(args).root))}))
+    else:
+        print(pem.decode(), end="")
+    return 0
+
+
 COMMANDS = {"formats": cmd_formats, "demo": cmd_demo, "list": cmd_list, "export": cmd_export, "import": cmd_import,
             "evaluate": cmd_evaluate, "diagnose": cmd_diagnose, "benchmark": cmd_benchmark,
             "export-all": cmd_export_all, "data": cmd_data, "deploy": cmd_deploy, "serve": cmd_serve,
+            "verify": cmd_verify, "reproduce": cmd_reproduce, "signing-key": cmd_signing_key,
             "worker": cmd_worker}

@@ -17,6 +17,7 @@ from exporter.environment import environment
 from exporter.errors import ExportError, InvalidOptionError, one_line, resource_error
 from exporter.formats import get_format
 from exporter.jobs.slots import process_identity, worker_slot
+from exporter.passport import GOLDEN_DIR, golden_inputs, write_golden
 from exporter.record import ExportRecord
 from exporter.store import PARTIAL_DIR, ExportStore, utc_now
 from exporter.tasks import get_task, task_option_specs
@@ -114,7 +115,9 @@ class _Pipeline:
             self.enter("diagnose")  # say where it diverges, while the reference graph is at hand
             diagnosis = _diagnosis(fmt, job, artifact.files[0], pool, self.workdir)
         self.enter("store")
-        files = _publish(artifact.files, self.store.export_dir(self.record.id))
+        golden = self.workdir / GOLDEN_DIR  # a few inputs and the file's answers, for verify --rerun and bundles
+        write_golden(golden, *check.golden.get(id(artifact.runner), (check.golden_inputs(), None)))
+        files = _publish(artifact.files, self.store.export_dir(self.record.id), beside=[golden])
         self.enter("done")
         timings = {k: v for k, v in self.timings.items() if k != "done"}
         return self._save(
@@ -224,9 +227,15 @@ class _Check:
         self.sha256, self.cache_root, self.project_path = sha256, cache_root, project_path
         self.gallery = export_dir / evaluation.GALLERY_DIR
         self.evaluates = bool(job.options.get("evaluate")) and evaluation.val_folder(project_path).is_dir()
+        self.golden: dict[int, tuple[Any, list[Any]]] = {}  # by id(runner): the golden inputs and its answers
+
+    def golden_inputs(self) -> Any:
+        return golden_inputs(self.pool, None if self.job.dynamic_batch else self.job.input_shape[0])
 
     def __call__(self, runner: Any, on_evaluate: Callable[[], None] | None = None) -> tuple[Any, dict | None]:
         try:
+            x = self.golden_inputs()
+            self.golden[id(runner)] = (x, runner.run({self.job.input_names[0]: x}))
             report = _validate(self.job, runner, self.pool, self.pool_kind, self.fmt, self.n_samples)
             if not self.evaluates:
                 return report, None
@@ -462,13 +471,18 @@ def task_settings(job: Any) -> dict[str, Any]:
     return settings
 
 
-def _publish(files: list[Path], folder: Path) -> list[dict[str, Any]]:
-    """Move finished files into the export folder, primary file last, with their sha256."""
+def _publish(files: list[Path], folder: Path, beside: list[Path] = ()) -> list[dict[str, Any]]:
+    """Move finished files into the export folder, primary file last, with their sha256 (``beside``: folders that
+    go with them, first)."""
     from exporter.checkpoint import file_sha256
     from exporter.errors import OutputFileError
 
     rows = [{"name": p.name, "size_bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files]
     try:
+        for extra in beside:
+            if extra.exists():
+                shutil.rmtree(folder / extra.name, ignore_errors=True)
+                os.replace(extra, folder / extra.name)
         for path in reversed(files):  # data files first: model.onnx appears only once complete
             os.replace(path, folder / path.name)
     except OSError as exc:

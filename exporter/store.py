@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Unpack
 
 from filelock import FileLock
 
-from exporter.errors import NotFoundError, OutputFileError
+from exporter.errors import ExportError, NotFoundError, OutputFileError
 from exporter.record import ExportRecord, RecordChanges
 from exporter.workspace import Project, Workspace, utc_now
 
@@ -174,7 +175,20 @@ class ExportStore:
             raise TypeError(f"ExportRecord has no field(s) {sorted(unknown)}")
         with self.lock():
             record = self._write(ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes}))
+            self._seal(record, set(changes))
         return record
+
+    def _seal(self, record: ExportRecord, changed: set[str]) -> None:
+        """(Re)write the passport and its signature when a completed export's evidence changed
+        (``exporter.passport``); a failure to seal never loses the record: ``verify`` then says it is unsigned."""
+        from exporter import passport
+
+        if not passport.sealing_due(record, changed):
+            return
+        try:
+            passport.seal(record, self.export_dir(record.id), self.project.path.parents[1])
+        except (ExportError, OSError, ValueError) as exc:
+            print(f"warning: export {record.id} was not signed: {exc}", file=sys.stderr)
 
     def delete(self, export_id: str) -> None:
         """Remove the export's folder and index entry."""

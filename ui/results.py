@@ -17,6 +17,7 @@ from ui.benchmarking import benchmark_section
 from ui.deploying import deploy_section
 from ui.diagnosing import diagnosis_section
 from ui.jobs import start_button, waiting_panel
+from ui.passports import signed_line
 from ui.transfers import download_section
 from ui.widgets import facts
 
@@ -99,6 +100,7 @@ def result_view(record: ExportRecord) -> None:
     with tabs[7]:
         st.json(record.to_json(), expanded=False)
     download_section(record)
+    signed_line(record)
 
 
 def _summary_metrics(record: ExportRecord) -> None:

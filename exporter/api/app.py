@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI, Request
 from starlette.routing import BaseRoute, Mount
 
-from exporter.api import exports, formats, projects, uploads
+from exporter.api import exports, formats, passports, projects, uploads
 from exporter.api.app_state import workspace
 from exporter.api.auth import require_token
 from exporter.api.errors import error_response, install_error_handlers
@@ -33,7 +33,7 @@ def create_api() -> FastAPI:
                   openapi_url="/openapi.json", redoc_url=None, dependencies=[Depends(require_token)])
     install_error_handlers(api)
     api.middleware("http")(cap_body)
-    for module in (formats, projects, uploads, exports):
+    for module in (formats, projects, uploads, exports, passports):
         api.include_router(module.router)
     return api
 

@@ -131,9 +131,10 @@ def export_all(body: ExportAllBody) -> dict[str, Any]:
     return {"started": [r.to_json() for r in started["started"]], "skipped": started["skipped"]}
 
 
-@router.get("/export/{export_id}/download", summary="The exported file, streamed")
-def download(export_id: str):
-    return download_response(export_id)
+@router.get("/export/{export_id}/download", summary="The exported file, streamed (with passport=true: a zip of the "
+            "file(s), passport.json, model.sig and the golden samples, as `verify` takes it)")
+def download(export_id: str, passport: bool = Query(False)):
+    return passport_response(export_id) if passport else download_response(export_id)
 
 
 TARGET_QUERY = Query("all", max_length=64, description="triton, ovms, kserve, server or all (refused targets left out)")
@@ -226,6 +227,21 @@ def export_files(export_id: str) -> tuple[ExportRecord, list[Path]]:
     if not paths:
         raise NotFoundError(f"Export {export_id} has no files.")
     return record, paths
+
+
+def passport_response(export_id: str):
+    """The export's signed set as one streamed zip: its files, ``passport.json``, ``model.sig``, ``golden/``."""
+    from exporter import passport
+
+    record, paths = export_files(export_id)
+    folder = paths[0].parent
+    if not (folder / passport.SIGNATURE_FILE).is_file():
+        raise ApiError(409, "NotSigned", f"Export {export_id} has no signature yet (it is sealed once completed).")
+    signed = [*paths, folder / passport.PASSPORT_FILE, folder / passport.SIGNATURE_FILE,
+              *sorted(p for p in (folder / passport.GOLDEN_DIR).glob("*") if p.is_file() and not p.is_symlink())]
+    name = f"{export_id}-{record.format}-signed"
+    return StreamingResponse(iter_zip(signed, folder, f"{name}/"), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.zip"', **NO_GZIP})
 
 
 def download_response(export_id: str):

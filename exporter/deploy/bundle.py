@@ -128,6 +128,20 @@ class Bundle:
         picture.save(buffer, format="PNG")
         return buffer.getvalue()
 
+    def copy_passport(self, folder: Path) -> None:
+        """The export's passport, signature and golden samples beside its files (when it has been sealed)."""
+        import shutil
+
+        from exporter import passport
+
+        source = self.primary.parent
+        if not (source / passport.SIGNATURE_FILE).is_file():
+            return
+        for name in (passport.PASSPORT_FILE, passport.SIGNATURE_FILE):
+            shutil.copy2(source / name, folder / name)
+        if (source / passport.GOLDEN_DIR).is_dir():
+            shutil.copytree(source / passport.GOLDEN_DIR, folder / passport.GOLDEN_DIR)
+
     def server_meta(self) -> dict[str, Any]:
         """``model.json`` of the bundle's server: what it serves and how it preprocesses and decodes."""
         model = self.record.model

@@ -27,6 +27,7 @@ def write(bundle: Bundle, out: Path) -> Path:
     model_dir.mkdir()
     for path in bundle.files:
         shutil.copy2(path, model_dir / path.name)
+    bundle.copy_passport(model_dir)  # model/ is the signed set: `verify` checks it where it is deployed
     for name in ("server.py", "serve_ray.py", "selftest.py"):
         shutil.copy2(SERVER_FILES / name, out / name)
     (out / "runtime.py").write_text(runtime_source(bundle))
