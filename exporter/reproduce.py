@@ -110,7 +110,7 @@ def _structure(folder: Path, again: Path, content: dict[str, Any], record: Any) 
                 f"identical once its metadata is set aside (it differs in {', '.join(changed) or 'nothing'})")
     else:
         ops = record.model.op_types
-        same = f"the same operator counts ({sum(ops.values())} ops)" if ops else "the same inputs and outputs"
+        same = f"the same operator counts ({sum(ops.values())} ops)" if ops else "the same graph interface"
         if ops and signed_model.get("op_types") and signed_model["op_types"] != ops:
             differs.append("operator counts differ")
     return {"differs": differs, "same": same}

@@ -174,8 +174,9 @@ class ExportStore:
         if unknown:
             raise TypeError(f"ExportRecord has no field(s) {sorted(unknown)}")
         with self.lock():
-            record = self._write(ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes}))
-            self._seal(record, set(changes))
+            record = ExportRecord.model_validate({**self.get(export_id).model_dump(), **changes})
+            self._seal(record, set(changes))  # before the record says it is complete: a reader finds it signed
+            record = self._write(record)
         return record
 
     def _seal(self, record: ExportRecord, changed: set[str]) -> None:

@@ -112,6 +112,30 @@ def test_deploy_bundle_streams_as_a_zip_with_its_start_script_executable(client,
     assert missing.status_code == 404
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "torchscript"])
+def test_signed_download_verifies_and_reruns_anywhere(client, api_ws, tmp_path, fmt):
+    """The download with its passport verifies with the public key the API hands out — the CLI from a folder the
+    workspace knows nothing of, then ``POST /api/verify`` on the same zip staged as an upload."""
+    from tests.helpers import cli
+
+    record = wait_for(client, client.post("/api/export", json={**CLS, "format": fmt,
+                                                                "options": {"evaluate": False}}).json()["id"])
+    response = client.get(f"/api/export/{record['id']}/download", params={"passport": "true"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert {n.split("/", 1)[1] for n in names} >= {"passport.json", "model.sig", "golden/inputs.npy",
+                                                   *(f["name"] for f in record["files"])}
+    (tmp_path / "signed.zip").write_bytes(response.content)
+    (tmp_path / "key.pem").write_text(client.get("/api/signing-key").text)
+    result = cli("verify", str(tmp_path / "signed.zip"), "--public-key", str(tmp_path / "key.pem"), "--rerun",
+                 workspace=tmp_path / "elsewhere")
+    assert result.returncode == 0, result.stdout + result.stderr
+    upload = client.post("/api/uploads", params={"filename": "signed.zip"}, content=response.content).json()
+    checked = client.post("/api/verify", json={"upload_id": upload["upload_id"]}).json()
+    assert checked["valid"] and [c["check"] for c in checked["folders"][0]["checks"]] == ["signature", "files",
+                                                                                          "passport"]
+
+
 @pytest.mark.parametrize("path, status, json_body", [
     ("/api/export/export-00000000", 404, True),
     ("/api/export/not-an-id", 404, True),

@@ -19,7 +19,7 @@ DOC_PICTURES = {"export-after-wide-light.png": "export-result.png", "compare-pag
                 "history-wide-light.png": "history.png", "projects-wide-light.png": "projects.png",
                 "evaluation-gallery.png": "evaluation-gallery.png", "diagnosis-tab.png": "diagnosis-tab.png",
                 "benchmark-tab.png": "benchmark-tab.png", "deploy-try-it-live.png": "deploy-try-it-live.png",
-                "deploy-load-test.png": "deploy-load-test.png"}
+                "deploy-load-test.png": "deploy-load-test.png", "history-verify.png": "history-verify.png"}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -138,6 +138,24 @@ def test_deploy_tab_downloads_a_bundle_tries_an_image_live_and_load_tests(page, 
         assert client.delete(f"/api/export/{record['id']}/serve").json()["stopped"] is False  # already stopped
 
 
+def test_history_verifies_a_signed_download_as_a_checklist(page, base_url, tmp_path):
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        record = wait_for(client, client.post("/api/export", json={
+            "project_id": "demo-classification", "experiment_id": "exp-resnet18-shapes",
+            "options": {"evaluate": False}}).json()["id"])
+        signed = client.get(f"/api/export/{record['id']}/download", params={"passport": "true"}).content
+    (tmp_path / "signed.zip").write_bytes(signed)
+    page.goto(f"{base_url}/history?export={record['id']}")
+    page.get_by_text("🔏 signed · key").first.wait_for()
+    page.get_by_text("🔏 Verify a file").click()
+    page.locator(".st-key-verify-upload input[type=file]").set_input_files(str(tmp_path / "signed.zip"))
+    page.get_by_role("button", name="Verify", exact=True).click()
+    result = page.locator(".st-key-verify-result")
+    result.get_by_text("Valid — key").wait_for()
+    assert result.get_by_text("✅").count() >= 3 and result.get_by_text("❌").count() == 0
+    shoot(page, "history-verify.png")
+
+
 def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     """Ten downloads in a row, each while another export of the project runs (so the page's progress
     timer fires during every download): every file is byte-identical to the record's sha256 — no
