@@ -3,7 +3,7 @@ compare them; stale ones are flagged."""
 
 import streamlit as st
 
-from exporter import queries, report
+from exporter import passport, queries, report
 from exporter.errors import ExportError
 from exporter.jobs import delete_export, start_export
 from exporter.service import ExportRequest
@@ -46,6 +46,7 @@ table = st.dataframe([{
     "verdict": report.verdict_word(e), "validation": e.validation.verdict or "—",
     "evaluation": report.evaluation_word(e), "metric Δ": report.metric_delta(e) or "—",
     "size MB": e.output_size_mb, "p50 ms": report.benchmark_p50(e),
+    "signed": f"🔏 {key}" if (key := passport.signed_by(queries.export_folder(workspace, e))) else "",
     "stale": "⚠️ stale" if report.is_stale(e.checkpoint_sha256, e.checkpoint_path) else "",
 } for e in shown], hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="h_table")
 ids = [e.id for e in shown]

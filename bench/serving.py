@@ -11,6 +11,7 @@ bare p50; the target is at most max(2 ms, 25 %) above it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def bench_serving(root: Path, seconds: float = SECONDS) -> list[dict]:
 def _ray_serve(ws, export_id: str, seconds: float) -> list[dict]:
     """The bundle's Ray Serve app (batching on), started in a network namespace of its own, under the same load."""
     from exporter.deploy import live, write_bundle
-    from testkit.ray_cluster import private_network
+    from testkit.ray_cluster import NO_AUTH, private_network
 
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     written = write_bundle(ws, export_id, ["server"], folder / "bundle")
@@ -58,7 +59,8 @@ def _ray_serve(ws, export_id: str, seconds: float) -> list[dict]:
         log = open(folder / "serve.log", "wb")  # noqa: SIM115 - the child writes to it
         process = subprocess.Popen([sys.executable, "serve_ray.py", "--port", str(port), "--max-batch", "8",
                                     "--cpus-per-replica", "0"], cwd=folder / "bundle" / "server", stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **NO_AUTH})  # no token written into ~/.ray
         server = live.LiveServer(export_id, written["model_name"], "127.0.0.1", port, folder / "bundle", process)
         try:
             _wait(server, folder)

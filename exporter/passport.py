@@ -36,7 +36,7 @@ KEY_DIR, PRIVATE_KEY, PUBLIC_KEY = ".signing", "key.pem", "public.pem"
 # gallery belongs to the evaluation. The verifier ignores these (as model-signing's own default ignores .git).
 IGNORED = (SIGNATURE_FILE, "export.json", "worker.log", "gallery", ".partial", ".git", ".gitattributes", ".github",
            ".gitignore")
-EVIDENCE = frozenset({"status", "files", "validation", "evaluation", "benchmarks", "diagnosis", "serving"})
+EVIDENCE = frozenset({"status", "files", "validation", "evaluation", "benchmarks", "diagnosis"})
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -44,6 +44,15 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 # -- golden samples (written by the export, wherever it runs) -------------------------------------------------------
+
+def signed_by(folder: Path) -> str | None:
+    """The fingerprint of the key ``folder``'s signature names (None when unsigned); not a verification."""
+    try:
+        hint = json.loads((folder / SIGNATURE_FILE).read_text())["verificationMaterial"]["publicKey"]["hint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(hint)[:16]
+
 
 def golden_inputs(pool: Any, batch: int | None) -> np.ndarray:
     """The validation pool's first images: ``GOLDEN_COUNT`` of them, or the file's fixed ``batch``."""

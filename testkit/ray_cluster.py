@@ -29,6 +29,9 @@ CLONE_NEWNET = 0x40000000
 BIN = Path(sys.executable).parent
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
                       "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_timeout_ms": "500"}
+# Ray 2.60 turns token authentication on for a cluster when ~/.ray/auth_token exists (any local ray.init() writes
+# one), and then clients without it are refused. These clusters live in a private network on loopback: off, always.
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
 @contextlib.contextmanager
@@ -61,7 +64,7 @@ class RayCluster:
         self.worker_resources = worker_resources or {"edge": 1}
         self.cpus = cpus
         self.processes: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **FAST_HEALTH_CHECKS}
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **FAST_HEALTH_CHECKS, **NO_AUTH}
         self.env.pop("AISTUDIO_RUNNER", None)
 
     def start(self) -> RayCluster:

@@ -42,6 +42,7 @@ def _isolated_env(tmp_path_factory):
     # Never touch the user's ./workspace or home from tests.
     os.environ["AISTUDIO_WORKSPACE"] = str(tmp_path_factory.mktemp("default-ws"))
     os.environ.pop("AISTUDIO_API_TOKEN", None)
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the test clusters' (testkit.ray_cluster.NO_AUTH), for their drivers too
     yield
 
 

@@ -98,8 +98,8 @@ def _try_image(record: ExportRecord, server: live.LiveServer) -> None:
 
 
 def _load_test(record: ExportRecord) -> None:
-    seconds = 3.0
-    if st.button(f"⏱ Load test ({seconds:.0f} s at concurrency 1, 4 and 16)", key=f"load-{record.id}"):
+    seconds = live.load_test_seconds()
+    if st.button(f"⏱ Load test ({seconds:g} s at concurrency 1, 4 and 16)", key=f"load-{record.id}"):
         with st.spinner("Sending requests from 1, 4 and 16 clients…"):
             record = live.measure(Workspace(), record.id, seconds)
     _serving_figures(record.serving)

@@ -246,6 +246,14 @@ def stop_all() -> None:
         stop_serving(export_id)
 
 
+def load_test_seconds() -> float:
+    """Seconds per concurrency level of the dashboard's load test (``$AISTUDIO_LOAD_TEST_SECONDS``, default 3)."""
+    try:
+        return max(0.1, float(os.environ.get("AISTUDIO_LOAD_TEST_SECONDS", "3")))
+    except ValueError:
+        return 3.0
+
+
 def measure(workspace: Workspace, export_id: str, seconds: float = 3.0) -> ExportRecord:
     """Load-test the export's live server (started if needed) at concurrency 1, 4 and 16 and store the figures in
     the record (``serving``), beside the benchmark's bare p50 at batch 1 when it has one."""

@@ -56,7 +56,9 @@ def test_demo_round_trip(demo_ws, project_id, experiment_id):
     assert set(record["timings_s"]) >= {"load", "build", "export", "simplify", "validate", "store"}
     assert record["progress"] == {"stage": "done", "fraction": 1.0}
     folder = demo_ws / "projects" / project_id / "exports" / record["id"]
-    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx"]
+    # the file, its record and its passport (passport.json, golden samples, model.sig): nothing else
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "golden", "model.onnx", "model.sig",
+                                                        "passport.json"]
     assert json.loads((folder / "export.json").read_text()) == record
     index = read_index(demo_ws, project_id)
     assert [e["id"] for e in index] == [record["id"]] and index[0]["validation"]["passed"] is True

@@ -32,7 +32,8 @@ def browser_ws(demo_template, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(browser_ws):
-    with running_server(browser_ws, AISTUDIO_BENCHMARK_SECONDS="0.1") as base:  # quick default benchmarks
+    with running_server(browser_ws, AISTUDIO_BENCHMARK_SECONDS="0.1",  # quick default benchmarks and load tests
+                        AISTUDIO_LOAD_TEST_SECONDS="0.5") as base:
         yield base
 
 
@@ -113,7 +114,8 @@ def download(page, target):
 
 def test_deploy_tab_downloads_a_bundle_tries_an_image_live_and_load_tests(page, base_url, tmp_path):
     with httpx.Client(base_url=base_url, timeout=60) as client:
-        body = {"project_id": "demo-detection", "experiment_id": "exp-fasterrcnn-resnet18-fpn"}
+        body = {"project_id": "demo-detection", "experiment_id": "exp-fasterrcnn-resnet18-fpn",
+                "options": {"evaluate": False}}
         record = wait_for(client, client.post("/api/export", json=body).json()["id"])
         page.goto(f"{base_url}/history?export={record['id']}")
         page.get_by_role("tab", name="Deploy").click()
@@ -487,6 +489,7 @@ def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_
             page.goto(f"{base_url}/history")
             grid = page.get_by_test_id("stDataFrame").first
             grid.wait_for()
+            grid.scroll_into_view_if_needed()  # on a phone the filters and the Verify box push it below the fold
             page.wait_for_timeout(500)
             box = grid.bounding_box()
             page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection box
