@@ -86,8 +86,13 @@ def assert_like_a_local_run(root, record: dict, cluster) -> None:
     worker = record["worker"]
     assert worker["runner"] == "ray" and worker["node_id"] in {n["NodeID"] for n in cluster.nodes()}
     assert worker["host"] and worker["node_resources"]["CPU"] == 1 and worker["resources"]["CPU"] == 1
-    leftovers = {p.name for p in (folder / record["id"]).iterdir()} - {"export.json", "model.onnx", "worker.log"}
+    leftovers = {p.name for p in (folder / record["id"]).iterdir()} - {"export.json", "model.onnx", "worker.log",
+                                                                       "golden", "passport.json", "model.sig"}
     assert not leftovers, leftovers
+    from exporter import passport  # signed by the owner, with the workspace's key, not the node's scratch one
+
+    owner_key = passport.fingerprint(passport.signing_key(root))
+    assert passport.signed_by(folder / record["id"]) == owner_key
 
 
 def test_cli_exports_run_on_the_cluster_like_local_ones(ray_ws, ray_env, cluster):

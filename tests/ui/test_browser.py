@@ -496,6 +496,9 @@ def test_every_page_reads_well_wide_and_on_a_phone_light_and_dark(browser, base_
             page.locator("h4").filter(has_text="export-").first.wait_for()
             _no_truncation_or_page_scroll(page, f"history {name}")
             shoot(page, f"history-{name}.png")
+            grid.scroll_into_view_if_needed()  # the picture moved the page: find the table again
+            page.wait_for_timeout(300)
+            box = grid.bounding_box()
             page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)  # and the second: compare
             page.get_by_role("heading", name="Compare").wait_for()
             shoot(page, f"compare-{name}.png")
