@@ -225,20 +225,16 @@ def write_gallery(inputs: EvalInputs, reference: Predictions, exported: Predicti
 def _pair(inputs: EvalInputs, image: Path, predictions: tuple[dict, dict], titles: tuple[str, str],
           calibration: dict[str, float]):
     """The image at the model's input size, drawn once per prediction, side by side under their titles."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+
+    from exporter.tasks.drawing import side_by_side
 
     _, height, width = inputs.spec.input_size
     scale = THUMBNAIL / max(height, width)
     with Image.open(image) as img:
         base = img.convert("RGB").resize((width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    canvas = Image.new("RGB", (2 * size[0] + 4, size[1] + 14), (255, 255, 255))
-    for k, (prediction, title) in enumerate(zip(predictions, titles, strict=True)):
-        drawn = base.copy()
-        inputs.task.draw(drawn, prediction, inputs.spec, calibration)
-        canvas.paste(drawn.resize(size), (k * (size[0] + 4), 14))
-        ImageDraw.Draw(canvas).text((k * (size[0] + 4) + 2, 1), title, fill=(0, 0, 0))
-    return canvas
+    return side_by_side(inputs.task, inputs.spec, base, predictions, titles, calibration, size)
 
 
 def _cache_key(inputs: EvalInputs, checkpoint_sha256: str, output_names: tuple[str, ...]) -> str:

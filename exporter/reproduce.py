@@ -24,9 +24,9 @@ def reproduce(workspace: Workspace, path: Path) -> dict[str, Any]:
         UsageError: no passport under ``path``; the checkpoint is gone or changed since.
     """
     from exporter import ExportRequest, export_checkpoint
-    from exporter.verify import _opened
+    from exporter.verify import opened
 
-    with _opened(Path(path)) as root:
+    with opened(Path(path)) as root:
         found = sorted(p.parent for p in root.rglob(passport.PASSPORT_FILE))
         if not found:
             raise UsageError(f"No {passport.PASSPORT_FILE} under {path}.")

@@ -33,7 +33,7 @@ def verify(path: Path, public_key: bytes | None = None, rerun: bool = False,
     if not path.exists():
         raise UsageError(f"{path} does not exist.")
     key = public_key or _workspace_key(workspace_root)
-    with _opened(path) as root:
+    with opened(path) as root:
         signed = sorted(p.parent for p in root.rglob(passport.SIGNATURE_FILE))
         if not signed:
             raise UsageError(f"No {passport.SIGNATURE_FILE} under {path}: export folders, downloads with their "
@@ -63,7 +63,7 @@ def _public(pem: bytes) -> Any:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[Path]:
+def opened(path: Path) -> Iterator[Path]:
     """A folder as it is, or a zip unpacked into a scratch folder (names checked, size bounded)."""
     if path.is_dir():
         yield path

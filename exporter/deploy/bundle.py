@@ -93,24 +93,33 @@ class Bundle:
         return float(validation.tolerance) if validation else self.fmt.default_tolerance(self.record.options)
 
     @cached_property
-    def golden_inputs(self) -> np.ndarray:
-        """The validation's inputs: ``GOLDEN_IMAGES`` of them, or the file's fixed batch."""
+    def _golden(self) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The export's own golden samples (``passport.write_golden``: the validated runner's answers), or — for an
+        export sealed before passports existed — the validation's inputs run through the file here."""
+        from exporter import passport
         from exporter.validation import input_pool
 
+        if (self.primary.parent / passport.GOLDEN_DIR / passport.GOLDEN_OUTPUTS).is_file():
+            return passport.read_golden(self.primary.parent)
         model = self.record.model
         shape = model.input_shape or [1, *(model.input_size or [3, 224, 224])]
-        count = GOLDEN_IMAGES if self.max_batch else int(shape[0])
-        pool, _ = input_pool(self.samples, tuple(shape[1:]), model.normalization or {}, extra_random=count)
-        return np.ascontiguousarray(pool[:count].numpy(), dtype=np.float32)
-
-    @cached_property
-    def golden_outputs(self) -> list[np.ndarray]:
-        """The file's outputs for ``golden_inputs`` in its runtime here."""
+        pool, _ = input_pool(self.samples, tuple(shape[1:]), model.normalization or {}, extra_random=GOLDEN_IMAGES)
+        x = passport.golden_inputs(pool, None if self.max_batch else int(shape[0]))
         runner = self.fmt.load(self.primary, self.model)
         try:
-            return [np.asarray(o) for o in runner.run({self.inputs[0]["name"]: self.golden_inputs})]
+            return x, [np.asarray(o) for o in runner.run({self.inputs[0]["name"]: x})]
         finally:
             runner.close()
+
+    @property
+    def golden_inputs(self) -> np.ndarray:
+        """The golden inputs: ``GOLDEN_IMAGES`` validation inputs, or the file's fixed batch."""
+        return self._golden[0]
+
+    @property
+    def golden_outputs(self) -> list[np.ndarray]:
+        """The file's outputs for ``golden_inputs`` in its runtime."""
+        return self._golden[1]
 
     @cached_property
     def sample_image(self) -> bytes:

@@ -345,19 +345,16 @@ def _pytorch(workspace: Workspace, export_id: str):
 
 def drawn_pair(task: Any, spec: Any, image: bytes, predictions: tuple[dict, dict], titles: tuple[str, str],
                calibration: dict[str, float]) -> bytes:
-    """PNG: the image at the model's size, drawn once per prediction by the task, side by side under titles."""
-    from PIL import Image, ImageDraw
+    """PNG: the image at the model's size, drawn once per prediction by the task, side by side under titles
+    (enlarged to about 320 px, as the gallery draws its thumbnails)."""
+    from PIL import Image
+
+    from exporter.tasks.drawing import side_by_side
 
     _, height, width = spec.input_size
     base = Image.open(io.BytesIO(image)).convert("RGB").resize((width, height))
     scale = max(1, 320 // max(height, width))
-    size = (width * scale, height * scale)
-    canvas = Image.new("RGB", (2 * size[0] + 8, size[1] + 18), (255, 255, 255))
-    for k, (prediction, title) in enumerate(zip(predictions, titles, strict=True)):
-        drawn = base.copy()
-        task.draw(drawn, prediction, spec, calibration)
-        canvas.paste(drawn.resize(size, Image.NEAREST), (k * (size[0] + 8), 18))
-        ImageDraw.Draw(canvas).text((k * (size[0] + 8) + 2, 3), title, fill=(0, 0, 0))
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
+    side_by_side(task, spec, base, predictions, titles, calibration, (width * scale, height * scale)).save(
+        buffer, format="PNG")
     return buffer.getvalue()

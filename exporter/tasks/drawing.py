@@ -6,6 +6,7 @@ Tasks call these from ``Task.draw``; coordinates are the model's input pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -69,3 +70,16 @@ def masks(image: Image.Image, instance_masks: np.ndarray, labels: np.ndarray) ->
         resized = np.asarray(Image.fromarray(plane.astype(np.uint8) * 255).resize(image.size))
         classes[resized >= 128] = int(label)
     overlay(image, classes)
+
+
+def side_by_side(task: Any, spec: Any, base: Image.Image, predictions: tuple[dict, dict], titles: tuple[str, str],
+                 calibration: dict[str, float], size: tuple[int, int]) -> Image.Image:
+    """``base`` (the image at the model's size) drawn once per prediction by ``task``, each scaled to ``size``,
+    side by side under its title."""
+    canvas = Image.new("RGB", (2 * size[0] + 4, size[1] + 14), (255, 255, 255))
+    for k, (prediction, title) in enumerate(zip(predictions, titles, strict=True)):
+        drawn = base.copy()
+        task.draw(drawn, prediction, spec, calibration)
+        canvas.paste(drawn.resize(size), (k * (size[0] + 4), 14))
+        ImageDraw.Draw(canvas).text((k * (size[0] + 4) + 2, 1), title, fill=(0, 0, 0))
+    return canvas
