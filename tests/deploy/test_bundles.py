@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -44,12 +45,43 @@ OVMS_SCHEMA = json.loads((ROOT / "tests" / "fixtures" / "ovms_config_schema.json
 
 
 def make_env(folder: Path, requirements: list[str]) -> Path:
-    """A fresh virtual environment holding only ``requirements`` (pip arguments); its python."""
+    """A fresh virtual environment holding only what pip installs for ``requirements`` (pip arguments); its python.
+
+    pip resolves them in the new environment (``--dry-run --report``: the exact distributions and versions it would
+    install); each one this test's own environment holds at that version is linked in (its top-level files, read
+    from its RECORD), the rest installed. A TorchScript bundle's torch is 5.5 GB on disk: linking it keeps a run's
+    footprint small, and the environment still holds nothing the requirements do not bring."""
     venv.create(folder, with_pip=True)
     python = folder / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-compile", *requirements], check=True,
+    report = folder / "pip-report.json"
+    pip = [python, "-m", "pip", "install", "-q", "--no-compile"]
+    subprocess.run([*pip, "--dry-run", "--ignore-installed", "--report", report, *requirements], check=True,
                    capture_output=True, timeout=900)
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    missing = []
+    for item in json.loads(report.read_text())["install"]:
+        name, version = item["metadata"]["name"], item["metadata"]["version"]
+        if not link_distribution(name, version, site):
+            missing.append(f"{name}=={version}")
+    if missing:
+        subprocess.run([*pip, "--no-deps", *missing], check=True, capture_output=True, timeout=900)
     return python
+
+
+def link_distribution(name: str, version: str, site: Path) -> bool:
+    """Link the top-level files of this environment's ``name`` into ``site`` when it holds that very version."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if dist.version != version or not dist.files:
+        return False
+    for top in {file.parts[0] for file in dist.files if file.parts[0] != ".."}:
+        source, target = Path(dist.locate_file(top)), site / top
+        if source.exists() and not target.exists():
+            target.symlink_to(source)
+    return True
 
 
 class Bundles:
@@ -59,7 +91,7 @@ class Bundles:
     def __init__(self, workspace: Path, root: Path) -> None:
         self.workspace, self.root = workspace, root
         self.made: dict[tuple[str, str], tuple] = {}
-        self.envs: dict[frozenset[str], Path] = {}
+        self.envs: dict[str, Path] = {}
 
     def get(self, project: str, experiment: str, fmt: str):
         if (project, fmt) not in self.made:
@@ -71,20 +103,11 @@ class Bundles:
         return self.made[(project, fmt)]
 
     def python_for(self, requirements: Path) -> Path:
-        """A fresh environment holding exactly these requirements — or, where a bundle needs only some of what one
-        already holds for the same runtime (TorchScript without torchvision's operators), that one."""
-        wanted = {line for line in requirements.read_text().splitlines() if line and not line.startswith("#")}
-        for held, python in self.envs.items():
-            if wanted <= held:
-                return python
-            if held <= wanted and held & wanted:  # the same runtime, plus a package: add it (torchvision)
-                subprocess.run([python, "-m", "pip", "install", "-q", "--no-compile", "-r", str(requirements)],
-                               check=True, capture_output=True, timeout=900)
-                self.envs[frozenset(wanted)] = self.envs.pop(held)
-                return python
+        """A fresh environment holding exactly these requirements (one per distinct file)."""
         key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-        python = self.envs[frozenset(wanted)] = make_env(self.root / f"env-{key}", ["-r", str(requirements)])
-        return python
+        if key not in self.envs:
+            self.envs[key] = make_env(self.root / f"env-{key}", ["-r", str(requirements)])
+        return self.envs[key]
 
 
 @pytest.fixture(scope="module")
