@@ -147,10 +147,14 @@ def _benchmark_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", parents=[common], help="import a checkpoint as a new experiment")
-    imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...})")
+    imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...}), or a "
+                     "transformers / segmentation_models_pytorch save_pretrained folder or zip")
     imp.add_argument("--project", required=True)
     imp.add_argument("--task", help="default: from the file, else the project's, else classification")
-    imp.add_argument("--architecture", help="torchvision name or timm/<name>; default: detected from the weights")
+    imp.add_argument("--architecture", help="torchvision name, timm/<name> or smp/<Arch>; default: detected from "
+                     "the weights or named by config.json")
+    imp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="build option of an smp/<Arch> state dict: encoder=<name>, encoder_depth=<n>")
     imp.add_argument("--num-classes", type=int, help="default: from the file or the head's shape")
     imp.add_argument("--input-size", help="C,H,W (default: from the file, else 3,224,224)")
     imp.add_argument("--name", help="experiment name (default: the file's name)")
@@ -447,12 +451,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from exporter.importer import ImportRequest, import_checkpoint, parse_input_size
+    from exporter.options import parse_key_values
 
     request = ImportRequest(args.project, task=args.task, architecture=args.architecture,
                             num_classes=args.num_classes, input_size=parse_input_size(args.input_size),
-                            name=args.name, create_project=args.create_project, project_name=args.project_name)
+                            name=args.name, create_project=args.create_project, project_name=args.project_name,
+                            options=parse_key_values(args.option))
     source = Path(args.file)
-    if not source.is_file():
+    if not source.exists():
         from exporter.errors import UsageError
 
         raise UsageError(f"No such file: {source}")

@@ -1,9 +1,10 @@
 """Import a checkpoint trained elsewhere as a new experiment (dashboard, CLI and API share this).
 
 Accepted: Lightning checkpoints (hyper-parameters read from the file), bare state dicts,
-``{"model": ...}`` / ``{"state_dict": ...}`` dicts, with wrapper prefixes stripped. Whatever
-the file does not say (task, architecture, classes, input size) comes from the request, and
-for classifiers the architecture and class count can be detected from the weights.
+``{"model": ...}`` / ``{"state_dict": ...}`` dicts, with wrapper prefixes stripped; and the model families'
+``save_pretrained`` folders or zips of them (transformers, segmentation_models_pytorch: ``exporter.families``),
+read into a checkpoint of ours. Whatever the file does not say (task, architecture, classes, input size) comes
+from the request, and for classifiers the architecture and class count can be detected from the weights.
 
 Nothing is written until the file loads safely (``weights_only``), the architecture accepts
 every tensor and a forward pass at the input size runs; then the experiment folder is built
@@ -19,7 +20,7 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class ImportRequest:
     name: str | None = None
     create_project: bool = False
     project_name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # a family's build options (smp: encoder=resnet34)
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
@@ -53,13 +55,21 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         CheckpointError: the file is not a loadable, safe checkpoint.
     """
     from exporter.checkpoint import load_checkpoint
+    from exporter.families import read_source
     from exporter.models.recognize import detect_architecture
 
+    if imported := read_source(path, None, {}):  # a transformers / smp folder or zip: it says what it is
+        hp = {k: v for k, v in imported.hyper_parameters.items() if k not in FAMILY_KEYS}
+        return {"hyper_parameters": _jsonable(hp), "tensors": len(imported.state_dict), "sha256": imported.sha256,
+                "candidates": [{"architecture": hp["architecture"], "confidence": 1.0, "source": "config.json"}]}
     ckpt = load_checkpoint(path)
     hp = dict(ckpt.hyper_parameters)
     candidates = [] if hp.get("architecture") else [c.to_dict() for c in detect_architecture(ckpt.state_dict)]
     return {"hyper_parameters": _jsonable(hp), "tensors": len(ckpt.state_dict), "sha256": ckpt.sha256,
             "candidates": candidates}
+
+
+FAMILY_KEYS = ("hf_config", "hf_processor", "smp_config")  # a family's own settings: in the checkpoint, not shown
 
 
 def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path,
@@ -74,17 +84,46 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
             the file cannot become an exportable experiment (nothing is written).
         NotFoundError: no such project and ``create_project`` is off.
     """
+    check_id("project", request.project_id)
+    project_dir = workspace.root / "projects" / request.project_id
+    if not (project_dir / "project.json").is_file() and not request.create_project:
+        raise NotFoundError(f"Project {request.project_id!r} does not exist; create it with the import "
+                            "(create_project / --create-project).")
+    with _family_checkpoint(workspace.root, source, request) as (checkpoint, imported):
+        return _import(workspace, request, project_dir, checkpoint, filename or source.name, imported)
+
+
+@contextlib.contextmanager
+def _family_checkpoint(root: Path, source: Path, request: ImportRequest):
+    """``(checkpoint file, family files)``: the source itself, or a transformers/smp model read into a checkpoint
+    of ours (a scratch ``.ckpt`` under ``.uploads``, removed afterwards)."""
+    import torch
+
+    from exporter.families import read_source
+
+    imported = read_source(source, request.architecture, request.options)
+    if imported is None:
+        if request.options:
+            raise InvalidOptionError(f"Import options ({', '.join(request.options)}) are for smp/<Arch> state "
+                                     "dicts only.")
+        yield source, None
+        return
+    path = _uploads(root) / f"family-{uuid.uuid4().hex}.ckpt"
+    try:
+        torch.save({"state_dict": imported.state_dict, "hyper_parameters": imported.hyper_parameters}, path)
+        yield path, imported
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _import(workspace: Workspace, request: ImportRequest, project_dir: Path, source: Path, filename: str,
+            imported: Any) -> dict[str, Any]:
     import torch
 
     from exporter.checkpoint import load_checkpoint
     from exporter.pipeline import build_from
 
-    check_id("project", request.project_id)
-    project_dir = workspace.root / "projects" / request.project_id
     exists = (project_dir / "project.json").is_file()
-    if not exists and not request.create_project:
-        raise NotFoundError(f"Project {request.project_id!r} does not exist; create it with the import "
-                            "(create_project / --create-project).")
     ckpt = load_checkpoint(source)
     hp = dict(ckpt.hyper_parameters)
     project_task = workspace.project(request.project_id).task if exists else None
@@ -100,7 +139,7 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
 
     if "normalization" not in model_meta and (norm := timm_normalization(model_meta["architecture"])):
         model_meta["normalization"] = norm
-    spec, module = build_from({}, model_meta, ckpt.state_dict)
+    spec, module = build_from({k: v for k, v in hp.items() if k not in model_meta}, model_meta, ckpt.state_dict)
     try:
         with torch.no_grad():
             module(torch.rand(1, *spec.input_size))
@@ -108,7 +147,8 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
         raise InvalidOptionError(f"The model does not run at input size {list(spec.input_size)}: "
                                  f"{one_line(exc, 240)}", stage="build") from None
     model_meta.update(spec.metadata())
-    return _write(workspace, request, project_dir, exists, source, filename, ckpt, model_meta, detected)
+    origin = {"family_files": imported.files, "family_sha256": imported.sha256} if imported else {}
+    return _write(workspace, request, project_dir, exists, source, filename, ckpt, model_meta, detected, origin)
 
 
 MODEL_KEYS = ("architecture", "num_classes", "num_outputs", "input_size", "class_names", "normalization")
@@ -162,7 +202,7 @@ def _choose_message(detected: list[dict[str, Any]], task: str) -> str:
 
 def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exists: bool, source: Path,
            filename: str | None, ckpt: Any, model_meta: dict[str, Any],
-           detected: list[dict[str, Any]]) -> dict[str, Any]:
+           detected: list[dict[str, Any]], origin: dict[str, Any]) -> dict[str, Any]:
     """Build the experiment aside, then rename it (and a new project) into place."""
     experiments = project_dir / "experiments"
     experiment_id = _unique_id(experiments, request.name or Path(filename or source.name).stem)
@@ -175,7 +215,7 @@ def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exis
             target_experiment, experiment_id=experiment_id, name=request.name or experiment_id,
             project_id=request.project_id, task=model_meta["task"], model=model_meta, metrics={}, status="imported",
             source={"filename": filename or source.name, "sha256": ckpt.sha256, "epoch": ckpt.epoch,
-                    "detected": detected},
+                    "detected": detected, **origin},
             checkpoints={"best": {"path": "checkpoints/best.ckpt", "epoch": ckpt.epoch}})
         if exists:
             experiments.mkdir(exist_ok=True)

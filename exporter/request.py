@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import InvalidOptionError, UsageError
+from exporter.families import needs as model_needs
 from exporter.formats import DEFAULT_FORMAT, get_format
 from exporter.record import ExportRecord
 from exporter.store import ExportStore, utc_now
@@ -49,13 +50,14 @@ def prepare_export(workspace: Workspace, request: ExportRequest,
     experiment = project.experiment(request.experiment_id)
     ref = experiment.checkpoint(request.checkpoint)
     fmt = get_format(request.format)
+    task = experiment.task or project.task
     check_target(request.options)
-    options = parse_options(option_specs(fmt, experiment.task or project.task), request.options)
+    options = parse_options(option_specs(fmt, task), request.options)
     fmt.check_options(options)
     if request.benchmark is not None and (why := fmt.runs_here()):
         raise UsageError(f"{fmt.display_name} files cannot run on this machine ({why}): export without a benchmark.")
-    fmt.check_task(experiment.task or project.task, options)
-    check_task_options(experiment.task or project.task, options)
+    fmt.check_task(task, options, model_needs(task, experiment.model))
+    check_task_options(task, options)
     check_accuracy_data(project, options)
     if check is not None:
         check(fmt.name, options, ref.path)

@@ -26,15 +26,19 @@ async def import_experiment(
         architecture: Annotated[str | None, Form()] = None, num_classes: Annotated[int | None, Form()] = None,
         input_size: Annotated[str | None, Form()] = None, name: Annotated[str | None, Form()] = None,
         create_project: Annotated[bool, Form()] = False,
-        project_name: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        project_name: Annotated[str | None, Form()] = None,
+        options: Annotated[str | None, Form(description="smp/<Arch> state dicts: encoder=<name>[,encoder_depth=<n>]")]
+        = None) -> dict[str, Any]:
     from exporter.importer import ImportRequest, import_checkpoint, import_staged, parse_input_size, receive_upload
+    from exporter.options import parse_key_values
 
     if (file is None) == (upload_id is None):
         raise UsageError("Send the checkpoint as the multipart field `file`, or `upload_id` from "
                          "POST /api/uploads (one of the two).")
     request = ImportRequest(project_id, task=task or None, architecture=architecture or None,
                             num_classes=num_classes, input_size=parse_input_size(input_size), name=name or None,
-                            create_project=create_project, project_name=project_name or None)
+                            create_project=create_project, project_name=project_name or None,
+                            options=parse_key_values(p for p in (options or "").split(",") if p.strip()))
     if upload_id is not None:
         return await run_in_threadpool(import_staged, workspace(), request, upload_id)
     with receive_upload(workspace().root) as (path, sink):

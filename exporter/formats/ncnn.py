@@ -33,7 +33,7 @@ from exporter.options import OptionSpec
 PARAM_FILE, BIN_FILE = "model.ncnn.param", "model.ncnn.bin"
 FIXED_BATCH = "ncnn runs one image at a time (its Mat has no batch axis)"
 NO_DETECTION_LAYERS = "ncnn has no layer for torchvision::nms or torchvision::roi_align (the in-graph post-processing)"
-NO_TOPK = "ncnn has no TopK or Gather layer (torch.topk, torch.gather in the oriented boxes' post-processing)"
+NO_TOPK = "ncnn has no TopK or Gather layer (torch.topk, torch.gather: picking the best detections)"
 FP16_SWITCHES = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage")
 
 

@@ -269,22 +269,24 @@ class ExportFormat:
             raise InvalidOptionError(f"{self.display_name} files have a fixed batch: {self.fixed_batch}. Leave "
                                      "dynamic_batch off and choose the batch with input_shape.")
 
-    def check_task(self, task: str | None, options: dict[str, Any]) -> None:
-        """Refuse a task this format cannot carry (or cannot with these options), before starting.
+    def check_task(self, task: str | None, options: dict[str, Any], needs: frozenset[str] | None = None) -> None:
+        """Refuse a task this format cannot carry (or cannot with these options), before starting; ``needs``:
+        what this model's graphs need when its family says (a DETR needs no NMS), else the task's.
 
         Raises:
             FormatUnavailableError: the format cannot carry the task at all.
             InvalidOptionError: it can, but not with these options.
         """
-        if why := self.cannot_carry(task):
+        if why := self.cannot_carry(task, needs):
             raise FormatUnavailableError(f"Format {self.name!r} {why}.")
 
     @classmethod
-    def cannot_carry(cls, task: str | None) -> str:
-        """Why this format cannot carry ``task`` models at all ("" when it can): what the task's graphs need
-        meets what the format cannot carry."""
+    def cannot_carry(cls, task: str | None, needs: frozenset[str] | None = None) -> str:
+        """Why this format cannot carry ``task`` models at all ("" when it can): what the task's graphs (or this
+        model's, ``needs``) need meets what the format cannot carry."""
         traits = task_traits(task)
-        reason = refusal(traits.needs, dict(cls.cannot)) if traits else ""
+        wanted = needs if needs is not None else (traits.needs if traits else frozenset())
+        reason = refusal(wanted, dict(cls.cannot))
         return f"cannot carry {task} models: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:

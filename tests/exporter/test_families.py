@@ -1,0 +1,309 @@
+"""Model families of other libraries, end to end: transformers (ViT, DETR, Conditional DETR, SegFormer) and
+segmentation_models_pytorch (a saved Unet folder, a one-logit FPN state dict) are saved as their libraries save
+them (random weights, small sizes), imported through the CLI and the HTTP API, exported to ONNX and one more format,
+validated at batch 1 and 2, evaluated on generated labelled sets and benchmarked. The graphs' post-processing is
+checked against the libraries' own (``post_process_object_detection``, ``post_process_semantic_segmentation``);
+refusals and broken folders leave the workspace as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from exporter import ExportRequest, Workspace, export_checkpoint
+from exporter.errors import FormatUnavailableError
+from exporter.families import needs, read_source
+from exporter.formats import get_format
+from exporter.pipeline import build_from
+from exporter.service import benchmark_export
+from exporter.store import find_export
+from testkit.server import running_server, wait_for
+from tests.helpers import cli
+
+CLASSES = ["circle", "square", "triangle"]
+SIZE = 64
+BENCH = {"batch_sizes": "1", "seconds": 0.2, "threads": 1}
+
+
+def _labels() -> dict:
+    return {"id2label": dict(enumerate(CLASSES)), "label2id": {n: i for i, n in enumerate(CLASSES)}}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """Each model as its library saves it: transformers and smp ``save_pretrained`` folders, an smp state dict."""
+    import segmentation_models_pytorch as smp
+    import transformers as hf
+
+    root = tmp_path_factory.mktemp("families")
+    torch.manual_seed(0)
+    vit = hf.ViTConfig(image_size=SIZE, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, **_labels())
+    hf.ViTForImageClassification(vit).save_pretrained(root / "vit")
+    hf.ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "vit")
+    backbone = hf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                              out_features=["stage4"])
+    small = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "num_queries": 12,
+             "use_timm_backbone": False, "backbone_config": backbone, "use_pretrained_backbone": False, **_labels()}
+    hf.DetrForObjectDetection(hf.DetrConfig(**small)).save_pretrained(root / "detr")
+    hf.ConditionalDetrForObjectDetection(hf.ConditionalDetrConfig(**small)).save_pretrained(root / "cond-detr")
+    for name, processor in (("detr", hf.DetrImageProcessor), ("cond-detr", hf.ConditionalDetrImageProcessor)):
+        processor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / name)
+    segformer = hf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[8, 16],
+                                  num_attention_heads=[1, 2], decoder_hidden_size=16, strides=[4, 2],
+                                  patch_sizes=[7, 3], mlp_ratios=[2, 2], **_labels())
+    hf.SegformerForSemanticSegmentation(segformer).save_pretrained(root / "segformer")
+    hf.SegformerImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "segformer")
+    smp.Unet("resnet18", encoder_weights=None, classes=3, decoder_channels=(32, 16, 16, 8, 8)).save_pretrained(
+        root / "unet")
+    torch.save(smp.FPN("resnet18", encoder_weights=None, classes=1).state_dict(), root / "fpn-binary.pth")
+    return root
+
+
+def zipped(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{folder.name}/{path.name}")
+    return target
+
+
+# -- generated labelled sets in each task's layout ------------------------------------------------------------
+def _shape_image(rng: np.random.Generator, kind: int) -> tuple[Image.Image, list[float]]:
+    image = Image.new("RGB", (SIZE, SIZE), tuple(int(v) for v in rng.integers(0, 80, 3)))
+    x, y = (int(v) for v in rng.integers(4, SIZE - 28, 2))
+    box = [x, y, x + 24, y + 24]
+    draw = ImageDraw.Draw(image)
+    fill = tuple(int(v) for v in rng.integers(150, 255, 3))
+    if kind == 0:
+        draw.ellipse(box, fill=fill)
+    elif kind == 1:
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x, y + 24), (x + 12, y), (x + 24, y + 24)], fill=fill)
+    return image, box
+
+
+def labelled_set(task: str, folder: Path, count: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+    for i in range(count):
+        kind = i % len(CLASSES)
+        image, box = _shape_image(rng, kind)
+        if task == "classification":
+            (folder / CLASSES[kind]).mkdir(parents=True, exist_ok=True)
+            image.save(folder / CLASSES[kind] / f"{i}.png")
+            continue
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        image.save(folder / "images" / f"{i}.png")
+        if task == "segmentation":
+            (folder / "masks").mkdir(exist_ok=True)
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            mask[box[1]:box[3], box[0]:box[2]] = 1  # foreground (a class of every model here)
+            Image.fromarray(mask).save(folder / "masks" / f"{i}.png")
+        else:
+            coco["images"].append({"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE})
+            coco["annotations"].append({"id": i, "image_id": i, "category_id": kind, "iscrowd": 0, "area": 576,
+                                        "bbox": [box[0], box[1], 24, 24]})
+    if task == "object_detection":
+        (folder / "annotations.json").write_text(json.dumps(coco))
+    return folder
+
+
+def exported(ws: Path, project: str, experiment: str, fmt: str, **options):
+    record = export_checkpoint(Workspace(ws), ExportRequest(project, experiment, format=fmt, options=options))
+    assert record.status == "completed", record.error
+    assert record.validation.passed, record.validation
+    assert record.validation.batch_sizes == [1, 2]
+    return record
+
+
+def assert_evaluated_and_benchmarked(ws: Path, record) -> None:
+    """Evaluated on the attached set, PyTorch and the file within 0.005 of each other (fp32: the same function),
+    and timed beside PyTorch eager."""
+    evaluation = record.evaluation
+    assert evaluation and evaluation.status == "completed" and evaluation.dataset["images"] > 0, evaluation
+    key = evaluation.primary_metric
+    assert abs(evaluation.pytorch[key] - evaluation.file[key]) <= 0.005, evaluation
+    timed = benchmark_export(Workspace(ws), record.id, BENCH).benchmarks[-1]
+    assert timed.status == "completed", timed.error
+    assert set(timed.results) == {"file", "pytorch"}
+
+
+# -- post-processing equals the libraries' own -------------------------------------------------------------------
+def _built(folder: Path, **options):
+    imported = read_source(folder, None, {})
+    return build_from(imported.hyper_parameters, {}, imported.state_dict, options=options)
+
+
+@pytest.mark.parametrize("name", ["detr", "cond-detr"])
+def test_detection_graph_is_the_processors_post_processing(saved, name):
+    """Softmax (DETR) and sigmoid top-k (Conditional DETR) scoring: the wrapped graph's padded detections are
+    ``post_process_object_detection``'s, best first, boxes in input pixels."""
+    import transformers as hf
+
+    spec, module = _built(saved / name, score_threshold=0.05, max_detections=20)
+    images = torch.rand(2, 3, SIZE, SIZE)
+    boxes, scores, labels, count = module(images)
+    processor = hf.AutoImageProcessor.from_pretrained(saved / name)
+    model = module.model
+    normalised = (images - torch.tensor(processor.image_mean).view(1, 3, 1, 1)) / torch.tensor(
+        processor.image_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top_k = {"top_k": 20} if name == "cond-detr" else {}  # its top-k over query × class pairs: our D
+        reference = processor.post_process_object_detection(model(pixel_values=normalised), threshold=0.05,
+                                                            target_sizes=[(SIZE, SIZE)] * 2, **top_k)
+    for i, want in enumerate(reference):
+        n = int(count[i])
+        assert n == len(want["scores"]) > 0
+        assert (scores[i, :n].diff() <= 0).all()  # best first
+        got = rows(scores[i, :n], labels[i, :n], boxes[i, :n])
+        np.testing.assert_allclose(got, rows(want["scores"], want["labels"], want["boxes"]), atol=1e-4)
+        assert (labels[i, n:] == -1).all() and (scores[i, n:] == 0).all()
+
+
+def rows(scores, labels, boxes) -> np.ndarray:
+    """Detections as ``[score, label, x1, y1, x2, y2]`` rows in one order (ties in score broken by the rest)."""
+    table = torch.cat([scores[:, None], labels[:, None].float(), boxes], 1).detach().numpy().astype(np.float64)
+    return table[np.lexsort(table.T[::-1])]
+
+
+def test_segmentation_graph_is_the_processors_post_processing(saved):
+    import transformers as hf
+
+    _, logits_module = _built(saved / "segformer")
+    _, mask_module = _built(saved / "segformer", output="mask")
+    images = torch.rand(2, 3, SIZE, SIZE)
+    processor = hf.AutoImageProcessor.from_pretrained(saved / "segformer")
+    with torch.no_grad():
+        want = processor.post_process_semantic_segmentation(logits_module.model(pixel_values=images),
+                                                            target_sizes=[(SIZE, SIZE)] * 2)
+        (logits,), (mask,) = logits_module(images), mask_module(images)
+    assert logits.shape == (2, len(CLASSES), SIZE, SIZE)
+    assert torch.equal(mask.long(), torch.stack(want))
+
+
+# -- end to end --------------------------------------------------------------------------------------------------
+def test_transformers_classifier_through_the_cli(saved, tmp_path):
+    """A ViT folder imported and given a labelled set by the CLI; ONNX and TorchScript pass validation; the ONNX
+    file is evaluated and benchmarked."""
+    ws = tmp_path / "ws"
+    done = cli("import", str(saved / "vit"), "--project", "hf", "--create-project", "--json", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    experiment = json.loads(done.stdout)
+    assert experiment["model"]["architecture"] == "hf/ViTForImageClassification"
+    assert experiment["model"]["class_names"] == CLASSES and experiment["model"]["input_size"] == [3, SIZE, SIZE]
+    assert experiment["model"]["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}  # the processor's
+    assert cli("data", "add", str(labelled_set("classification", tmp_path / "val")), "--project", "hf",
+               workspace=ws).returncode == 0
+    record = exported(ws, "hf", experiment["id"], "onnx")
+    assert_evaluated_and_benchmarked(ws, record)
+    exported(ws, "hf", experiment["id"], "torchscript")
+
+
+def test_smp_state_dict_through_the_cli(saved, tmp_path):
+    """A one-logit FPN state dict with --architecture smp/FPN --option encoder=resnet18: two classes (background,
+    foreground); ONNX logits and an OpenVINO mask pass; the mask file is evaluated."""
+    ws = tmp_path / "ws"
+    args = ["import", str(saved / "fpn-binary.pth"), "--project", "smp", "--create-project", "--architecture",
+            "smp/FPN", "--input-size", f"3,{SIZE},{SIZE}", "--json"]
+    refused = cli(*args, workspace=ws)
+    assert refused.returncode != 0 and "--option encoder=<name>" in refused.stderr
+    assert not (ws / "projects" / "smp").exists()
+    done = cli(*args, "--option", "encoder=resnet18", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)["model"]
+    assert model["architecture"] == "smp/FPN" and model["class_names"] == ["background", "foreground"]
+    exported(ws, "smp", "exp-fpn-binary", "onnx")
+    attached = cli("data", "add", str(labelled_set("segmentation", tmp_path / "val")), "--project", "smp",
+                   workspace=ws)
+    assert attached.returncode == 0, attached.stderr
+    record = exported(ws, "smp", "exp-fpn-binary", "openvino", output="mask")
+    assert record.evaluation and record.evaluation.dataset["images"] == 6
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("families-api") / "ws"
+    (ws / "projects").mkdir(parents=True)
+    with running_server(ws) as base, httpx.Client(base_url=base, timeout=120) as http:
+        http.workspace = ws
+        yield http
+
+
+def _import(client, project: str, path: Path, **fields) -> httpx.Response:
+    with path.open("rb") as handle:
+        return client.post(f"/api/projects/{project}/experiments", files={"file": (path.name, handle)},
+                           data={"create_project": "true", **fields})
+
+
+def _export(client, project: str, experiment: str, fmt: str, **options) -> dict:
+    response = client.post("/api/export", json={"project_id": project, "experiment_id": experiment,
+                                                "checkpoint": "best", "format": fmt, "options": options})
+    assert response.status_code == 202, response.text
+    record = wait_for(client, response.json()["id"], timeout=300)
+    assert record["status"] == "completed" and record["validation"]["passed"], record
+    assert record["validation"]["batch_sizes"] == [1, 2]
+    return record
+
+
+def test_detr_and_smp_zips_through_the_api(client, saved, tmp_path):
+    """Zipped save_pretrained folders uploaded to the API: a DETR (detections kept above 0.2, so random weights
+    still find some) exports to ONNX and OpenVINO, is evaluated on a COCO set and benchmarked; ncnn refuses it for
+    TopK — while ExecuTorch, which refuses torchvision's detectors for NMS, takes it (capabilities, not tasks);
+    a zipped smp Unet exports to ONNX."""
+    ws = client.workspace
+    detr = _import(client, "hf-detection", zipped(saved / "detr", tmp_path / "detr.zip"))
+    assert detr.status_code == 201, detr.text
+    model = detr.json()["model"]
+    assert model["architecture"] == "hf/DetrForObjectDetection" and model["class_names"] == CLASSES
+    shutil.copytree(labelled_set("object_detection", tmp_path / "coco"), ws / "projects" / "hf-detection" / "data"
+                    / "val")
+    record = _export(client, "hf-detection", "exp-detr", "onnx", score_threshold=0.2)
+    assert_evaluated_and_benchmarked(ws, find_export(Workspace(ws), record["id"])[1])
+    _export(client, "hf-detection", "exp-detr", "openvino", score_threshold=0.2)
+    refused = client.post("/api/export", json={"project_id": "hf-detection", "experiment_id": "exp-detr",
+                                               "format": "ncnn", "options": {}})
+    assert refused.status_code == 409 and "TopK" in refused.json()["error"]["message"], refused.text
+    detr_needs = needs("object_detection", model)
+    get_format("executorch").check_task("object_detection", {}, detr_needs)  # carried: no NMS in a DETR
+    with pytest.raises(FormatUnavailableError, match="torchvision::nms"):
+        get_format("executorch").check_task("object_detection", {}, None)  # torchvision's detectors: refused
+    unet = _import(client, "smp-seg", zipped(saved / "unet", tmp_path / "unet.zip"), input_size=f"3,{SIZE},{SIZE}")
+    assert unet.status_code == 201, unet.text
+    assert unet.json()["model"]["architecture"] == "smp/Unet"
+    _export(client, "smp-seg", "exp-unet", "onnx")
+
+
+def test_segformer_through_the_api_exports_a_mask(client, saved, tmp_path):
+    response = _import(client, "hf-segmentation", zipped(saved / "segformer", tmp_path / "segformer.zip"))
+    assert response.status_code == 201, response.text
+    _export(client, "hf-segmentation", "exp-segformer", "onnx", output="mask")
+
+
+@pytest.mark.parametrize(("break_it", "message"), [
+    (lambda f: (f / "config.json").write_text("{not json"), "config.json is not valid JSON"),
+    (lambda f: (f / "config.json").write_text(json.dumps({**json.loads((f / "config.json").read_text()),
+                                                          "id2label": {str(i): str(i) for i in range(5)}})),
+     "other shapes"),
+    (lambda f: (f / "model.safetensors").unlink(), "No weights beside config.json"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert",
+                                                          "architectures": ["BertForMaskedLM"]})),
+     "not an image classifier"),
+])
+def test_a_broken_folder_is_refused_with_what_does_not_match(saved, tmp_path, break_it, message):
+    folder = shutil.copytree(saved / "vit", tmp_path / "vit")
+    break_it(folder)
+    ws = tmp_path / "ws"
+    done = cli("import", str(folder), "--project", "hf", "--create-project", workspace=ws)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert not (ws / "projects" / "hf").exists()
+    assert not list(ws.glob(".uploads/family-*"))  # the scratch checkpoint went too
