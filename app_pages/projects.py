@@ -13,14 +13,14 @@ from ui.widgets import empty_workspace
 
 workspace = Workspace()
 projects = workspace.projects()
-if not projects:
+if not projects:  # the welcome, and still the import: a workspace can start from the user's own model
     empty_workspace(workspace)
-    st.stop()
 ids = [p.id for p in projects]
 
 st.title("Projects")
 
-with st.expander("➕ Import a checkpoint (Lightning, state dict, timm)", expanded=False):
+with st.expander("➕ Import a checkpoint (Lightning, state dict, timm; transformers or smp folder as .zip)",
+                 expanded=not projects):
     st.caption("The file goes to the server first (streamed, any size up to the limit); then check what it says "
                "about itself and which architectures its weights fit, fill in what it does not say, and import. "
                "Nothing is added to the project unless the weights load and the model runs.")
@@ -54,6 +54,8 @@ with st.expander("➕ Import a checkpoint (Lightning, state dict, timm)", expand
                     st.session_state["goto_experiment_id"] = experiment["id"]
                     st.success(st.session_state["notice"])
                     st.page_link("app_pages/export.py", label="Export the imported checkpoint →", icon="🚀")
+if not projects:
+    st.stop()
 with st.expander("📏 Attach a labelled validation set (evaluates every export on your data)", expanded=False):
     st.caption("A .zip of the set in its task's layout becomes the project's `data/val/` (replacing the one "
                "there). It is checked first — paths, file kinds, every image, the labels against the model's "

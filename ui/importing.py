@@ -28,7 +28,7 @@ _picker = st.components.v2.component(
 OTHER = "other…"
 
 
-def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin", slot: str = "checkpoint",
+def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin,.zip", slot: str = "checkpoint",
                     label: str = "Checkpoint file", limit: tuple[int, str] | None = None) -> dict[str, Any] | None:
     """The staged upload (``{"upload_id", "filename", "size_bytes"}``) once the file is on the server;
     a file this session staged before in the same ``slot`` and replaced is removed.
@@ -81,12 +81,16 @@ def import_fields(about: dict[str, Any], project_task: str | None, key: str) -> 
     if architecture == OTHER:
         architecture = cols[1].text_input("Architecture" if not best else "Other architecture",
                                           value=hp.get("architecture", ""), key=f"import-arch-{key}",
-                                          placeholder="torchvision name or timm/<name>")
+                                          placeholder="torchvision name, timm/<name> or smp/<Arch>")
     num_classes = cols[2].number_input("Classes", min_value=0, value=int(hp.get("num_classes") or best.get(
         "num_classes") or 0), key=f"import-classes-{key}", help="0 = from the file or the weights")
     size = hp.get("input_size") or best.get("input_size")
     input_size = cols[3].text_input("Input size C,H,W", value=",".join(map(str, size)) if size else "",
                                     key=f"import-size-{key}", placeholder="3,224,224")
+    options = {}
+    if architecture.startswith("smp/") and not hp.get("architecture"):  # a state dict: smp needs its encoder
+        options["encoder"] = st.text_input("Encoder", key=f"import-encoder-{key}", placeholder="resnet34",
+                                           help="the smp encoder the model was built with") or ""
     name = st.text_input("Experiment name", key=f"import-name-{key}", placeholder=Path(about["filename"]).stem)
     try:
         parsed_size = parse_input_size(input_size)
@@ -94,7 +98,7 @@ def import_fields(about: dict[str, Any], project_task: str | None, key: str) -> 
         cols[3].error(exc.message)
         return None
     return {"task": task, "architecture": architecture.strip() or None, "num_classes": num_classes or None,
-            "input_size": parsed_size, "name": name.strip() or None}
+            "input_size": parsed_size, "name": name.strip() or None, "options": options}
 
 
 def import_notice(experiment: dict[str, Any], project_id: str) -> str:

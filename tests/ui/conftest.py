@@ -1,6 +1,59 @@
-"""Browser-test hooks: remember whether a test's body failed, so its page can be photographed."""
+"""Browser-test hooks and fixtures: Chromium (Debian's, driven by Playwright), a page per test photographed when
+the test fails, and the Streamlit widgets' locators."""
+
+import shutil
 
 import pytest
+
+from tests.conftest import ARTIFACTS
+
+try:
+    from playwright import sync_api as playwright_api
+except ImportError:  # pragma: no cover - in requirements-dev.txt
+    playwright_api = None
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NEEDS_BROWSER = pytest.mark.skipif(CHROMIUM is None or playwright_api is None,
+                                   reason="Chromium is not installed (apt-get install chromium)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    if request.node.stash.get(FAILED, False):  # what the page showed when the test failed
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def selectbox(scope, label: str):
+    """The input of the Streamlit selectbox labelled ``label`` (its value is the shown choice)."""
+    return scope.locator(f'input[aria-label="{label}"]')
+
+
+def choose(page, scope, label: str, option: str) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label`` (the first click on a page that has
+    just drawn itself can leave the list closed: then click again)."""
+    for attempt in range(3):
+        selectbox(scope, label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=5000 if attempt < 2 else TIMEOUT_MS)
+            break
+        except playwright_api.TimeoutError:
+            page.keyboard.press("Escape")
+    playwright_api.expect(selectbox(scope, label)).to_have_value(option)
 
 FAILED = pytest.StashKey[bool]()
 

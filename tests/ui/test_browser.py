@@ -16,13 +16,9 @@ import pytest
 
 from testkit.server import running_server, wait_for
 from tests.conftest import ARTIFACTS, linked_copy
-from tests.ui.conftest import FAILED
+from tests.ui.conftest import NEEDS_BROWSER, TIMEOUT_MS, choose, playwright_api, selectbox
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
-TIMEOUT_MS = 60_000
+pytestmark = NEEDS_BROWSER
 
 
 @pytest.fixture(scope="module")
@@ -35,44 +31,6 @@ def base_url(browser_ws):
     with running_server(browser_ws, AISTUDIO_BENCHMARK_SECONDS="0.1",  # quick default benchmarks and load tests
                         AISTUDIO_LOAD_TEST_SECONDS="0.5") as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    if request.node.stash.get(FAILED, False):  # what the page showed when the test failed
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
-    context.close()
-
-
-def selectbox(scope, label: str):
-    """The input of the Streamlit selectbox labelled ``label`` (its value is the shown choice)."""
-    return scope.locator(f'input[aria-label="{label}"]')
-
-
-def choose(page, scope, label: str, option: str) -> None:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label`` (the first click on a page that has
-    just drawn itself can leave the list closed: then click again)."""
-    for attempt in range(3):
-        selectbox(scope, label).click()
-        try:
-            page.get_by_role("option", name=option).click(timeout=5000 if attempt < 2 else TIMEOUT_MS)
-            break
-        except playwright_api.TimeoutError:
-            page.keyboard.press("Escape")
-    playwright_api.expect(selectbox(scope, label)).to_have_value(option)
 
 
 def test_export_in_the_browser_and_download(page, base_url, tmp_path):
