@@ -3,7 +3,8 @@
     python -m bench.matrix [--only PATTERN] [--case-timeout SECONDS]
 
 Every torchvision builder of classification (≤ 150 M parameters), object detection, instance and
-semantic segmentation, and the timm models the importer detects, each at the task's usual input size
+semantic segmentation, the timm models the importer detects and the model families (``bench.matrix_families``:
+every smp architecture over two encoders, the transformers classes we import), each at the task's usual input size
 and at a small one, written as a checkpoint with lively random weights (He-normal, like
 ``testkit.models.lively_init``) and exported to ONNX fp32 by the same ``export_checkpoint`` the CLI
 runs: validation at batch 1 and 2, the float64 referee when a file misses the tolerance.
@@ -25,6 +26,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bench.matrix_families import family_cases, write_family_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_PARAMS = 150_000_000
@@ -75,7 +78,7 @@ def cases() -> list[Case]:
             found += [Case(task, name, size, _m(_torchvision_params(name)))]
             if SMALL[task] != size:
                 found.append(Case(task, name, SMALL[task], _m(_torchvision_params(name))))
-    return found
+    return found + family_cases(Case)
 
 
 def _torchvision_params(name: str) -> int | None:
@@ -139,6 +142,8 @@ def _write_checkpoint(case: Case, root: Path) -> float:
     from exporter.tasks import get_task
     from testkit.models import lively_init, write_experiment
 
+    if case.architecture.startswith(("smp/", "hf/")):
+        return write_family_checkpoint(case.task, case.architecture, case.size, root)
     hparams = {"task": case.task, "architecture": case.architecture, "num_classes": CLASSES[case.task],
                "input_size": [3, case.size, case.size]}
     gain = GAIN.get(case.task, 1.0)

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import ray_bench, scale, serving
+from bench import families, ray_bench, scale, serving
 from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -401,6 +401,8 @@ def markdown(results: dict) -> str:
         lines += ["", *ray_bench.ray_markdown(results["ray"])]
     if results.get("serving"):
         lines += ["", *serving.serving_markdown(results["serving"])]
+    if results.get("families"):
+        lines += ["", *families.families_markdown(results["families"])]
     return "\n".join(lines) + "\n"
 
 
@@ -420,6 +422,9 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
     if part == "serving":
         rows = serving.bench_serving(root / "serving")
         return rows, serving.serving_markdown(rows)
+    if part == "families":
+        rows = families.bench_families(root / "families")
+        return rows, families.families_markdown(rows)
     if part == "evaluation":
         rows = bench_evaluation(root)
         return rows, evaluation_markdown(rows)
@@ -436,7 +441,7 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving"),
+    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving", "families"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
@@ -461,7 +466,8 @@ def main() -> None:
                    "dashboard": scale.bench_dashboard(root / "exports", 10_000, 3 if args.quick else 5),
                    "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20),
                    "ray": ray_bench.bench_ray(root / "ray"),
-                   "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS)}
+                   "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS),
+                   "families": families.bench_families(root / "families")}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:

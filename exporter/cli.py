@@ -464,9 +464,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"No such file: {source}")
     experiment = import_checkpoint(_workspace(args), request, source, filename=source.name)
     model = experiment["model"]
+    classes = f" · {model['num_classes']} classes" if model.get("num_classes") else ""
     _emit(args, experiment, [f"Imported {source.name} into {args.project}/{experiment['id']}: {model['task']} · "
-                             f"{model['architecture']} · {model.get('num_classes')} classes · "
-                             f"input {model.get('input_size')}"])
+                             f"{model['architecture']}{classes} · input {model.get('input_size')}"])
     return 0
 
 

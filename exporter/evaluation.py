@@ -124,7 +124,7 @@ def summarize(inputs: EvalInputs, reference: Predictions, exported: Predictions,
               seconds: float) -> dict[str, Any]:
     """Metrics of both, the primary metric's drop, the verdict and the disagreements."""
     task, traits = inputs.task, inputs.task.traits
-    calibration = task.calibrate(reference, inputs.valset)
+    calibration = task.calibrate(reference, inputs.valset, inputs.spec)
     ref_score = task.score(reference, inputs.valset, inputs.spec, calibration)
     file_score = task.score(exported, inputs.valset, inputs.spec, calibration)
     primary = traits.primary_metric

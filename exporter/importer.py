@@ -61,7 +61,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     if imported := read_source(path, None, {}):  # a transformers / smp folder or zip: it says what it is
         hp = {k: v for k, v in imported.hyper_parameters.items() if k not in FAMILY_KEYS}
         return {"hyper_parameters": _jsonable(hp), "tensors": len(imported.state_dict), "sha256": imported.sha256,
-                "candidates": [{"architecture": hp["architecture"], "confidence": 1.0, "source": "config.json"}]}
+                "candidates": [{"architecture": hp["architecture"], "confidence": 1.0,
+                                "source": "config.json" if imported.files else "the state dict's keys"}]}
     ckpt = load_checkpoint(path)
     hp = dict(ckpt.hyper_parameters)
     candidates = [] if hp.get("architecture") else [c.to_dict() for c in detect_architecture(ckpt.state_dict)]
@@ -69,7 +70,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
             "candidates": candidates}
 
 
-FAMILY_KEYS = ("hf_config", "hf_processor", "smp_config")  # a family's own settings: in the checkpoint, not shown
+# A family's own settings: kept in the checkpoint, not shown.
+FAMILY_KEYS = ("hf_config", "hf_processor", "smp_config", "anomalib_hparams")
 
 
 def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path,

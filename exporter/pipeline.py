@@ -391,7 +391,10 @@ def build_from(hyper_parameters: dict[str, Any], model_meta: dict[str, Any], sta
     task = get_task(spec.task)
     family = owner(spec.architecture)  # transformers / smp models: their family builds and wraps them
     model = family.build(spec) if family else task.build(spec)
-    load_weights(model, state_dict)
+    if family:
+        family.load(model, state_dict)  # anomalib sizes buffers first
+    else:
+        load_weights(model, state_dict)
     if task.input_normalization is not None:  # the graph normalises: it takes images in [0, 1]
         spec = dataclasses.replace(spec, normalization=dict(task.input_normalization))
     return spec, (family.wrap(model.eval(), spec, options or {}) if family else task.wrap(model.eval(), spec, options))

@@ -23,6 +23,8 @@ from exporter.errors import NotFoundError
 ENV_WORKSPACE = "AISTUDIO_WORKSPACE"
 CHECKPOINT_NAMES = ("best", "last")
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VAL_SAMPLES = 16  # validation inputs taken from a labelled set when a project has no samples
+LABEL_FOLDERS = {"masks", "ground_truth", "labelTxt"}  # label images of the labelled-set layouts, not inputs
 # Ids are folder names: keep them to a safe alphabet so no id can walk out of the tree.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -177,11 +179,18 @@ class Project:
         return Experiment(experiment_id, self.id, path, read_json(path / "experiment.json"))
 
     def sample_images(self) -> list[Path]:
-        """Images in ``data/samples`` (sorted), used as realistic validation inputs."""
+        """Images in ``data/samples`` (sorted), used as realistic validation inputs; without any, up to
+        ``VAL_SAMPLES`` images spread over the labelled set (``data/val``, its label folders left out) — an imported
+        model's own data is a better input than noise (anomalib's scores saturate on noise)."""
         folder = self.path / "data" / "samples"
-        if not folder.is_dir():
+        if folder.is_dir() and (found := sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)):
+            return found
+        val = self.path / "data" / "val"
+        if not val.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+        images = sorted(p for p in val.rglob("*") if p.suffix.lower() in SAMPLE_SUFFIXES
+                        and not LABEL_FOLDERS & set(p.relative_to(val).parts[:-1]))
+        return images[::max(1, len(images) // VAL_SAMPLES)][:VAL_SAMPLES]
 
 
 class Workspace:

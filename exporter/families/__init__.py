@@ -1,5 +1,6 @@
-"""Model families of other libraries: Hugging Face transformers (``hf/<Class>``) and segmentation_models_pytorch
-(``smp/<Arch>``), imported from what those libraries save and exported like our own models.
+"""Model families of other libraries: Hugging Face transformers (``hf/<Class>``), segmentation_models_pytorch
+(``smp/<Arch>``) and anomalib (``anomalib/<Model>``), imported from what those libraries save and exported like our
+own models.
 
 A family owns the architectures named with its prefix. At import it reads what its library saves — a
 ``save_pretrained`` folder (or a zip of one), or a state dict plus the architecture's options — into our checkpoint
@@ -21,10 +22,11 @@ if TYPE_CHECKING:
 
 
 def families() -> tuple[Family, ...]:
+    from exporter.families.anomalib import Anomalib
     from exporter.families.hf import Transformers
     from exporter.families.smp import SegmentationModels
 
-    return (Transformers(), SegmentationModels())
+    return (Transformers(), SegmentationModels(), Anomalib())
 
 
 def owner(architecture: str | None) -> Family | None:
@@ -48,12 +50,16 @@ def read_source(source: Path, architecture: str | None, options: dict[str, Any])
     """
     if source.is_file() and not folder_zip(source):
         family = owner(architecture)
-        if family is None:
+        if family is None and architecture:  # torchvision, timm or ours, named
             return None
         from exporter.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(source)
-        return family.from_state_dict(ckpt.state_dict, str(architecture), options, ckpt.sha256)
+        family = family or next((f for f in families() if f.recognizes(ckpt.state_dict)), None)
+        if family is None:
+            return None
+        return family.from_state_dict(ckpt.state_dict, architecture or "", options, ckpt.sha256,
+                                      dict(ckpt.hyper_parameters))
     with opened(source) as folder:
         config = read_json(folder / "config.json")
         for family in families():

@@ -47,14 +47,24 @@ class Family:
         """
         return None
 
+    def recognizes(self, state_dict: dict[str, Any]) -> bool:
+        """True when a checkpoint's state dict is this library's beyond doubt (anomalib's post-processor)."""
+        return False
+
     def from_state_dict(self, state_dict: dict[str, Any], architecture: str, options: dict[str, Any],
-                        sha256: str) -> Imported:
-        """A bare state dict of ``architecture`` (options such as the encoder come from the user)."""
+                        sha256: str, hyper_parameters: dict[str, Any] | None = None) -> Imported:
+        """A checkpoint file's state dict of ``architecture`` (options such as the encoder come from the user)."""
         raise ArchitectureError(f"{architecture} models import from their save_pretrained folder (config.json "
                                 "and weights, or a zip of it), not from a bare state dict.", stage="load")
 
     def build(self, spec: ModelSpec) -> nn.Module:
         raise NotImplementedError
+
+    def load(self, model: nn.Module, state_dict: dict[str, Any]) -> None:
+        """The checkpoint's weights into ``model``, strictly (``StateDictMismatchError`` names what differs)."""
+        from exporter.checkpoint import load_weights
+
+        load_weights(model, state_dict)
 
     def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any]) -> nn.Module:
         raise NotImplementedError

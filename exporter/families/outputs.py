@@ -87,3 +87,16 @@ class SmpOutputs(SegmentationOutputs):
         if logits.shape[1] == 1:
             logits = torch.cat([torch.zeros_like(logits), logits], 1)
         return (logits.argmax(1).to(torch.uint8),) if self.as_mask else (logits,)
+
+
+class AnomalibOutputs(nn.Module):
+    """anomalib's module end to end (pre-processor, model, post-processor) → ``anomaly_map [N, 1, H', W']``,
+    ``score [N]``, normalised as its predictions are."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002 - ONNX input name
+        out = self.model(input)
+        return out.anomaly_map, out.pred_score.reshape(-1)

@@ -54,7 +54,7 @@ class SegmentationModels(Family):
         return imported
 
     def from_state_dict(self, state_dict: dict[str, Any], architecture: str, options: dict[str, Any],
-                        sha256: str) -> Imported:
+                        sha256: str, hyper_parameters: dict[str, Any] | None = None) -> Imported:
         unknown = sorted(set(options) - {"encoder", "encoder_depth"})
         if unknown or not options.get("encoder"):
             raise InvalidOptionError(f"An smp state dict needs --option encoder=<name> (e.g. resnet34)"

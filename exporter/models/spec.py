@@ -60,9 +60,12 @@ class ModelSpec:
 
     def metadata(self) -> dict[str, Any]:
         """The JSON-able description carried into exported files and records."""
-        return {"task": self.task, "architecture": self.architecture,
-                "num_classes": self.num_classes, "input_size": list(self.input_size),
-                "class_names": list(self.class_names), "normalization": self.normalization}
+        described = {"task": self.task, "architecture": self.architecture,
+                     "num_classes": self.num_classes, "input_size": list(self.input_size),
+                     "class_names": list(self.class_names), "normalization": self.normalization}
+        if self.extra.get("threshold") is not None:  # the model's own decision threshold (anomalib's, normalised)
+            described["threshold"] = float(self.extra["threshold"])
+        return described
 
 
 def _input_size(value: Any) -> tuple[int, int, int]:

@@ -74,7 +74,9 @@ class AnomalyDetectionTask(Task):
     def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
         return datasets.mvtec(folder)
 
-    def calibrate(self, reference: list[Prediction], valset: ValSet) -> dict[str, float]:
+    def calibrate(self, reference: list[Prediction], valset: ValSet, spec: ModelSpec | None = None) -> dict[str, float]:
+        if spec is not None and spec.extra.get("threshold") is not None:  # the model's own (anomalib's, normalised)
+            return {"threshold": float(spec.extra["threshold"])}
         scores = np.array([float(p["score"]) for p in reference])
         return {"threshold": metrics.f1_threshold(scores, np.array([label for label, _ in valset.targets]))}
 

@@ -138,8 +138,9 @@ class Task:
         rows = len(next(iter(outputs.values())))
         return [{name: value[i] for name, value in outputs.items()} for i in range(rows)]
 
-    def calibrate(self, reference: list[Prediction], valset: ValSet) -> dict[str, float]:
-        """Settings derived from PyTorch's predictions and applied to both (an anomaly threshold)."""
+    def calibrate(self, reference: list[Prediction], valset: ValSet, spec: ModelSpec | None = None) -> dict[str, float]:
+        """Settings derived from PyTorch's predictions (or the model's own, in ``spec``) and applied to both (an
+        anomaly threshold)."""
         return {}
 
     def score(self, predictions: list[Prediction], valset: ValSet, spec: ModelSpec,

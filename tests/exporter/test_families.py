@@ -1,7 +1,8 @@
-"""Model families of other libraries, end to end: transformers (ViT, DETR, Conditional DETR, SegFormer) and
-segmentation_models_pytorch (a saved Unet folder, a one-logit FPN state dict) are saved as their libraries save
-them (random weights, small sizes), imported through the CLI and the HTTP API, exported to ONNX and one more format,
-validated at batch 1 and 2, evaluated on generated labelled sets and benchmarked. The graphs' post-processing is
+"""Model families of other libraries, end to end: transformers (ViT, DETR, Conditional DETR, SegFormer),
+segmentation_models_pytorch (a saved Unet folder, a one-logit FPN state dict) and anomalib (a PaDiM fitted by its
+Engine) are saved as their libraries save them (random weights, small sizes), imported through the CLI and the HTTP
+API, exported to ONNX and one more format, validated at batch 1 and 2, evaluated on generated labelled sets and
+benchmarked. The graphs' post-processing is
 checked against the libraries' own (``post_process_object_detection``, ``post_process_semantic_segmentation``);
 refusals and broken folders leave the workspace as it was."""
 
@@ -25,48 +26,16 @@ from exporter.formats import get_format
 from exporter.pipeline import build_from
 from exporter.service import benchmark_export
 from exporter.store import find_export
+from testkit.families import CLASSES, SIZE, anomalib_side_by_side, fit_anomalib, save_family_models
 from testkit.server import running_server, wait_for
 from tests.helpers import cli
 
-CLASSES = ["circle", "square", "triangle"]
-SIZE = 64
 BENCH = {"batch_sizes": "1", "seconds": 0.2, "threads": 1}
-
-
-def _labels() -> dict:
-    return {"id2label": dict(enumerate(CLASSES)), "label2id": {n: i for i, n in enumerate(CLASSES)}}
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    """Each model as its library saves it: transformers and smp ``save_pretrained`` folders, an smp state dict."""
-    import segmentation_models_pytorch as smp
-    import transformers as hf
-
-    root = tmp_path_factory.mktemp("families")
-    torch.manual_seed(0)
-    vit = hf.ViTConfig(image_size=SIZE, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64, **_labels())
-    hf.ViTForImageClassification(vit).save_pretrained(root / "vit")
-    hf.ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "vit")
-    backbone = hf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
-                              out_features=["stage4"])
-    small = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
-             "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "num_queries": 12,
-             "use_timm_backbone": False, "backbone_config": backbone, "use_pretrained_backbone": False, **_labels()}
-    hf.DetrForObjectDetection(hf.DetrConfig(**small)).save_pretrained(root / "detr")
-    hf.ConditionalDetrForObjectDetection(hf.ConditionalDetrConfig(**small)).save_pretrained(root / "cond-detr")
-    for name, processor in (("detr", hf.DetrImageProcessor), ("cond-detr", hf.ConditionalDetrImageProcessor)):
-        processor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / name)
-    segformer = hf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[8, 16],
-                                  num_attention_heads=[1, 2], decoder_hidden_size=16, strides=[4, 2],
-                                  patch_sizes=[7, 3], mlp_ratios=[2, 2], **_labels())
-    hf.SegformerForSemanticSegmentation(segformer).save_pretrained(root / "segformer")
-    hf.SegformerImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "segformer")
-    smp.Unet("resnet18", encoder_weights=None, classes=3, decoder_channels=(32, 16, 16, 8, 8)).save_pretrained(
-        root / "unet")
-    torch.save(smp.FPN("resnet18", encoder_weights=None, classes=1).state_dict(), root / "fpn-binary.pth")
-    return root
+    return save_family_models(tmp_path_factory.mktemp("families"))
 
 
 def zipped(folder: Path, target: Path) -> Path:
@@ -307,3 +276,44 @@ def test_a_broken_folder_is_refused_with_what_does_not_match(saved, tmp_path, br
     assert done.returncode != 0 and message in done.stderr, done.stderr
     assert not (ws / "projects" / "hf").exists()
     assert not list(ws.glob(".uploads/family-*"))  # the scratch checkpoint went too
+
+
+# -- anomalib -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def padim(tmp_path_factory) -> Path:
+    return fit_anomalib(tmp_path_factory.mktemp("anomalib"))
+
+
+def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
+    """A PaDiM fitted by anomalib's Engine, imported by the CLI (its class read from its state dict), exported to
+    ONNX and OpenVINO — anomalib's pre-processor, model and post-processor in the graph — and evaluated with
+    anomalib's own threshold (0.5 after its normalisation), not one fitted on the set; both files, and anomalib's
+    own exports of the same checkpoint, answer as anomalib's torch module does."""
+    ws = tmp_path / "ws"
+    done = cli("import", str(padim), "--project", "anomalib", "--create-project", "--json", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)["model"]
+    assert model["architecture"] == "anomalib/Padim" and model["threshold"] == 0.5
+    assert model["input_size"] == [3, 256, 256] and model["normalization"]["std"] == [1.0, 1.0, 1.0]
+    attached = cli("data", "add", str(padim.parent / "val"), "--project", "anomalib", workspace=ws)
+    assert attached.returncode == 0, attached.stderr
+    onnx = exported(ws, "anomalib", "exp-padim", "onnx")
+    assert onnx.evaluation.calibration == {"threshold": 0.5}
+    assert_evaluated_and_benchmarked(ws, onnx)
+    openvino = exported(ws, "anomalib", "exp-padim", "openvino")
+    folder = ws / "projects" / "anomalib" / "exports"
+    rows = anomalib_side_by_side(padim, {"onnx": folder / onnx.id / "model.onnx",
+                                         "openvino": folder / openvino.id / "model.xml"}, tmp_path)
+    assert {(r["format"], r["exporter"]) for r in rows} == {(f, e) for f in ("onnx", "openvino")
+                                                             for e in ("anomalib", "AI Studio Export")}
+    for row in rows:
+        assert row["max_diff_score"] < 1e-4 and row["max_diff_map"] < 1e-3, row
+
+
+def test_anomalib_checkpoint_through_the_api(client, padim):
+    response = _import(client, "anomalib-api", padim)
+    assert response.status_code == 201, response.text
+    assert response.json()["model"]["architecture"] == "anomalib/Padim"
+    # its labelled set: realistic validation inputs (on noise, anomalib's normalised score saturates at 1)
+    shutil.copytree(padim.parent / "val", client.workspace / "projects" / "anomalib-api" / "data" / "val")
+    _export(client, "anomalib-api", response.json()["id"], "onnx")

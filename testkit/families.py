@@ -1,0 +1,133 @@
+"""Models of other libraries saved as those libraries save them (random weights, small sizes): transformers and
+smp ``save_pretrained`` folders, an smp state dict, and an anomalib PaDiM fitted by its own ``Engine`` — for the
+families' tests and ``make bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLASSES = ["circle", "square", "triangle"]
+SIZE = 64
+
+
+def _labels() -> dict:
+    return {"id2label": dict(enumerate(CLASSES)), "label2id": {n: i for i, n in enumerate(CLASSES)}}
+
+
+def save_family_models(root: Path) -> Path:
+    """``vit``, ``detr``, ``cond-detr``, ``segformer`` and ``unet`` folders and ``fpn-binary.pth`` under ``root``."""
+    import segmentation_models_pytorch as smp
+    import transformers as hf
+
+    torch.manual_seed(0)
+    vit = hf.ViTConfig(image_size=SIZE, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, **_labels())
+    hf.ViTForImageClassification(vit).save_pretrained(root / "vit")
+    hf.ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "vit")
+    backbone = hf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                              out_features=["stage4"])
+    small = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "num_queries": 12,
+             "use_timm_backbone": False, "backbone_config": backbone, "use_pretrained_backbone": False, **_labels()}
+    hf.DetrForObjectDetection(hf.DetrConfig(**small)).save_pretrained(root / "detr")
+    hf.ConditionalDetrForObjectDetection(hf.ConditionalDetrConfig(**small)).save_pretrained(root / "cond-detr")
+    for name, processor in (("detr", hf.DetrImageProcessor), ("cond-detr", hf.ConditionalDetrImageProcessor)):
+        processor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / name)
+    segformer = hf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[8, 16],
+                                  num_attention_heads=[1, 2], decoder_hidden_size=16, strides=[4, 2],
+                                  patch_sizes=[7, 3], mlp_ratios=[2, 2], **_labels())
+    hf.SegformerForSemanticSegmentation(segformer).save_pretrained(root / "segformer")
+    hf.SegformerImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(root / "segformer")
+    smp.Unet("resnet18", encoder_weights=None, classes=3, decoder_channels=(32, 16, 16, 8, 8)).save_pretrained(
+        root / "unet")
+    torch.save(smp.FPN("resnet18", encoder_weights=None, classes=1).state_dict(), root / "fpn-binary.pth")
+    return root
+
+
+
+
+def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
+    """An anomalib model fitted by ``Engine.fit`` on generated 64 px textures (a bright square is the defect), saved
+    as the Lightning checkpoint anomalib writes; the MVTec-style ``val`` set beside it (``good/``, ``square/``)."""
+    import anomalib.models
+    from anomalib.data import Folder
+    from anomalib.engine import Engine
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train/good", images), ("val/good", 6), ("val/square", 6)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = (rng.random((SIZE, SIZE, 3)) * 60 + 100).astype(np.uint8)
+            if split.endswith("square"):
+                pixels[20:40, 20:40] = 255
+            Image.fromarray(pixels).save(root / split / f"{i}.png")
+    torch.manual_seed(0)
+    data = Folder(name="textures", root=root, normal_dir="train/good", abnormal_dir="val/square",
+                  normal_test_dir="val/good", train_batch_size=8, eval_batch_size=8, num_workers=0)
+    settings = {"Padim": {"backbone": "resnet18", "layers": ["layer1", "layer2"], "n_features": 50},
+                "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2"]}}[model]
+    module = getattr(anomalib.models, model)(pre_trained=False, **settings)
+    engine = Engine(max_epochs=1, default_root_dir=root / "engine", logger=False, accelerator="cpu", devices=1,
+                    enable_progress_bar=False, enable_model_summary=False)
+    engine.fit(model=module, datamodule=data)
+    engine.trainer.save_checkpoint(root / f"{model.lower()}.ckpt")
+    return root / f"{model.lower()}.ckpt"
+
+
+def anomalib_side_by_side(checkpoint: Path, ours: dict[str, Path], work: Path, images: int = 4) -> list[dict]:
+    """anomalib's own exports (``to_onnx`` / ``to_openvino``, as ``Engine.export`` writes them) and ours (``ours``:
+    ``{"onnx": path, "openvino": path.xml}``) of one checkpoint, each run on the same images and compared with
+    anomalib's torch module: size, max |Δ| of the image score and of the anomaly map, median latency at batch 1."""
+    import time
+
+    import anomalib.models
+
+    from exporter.families.anomalib import model_of
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module = getattr(anomalib.models, model_of(state)).load_from_checkpoint(checkpoint).eval()
+    x = torch.rand(images, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = module(x)
+    theirs = {"onnx": module.to_onnx(work / "anomalib-onnx", input_size=(256, 256)),
+              "openvino": module.to_openvino(work / "anomalib-openvino", input_size=(256, 256))}
+    rows = []
+    for fmt in ("onnx", "openvino"):
+        for exporter, path in (("anomalib", theirs[fmt]), ("AI Studio Export", ours[fmt])):
+            run = _runner(Path(path))
+            outputs = [run(x[i:i + 1].numpy()) for i in range(images)]
+            started = time.perf_counter()
+            for _ in range(10):
+                run(x[:1].numpy())
+            rows.append({"format": fmt, "exporter": exporter, "file": Path(path).name,
+                         "size_mb": round(sum(p.stat().st_size for p in Path(path).parent.iterdir()
+                                              if p.suffix in (".onnx", ".xml", ".bin", ".data")) / 1e6, 2),
+                         "max_diff_score": _max_diff([o["score"] for o in outputs], want.pred_score),
+                         "max_diff_map": _max_diff([o["anomaly_map"] for o in outputs], want.anomaly_map),
+                         "ms_batch1": round((time.perf_counter() - started) * 100, 2)})
+    return rows
+
+
+def _runner(path: Path):
+    """``run(x) → {"score", "anomaly_map"}`` for an ONNX or OpenVINO file, whichever names its outputs use."""
+    names = {"pred_score": "score", "score": "score", "anomaly_map": "anomaly_map"}
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed, outputs = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+        return lambda x: {names[n]: v for n, v in zip(outputs, session.run(None, {feed: x}), strict=True) if n in names}
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16
+    outputs = [next(iter(o.get_names())) for o in compiled.outputs]
+    return lambda x: {names[n]: v for n, v in zip(outputs, compiled(x).values(), strict=True) if n in names}
+
+
+def _max_diff(got: list[np.ndarray], want: torch.Tensor) -> float:
+    stacked = np.concatenate([np.asarray(g).reshape(1, -1) for g in got])
+    return float(np.abs(stacked - want.numpy().reshape(len(got), -1)).max())
