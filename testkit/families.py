@@ -4,6 +4,7 @@ families' tests and ``make bench``."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,14 @@ def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
     data = Folder(name="textures", root=root, normal_dir="train/good", abnormal_dir="val/square",
                   normal_test_dir="val/good", train_batch_size=8, eval_batch_size=8, num_workers=0)
     settings = {"Padim": {"backbone": "resnet18", "layers": ["layer1", "layer2"], "n_features": 50},
-                "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2"]}}[model]
-    module = getattr(anomalib.models, model)(pre_trained=False, **settings)
+                "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2"]},
+                "Patchcore": {"backbone": "resnet18", "layers": ["layer2", "layer3"], "coreset_sampling_ratio": 0.05},
+                "Fastflow": {"backbone": "resnet18", "flow_steps": 2},
+                "ReverseDistillation": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]}}[model]
+    model_class = getattr(anomalib.models, model)
+    if "pre_trained" in inspect.signature(model_class).parameters:  # no download: random backbone weights
+        settings["pre_trained"] = False
+    module = model_class(**settings)
     engine = Engine(max_epochs=1, default_root_dir=root / "engine", logger=False, accelerator="cpu", devices=1,
                     enable_progress_bar=False, enable_model_summary=False)
     engine.fit(model=module, datamodule=data)
