@@ -256,7 +256,7 @@ def test_a_bundles_ray_serve_app_serves_the_classifier_on_both_nodes(ray_ws, clu
         while not _answers(f"{url}/v2/health/ready"):
             assert app.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
-        status = _serve_status(cluster)
+        status = _serve_status(cluster, running=2)  # ready once one replica runs; the other may still start
         assert status == {"RUNNING": 2}, status
         meta = json.loads((folder / "model.json").read_text())
         x, golden = np.load(folder / "golden" / "inputs.npy"), np.load(folder / "golden" / "outputs.npz")["logits"]
@@ -286,16 +286,22 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _serve_status(cluster) -> dict:
-    """The model deployment's replica states, asked from a child process (this one stays no Ray driver)."""
+def _serve_status(cluster, running: int, wait_s: float = 120) -> dict:
+    """The model deployment's replica states once ``running`` replicas run (or after ``wait_s``), asked from a child
+    process (this one stays no Ray driver)."""
     import subprocess
     import sys
 
-    script = (f"import json, ray; from ray import serve; ray.init(address='{cluster.address}', logging_level='ERROR');"
-              "d = serve.status().applications['model'].deployments['ModelServer'];"
-              "print('STATES', json.dumps({str(k.value if hasattr(k, 'value') else k): v "
-              "for k, v in d.replica_states.items()}))")
-    out = subprocess.run([sys.executable, "-c", script], env=cluster.env, capture_output=True, text=True, timeout=120)
+    script = (f"import json, time, ray; from ray import serve; ray.init(address='{cluster.address}', "
+              f"logging_level='ERROR'); end = time.monotonic() + {wait_s}\n"
+              "while True:\n"
+              "    d = serve.status().applications['model'].deployments['ModelServer']\n"
+              "    states = {str(k.value if hasattr(k, 'value') else k): v for k, v in d.replica_states.items()}\n"
+              f"    if states.get('RUNNING') == {running} or time.monotonic() > end: break\n"
+              "    time.sleep(1)\n"
+              "print('STATES', json.dumps(states))")
+    out = subprocess.run([sys.executable, "-c", script], env=cluster.env, capture_output=True, text=True,
+                         timeout=wait_s + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("STATES ")), None)
     assert line, out.stderr[-2000:]
     return json.loads(line.removeprefix("STATES "))

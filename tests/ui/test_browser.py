@@ -331,9 +331,16 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
     page.set_viewport_size(VIEWS["phone"])
     shoot(page, "compare-page-phone.png")
     page.set_viewport_size(size)
-    point = chart.locator(".scatterlayer .trace").first.locator(".point").first.bounding_box()
-    page.mouse.click(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
-    page.get_by_role("heading", name="Export a checkpoint").wait_for()
+    heading = page.get_by_role("heading", name="Export a checkpoint")
+    for _ in range(3):  # a click that lands while the chart redraws selects nothing: click it again, as a user would
+        point = chart.locator(".scatterlayer .trace").first.locator(".point").first.bounding_box()
+        page.mouse.click(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
+        try:
+            heading.wait_for(timeout=20_000)
+            break
+        except playwright_api.TimeoutError:
+            continue
+    heading.wait_for()
     opened = re.search(r"export=(export-[0-9a-f]{8})", page.url).group(1)
     assert opened in {e["id"] for e in done}
     page.locator("h4").filter(has_text=opened).wait_for()
