@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import uuid
 import zipfile
 import zlib
@@ -26,8 +25,6 @@ from exporter.workspace import Project, Workspace
 
 MAX_DATASET_ENV = "AISTUDIO_MAX_DATASET_MB"
 DEFAULT_MAX_DATASET_MB = 4 * 1024
-MAX_RATIO = 100  # an entry that unpacks to more than 100× its compressed size is refused (zip bomb)
-MAX_ENTRIES = 200_000
 LABEL_SUFFIXES = (".json", ".csv", ".txt")  # annotations.json, targets.csv, labelTxt/*.txt
 SKIPPED = ("__MACOSX", ".DS_Store", "Thumbs.db")  # what archivers add; never part of a set
 LAYOUT_FOLDERS = ("images", "masks", "labelTxt", "good", "ground_truth")
@@ -98,41 +95,10 @@ def _skipped(parts: tuple[str, ...]) -> bool:
 
 
 def _unzip(archive: Path, target: Path) -> None:
-    """Extract entry by entry, refusing unsafe names, links and bombs before writing each file."""
-    limit = max_dataset_bytes()
-    with zipfile.ZipFile(archive) as zf:
-        entries = zf.infolist()
-        if len(entries) > MAX_ENTRIES:
-            raise DatasetError(f"{archive.name} holds {len(entries)} entries, over the {MAX_ENTRIES} limit.")
-        if (declared := sum(e.file_size for e in entries)) > limit:
-            raise DatasetError(f"{archive.name} unpacks to {declared / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB "
-                               f"limit (raise {MAX_DATASET_ENV} to allow it).")
-        written = 0
-        for entry in entries:
-            name = PurePosixPath(entry.filename.replace("\\", "/"))
-            if entry.filename.startswith(("/", "\\")) or name.is_absolute() or ".." in name.parts or (
-                    name.parts and ":" in name.parts[0]):
-                raise DatasetError(f"{archive.name} has an entry outside its folder ({entry.filename}); "
-                                   "re-create the zip from inside the set's folder.")
-            if stat.S_ISLNK(entry.external_attr >> 16):
-                raise DatasetError(f"{archive.name} holds a symbolic link ({entry.filename}); zip the files "
-                                   "themselves.")
-            if entry.is_dir() or _skipped(name.parts):
-                continue
-            ratio = entry.file_size // max(entry.compress_size, 1)
-            if entry.file_size > (1 << 20) and ratio > MAX_RATIO:
-                raise DatasetError(f"{archive.name}: {entry.filename} unpacks {ratio}× its compressed size (over "
-                                   f"{MAX_RATIO}×); this looks like a zip bomb.")
-            _check_kind(name)
-            path = target.joinpath(*name.parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(entry) as src, open(path, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > limit:
-                        raise DatasetError(f"{archive.name} unpacks to more than its declared size and the "
-                                           f"{limit / 2**20:.0f} MB limit; this looks like a zip bomb.")
-                    dst.write(chunk)
+    from exporter.archives import unpack
+
+    unpack(archive, target, limit=max_dataset_bytes(), error=DatasetError, hint=f"raise {MAX_DATASET_ENV} to allow it",
+           skip=_skipped, check=_check_kind)
 
 
 def _copy_folder(source: Path, target: Path) -> None:

@@ -7,9 +7,6 @@ changed, missing or added file named), the passport against the signed passport 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +16,6 @@ from exporter import passport
 from exporter.errors import UsageError
 
 MAX_UNZIPPED_BYTES = 64 << 30
-MAX_MEMBERS = 10_000
 
 
 def verify(path: Path, public_key: bytes | None = None, rerun: bool = False,
@@ -65,25 +61,10 @@ def _public(pem: bytes) -> Any:
 @contextmanager
 def opened(path: Path) -> Iterator[Path]:
     """A folder as it is, or a zip unpacked into a scratch folder (names checked, size bounded)."""
-    if path.is_dir():
-        yield path
-        return
-    if not zipfile.is_zipfile(path):
-        raise UsageError(f"{path} is neither a folder nor a zip.")
-    scratch = Path(tempfile.mkdtemp(prefix="aistudio-verify-"))
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            if len(members) > MAX_MEMBERS or sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-                raise UsageError(f"{path} unpacks to too many files or bytes to be an export.")
-            for member in members:
-                target = (scratch / member.filename).resolve()
-                if not target.is_relative_to(scratch.resolve()):
-                    raise UsageError(f"{path} holds a path outside itself: {member.filename!r}.")
-            archive.extractall(scratch)
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    from exporter.archives import unpacked
+
+    with unpacked(path, limit=MAX_UNZIPPED_BYTES) as folder:
+        yield folder
 
 
 def _verify_folder(folder: Path, key: bytes, rerun: bool) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -37,7 +36,6 @@ class Family:
     """A library's models: recognised at import, built and wrapped at export (subclasses fill in)."""
 
     prefix: str = ""
-    library: str = ""
 
     def recognize(self, folder: Path, config: dict[str, Any]) -> Imported | None:
         """This library's ``save_pretrained`` folder read into a checkpoint, or None when it is not one of ours.
@@ -73,6 +71,10 @@ class Family:
         """What this architecture's exported graphs need (``exporter.capabilities``)."""
         return frozenset()
 
+    def check_outputs(self, outputs: Any, spec: ModelSpec) -> str:
+        """What is wrong with the wrapped model's outputs on one image, saying what was expected ("": nothing)."""
+        return ""
+
 
 def folder_zip(path: Path) -> bool:
     """A zip of a saved folder (it holds a config.json) — not PyTorch's own zip format of a ``.pt`` file."""
@@ -86,29 +88,13 @@ def folder_zip(path: Path) -> bool:
 @contextlib.contextmanager
 def opened(source: Path) -> Iterator[Path]:
     """The folder itself, or a zip's content unpacked to a scratch folder (the folder inside it, if only one)."""
-    if source.is_dir():
-        yield source
-        return
-    from exporter.checkpoint import max_checkpoint_bytes
+    from exporter.archives import unpacked
+    from exporter.checkpoint import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 
-    with tempfile.TemporaryDirectory(prefix="aistudio-import-") as scratch:
-        try:
-            with zipfile.ZipFile(source) as archive:
-                members = [m for m in archive.infolist() if not m.is_dir()]
-                if sum(m.file_size for m in members) > max_checkpoint_bytes():
-                    raise CheckpointError("The zip unpacks past the checkpoint limit ($AISTUDIO_MAX_CHECKPOINT_MB).",
-                                          stage="load")
-                for member in members:
-                    parts = PurePosixPath(member.filename).parts
-                    if member.filename.startswith("/") or ".." in parts:
-                        raise CheckpointError(f"The zip holds an unsafe path: {member.filename!r}.", stage="load")
-                    target = Path(scratch, *parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(archive.read(member))
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(f"The zip cannot be read: {one_line(exc)}", stage="load") from None
-        found = [p.parent for p in Path(scratch).rglob("config.json")]
-        yield found[0] if len(found) == 1 else Path(scratch)
+    with unpacked(source, limit=max_checkpoint_bytes(), error=CheckpointError,
+                  hint=f"raise {MAX_CHECKPOINT_ENV} to allow it") as folder:
+        found = [p.parent for p in folder.rglob("config.json")]
+        yield found[0] if len(found) == 1 and folder != source else folder
 
 
 def read_json(path: Path) -> dict[str, Any]:
