@@ -19,6 +19,10 @@ if WORKERS > 1:
 
 
 DEMO_FIXTURES = {"demo_full_template", "demo_template"}
+# The demo projects, longest to train first (as the demo's build log times them): workers that build the demo
+# together end close to each other.
+BUILD_ORDER = ["demo-instance-segmentation", "demo-segmentation", "demo-detection", "demo-oriented",
+               "demo-classification", "demo-regression", "demo-anomaly"]
 
 
 def pytest_addoption(parser):
@@ -26,7 +30,21 @@ def pytest_addoption(parser):
     group.addoption("--demo-seed", type=int, default=0,
                     help="train the demo with this seed (default 0: the demo the docs' figures come from)")
     group.addoption("--demo-threads", type=int, default=None,
-                    help="train the demo on this many threads (default: every physical core)")
+                    help="train the demo on this many threads (default: the worker's share of the cores)")
+
+
+# Test files in the order `make test` starts them (`--dist loadfile --no-loadscope-reorder`: a free worker takes the
+# next file): the first ones read no demo, so one worker runs them while the other trains it; then the longest
+# first (seconds of a full run), so the short ones fill in at the end; files not listed come last.
+FILE_ORDER = [
+    "tests/exporter/test_families.py", "tests/ui/test_browser.py", "tests/test_import.py",
+    "tests/exporter/test_tasks.py", "tests/exporter/test_onnx.py",  # no demo
+    "tests/exporter/test_edge_formats.py", "tests/deploy/test_bundles.py", "tests/cluster/test_ray_runner.py",
+    "tests/test_cli.py", "tests/exporter/test_own_models.py", "tests/exporter/test_snippets.py",
+    "tests/exporter/test_diagnosis.py", "tests/ui/test_browser_compare.py", "tests/reliability/test_faults.py",
+    "tests/exporter/test_evaluation.py", "tests/ui/test_pages.py", "tests/exporter/test_passport.py",
+    "tests/api/test_api_server.py", "tests/exporter/test_formats.py",
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,6 +53,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.demo)
+    if stale := [path for path in FILE_ORDER if not (ROOT / path).is_file()]:
+        raise pytest.UsageError(f"tests/conftest.py FILE_ORDER names files that do not exist: {stale}")
+    rank = {path: i for i, path in enumerate(FILE_ORDER)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(FILE_ORDER)))  # stable within a file
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,20 +85,25 @@ def demo_full_template(tmp_path_factory, pytestconfig) -> Path:
         root = tmp_path_factory.mktemp("demo-template")
         build_demo(root, seed=seed, threads=threads)
         return root
-    # pytest -n (make test): the first worker builds it in the run's shared folder on every core (a demo model
-    # depends on those trained before it, so they train one after another), the others wait for it.
-    from filelock import FileLock
+    # pytest -n (make test): the workers that need the demo build it together in the run's shared folder, a
+    # project each at a time on the worker's own share of the cores (a project's weights do not depend on the
+    # others), the longest first; a worker that finds every project claimed waits for the rest.
+    from filelock import FileLock, Timeout
 
-    from exporter.benchmark import default_threads
+    from demo import DEMO_PROJECTS, build_project
 
+    assert sorted(BUILD_ORDER) == sorted(DEMO_PROJECTS), "BUILD_ORDER must list every demo project"
     shared = tmp_path_factory.getbasetemp().parent
     root = shared / "demo-template"
-    with FileLock(str(shared / "demo-template.lock")):
-        if not (root / "projects").is_dir():
-            building = shared / "demo-template.partial"
-            shutil.rmtree(building, ignore_errors=True)
-            build_demo(building, seed=seed, threads=threads or default_threads())  # the physical cores
-            building.rename(root)
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
+    for wait in (False, True):
+        for project in BUILD_ORDER:
+            try:
+                with FileLock(str(shared / f"{project}.lock"), timeout=-1 if wait else 0):
+                    if not (root / "projects" / project / "project.json").is_file():
+                        build_project(root, project, seed=seed, threads=threads)
+            except Timeout:
+                continue  # another worker builds it
     return root
 
 

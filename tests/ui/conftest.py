@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from testkit.server import running_server
+from tests.conftest import ARTIFACTS, linked_copy
 
 try:
     from playwright import sync_api as playwright_api
@@ -16,6 +17,7 @@ NEEDS_BROWSER = pytest.mark.skipif(CHROMIUM is None or playwright_api is None,
                                    reason="Chromium is not installed (apt-get install chromium)")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 TIMEOUT_MS = 60_000
+VIEWS = {"wide": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,27 @@ def _pictures_for_the_docs():
     for shot, picture in DOC_PICTURES.items():
         if (ARTIFACTS / shot).is_file():
             shutil.copyfile(ARTIFACTS / shot, ROOT / "docs" / "img" / picture)
+
+
+@pytest.fixture(scope="module")
+def browser_ws(demo_template, tmp_path_factory):
+    return linked_copy(demo_template, tmp_path_factory.mktemp("browser") / "ws")
+
+
+@pytest.fixture(scope="module")
+def base_url(browser_ws):
+    with running_server(browser_ws, AISTUDIO_BENCHMARK_SECONDS="0.1",  # quick default benchmarks and load tests
+                        AISTUDIO_LOAD_TEST_SECONDS="0.5") as base:
+        yield base
+
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main area, so the window is made
+    as tall as that content for the picture, then put back."""
+    size = page.viewport_size
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 8000))})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / name))
+    page.set_viewport_size(size)
