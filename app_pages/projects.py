@@ -4,11 +4,11 @@ import streamlit as st
 
 from exporter.dataset_attach import MAX_DATASET_ENV, attach_staged, max_dataset_bytes, val_set_summary
 from exporter.errors import ExportError
-from exporter.importer import ImportRequest, import_staged
+from exporter.importer import ImportRequest
 from exporter.tasks import metric_label, task_label, task_traits
 from exporter.workspace import Workspace
 from ui.frame import go_to_export
-from ui.importing import import_fields, import_notice, inspect_staged, streamed_upload
+from ui.importing import import_fields, import_notice, import_with_code, inspect_staged, streamed_upload
 from ui.widgets import empty_workspace
 
 workspace = Workspace()
@@ -19,7 +19,8 @@ ids = [p.id for p in projects]
 
 st.title("Projects")
 
-with st.expander("➕ Import a checkpoint (Lightning, state dict, timm; transformers or smp folder as .zip)",
+with st.expander("➕ Import a model: a checkpoint (Lightning, state dict, timm; with your own model code), a "
+                 "transformers or smp folder as .zip, or a .pt2 / TorchScript program",
                  expanded=not projects):
     st.caption("The file goes to the server first (streamed, any size up to the limit); then check what it says "
                "about itself and which architectures its weights fit, fill in what it does not say, and import. "
@@ -40,11 +41,13 @@ with st.expander("➕ Import a checkpoint (Lightning, state dict, timm; transfor
         else:
             fields = import_fields(about, workspace.project(target).task if target in ids else None,
                                    key=staged["upload_id"][:8])
-            if st.button("Import", type="primary", key="import-go", disabled=not target or fields is None):
+            waiting = fields is None or (fields.get("model_code", "") is None)  # code chosen, not yet given
+            if st.button("Import", type="primary", key="import-go", disabled=not target or waiting):
                 try:
-                    experiment = import_staged(workspace, ImportRequest(
-                        target, **fields, create_project=target not in ids, project_name=project_name),
-                        staged["upload_id"])
+                    experiment = import_with_code(workspace, ImportRequest(
+                        target, **{k: v for k, v in fields.items() if k != "code_file"},
+                        create_project=target not in ids, project_name=project_name), staged["upload_id"],
+                        fields.get("code_file"))
                 except ExportError as exc:
                     st.error(exc.message)
                 else:  # Export opens with it preselected and says what was imported

@@ -13,6 +13,7 @@ ROI_ALIGN = "roi_align"  # torchvision::roi_align: crops of candidate boxes
 DATA_DEPENDENT_SHAPE = "data_dependent_shape"  # outputs sized by the data (aten::Int of a data-dependent tensor)
 DATA_DEPENDENT_LOOP = "data_dependent_loop"  # a loop over a data-dependent count (pasting one mask per detection)
 TOPK_GATHER = "topk_gather"  # torch.topk / torch.gather
+TORCHSCRIPT_PROGRAM = "torchscript_program"  # an imported TorchScript module: torch.export cannot trace it
 
 CAPABILITIES = {
     NMS: "non-maximum suppression (torchvision::nms)",
@@ -20,7 +21,11 @@ CAPABILITIES = {
     DATA_DEPENDENT_SHAPE: "outputs whose size depends on the data",
     DATA_DEPENDENT_LOOP: "a loop over a data-dependent count",
     TOPK_GATHER: "TopK and Gather (torch.topk, torch.gather)",
+    TORCHSCRIPT_PROGRAM: "a TorchScript program (torch.jit), which torch.export cannot trace",
 }
+# What every format made with torch.export says to a TorchScript source.
+NO_TORCHSCRIPT = ("the file is made with torch.export, which cannot trace a TorchScript program: import the model as a "
+                  ".pt2 (torch.export.save) or with its code (--model-code)")
 
 
 def refusal(needs: frozenset[str] | set[str], cannot: dict[str, str]) -> str:

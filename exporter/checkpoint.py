@@ -136,11 +136,30 @@ def _safe_torch_load(path: Path) -> Any:
 
 def _unsafe_reason(path: Path, exc: Exception) -> str:
     detail = next((ln.strip().rstrip(".") for ln in str(exc).splitlines() if "unsupported global" in ln.lower()), "")
+    if "ultralytics" in detail:
+        return _ultralytics_reason(path)
+    if detail and ("torch.nn" in detail or "Model" in detail or "Net" in detail):  # a whole pickled nn.Module
+        return (f"Refused to load {path.name}: {detail}. It is a pickled model object (torch.save(model)), which "
+                "is code, not data. Save what we take instead: its weights (torch.save(model.state_dict(), "
+                "'weights.pt')) and import them with --model-code path/to/model.py:ClassName, or a program "
+                "without code: torch.export.save(torch.export.export(model.eval(), (torch.rand(1, 3, H, W),)), "
+                "'model.pt2').")
     if not detail:
         detail = "it is not PyTorch checkpoint data"
     return (f"Refused to load {path.name}: {detail}. Checkpoints are loaded as data only "
             "(weights_only); re-save it with plain tensors and built-in types "
             "(e.g. torch.save({'state_dict': model.state_dict()}, path)).")
+
+
+def _ultralytics_reason(path: Path) -> str:
+    """Ultralytics YOLO ``.pt`` files pickle its classes: the commands that turn one into a source we take."""
+    stem = path.stem
+    return (f"{path.name} is an Ultralytics YOLO model: a pickle of Ultralytics' classes, which is code, so it is "
+            "not loaded (a checkpoint is data only). Turn it into a program with Ultralytics' own export, then "
+            f"import that: `yolo export model={path.name} format=torchscript nms=True` (boxes, scores and classes "
+            f"per image, {stem}.torchscript), then `python -m exporter import {stem}.torchscript --project P "
+            "--task object_detection --input-size 3,640,640 --class-names …`. With model code allowed, a module "
+            "of yours that builds the model with ultralytics installed imports it through --model-code.")
 
 
 def _find_state_dict(raw: Any, path: Path) -> tuple[dict[str, Any], str]:

@@ -147,15 +147,25 @@ def _benchmark_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", parents=[common], help="import a checkpoint as a new experiment")
-    imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...}), or a "
-                     "transformers / segmentation_models_pytorch save_pretrained folder or zip")
+    imp.add_argument("file", help="a .ckpt / .pt / .pth file (Lightning, state dict, or {'model': ...}); a "
+                     "transformers / segmentation_models_pytorch save_pretrained folder or zip; or a program without "
+                     "code: a .pt2 (torch.export.save) or a TorchScript file (torch.jit.save)")
     imp.add_argument("--project", required=True)
     imp.add_argument("--task", help="default: from the file, else the project's, else classification")
     imp.add_argument("--architecture", help="torchvision name, timm/<name> or smp/<Arch>; default: detected from "
                      "the weights or named by config.json")
     imp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="build option of an smp/<Arch> state dict: encoder=<name>, encoder_depth=<n>")
+    imp.add_argument("--model-code", metavar="FILE.py:Class|package.module:Class",
+                     help="your own model class: the file (or the package, from --code-root) is copied into the "
+                     "project and the checkpoint, and imported by every job that builds the model")
+    imp.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of the class (default: a Lightning "
+                     "checkpoint's saved hyper-parameters that its __init__ takes)")
+    imp.add_argument("--code-root", help="the folder --model-code's path or package is found in (default: here)")
     imp.add_argument("--num-classes", type=int, help="default: from the file or the head's shape")
+    imp.add_argument("--class-names", help="comma-separated class names (default: from the file)")
+    imp.add_argument("--normalization", help="imagenet, none (the model normalises itself) or JSON "
+                     "{\"mean\": [...], \"std\": [...]} (default: from the file, else imagenet)")
     imp.add_argument("--input-size", help="C,H,W (default: from the file, else 3,224,224)")
     imp.add_argument("--name", help="experiment name (default: the file's name)")
     imp.add_argument("--create-project", action="store_true", help="create the project if it does not exist")
@@ -450,13 +460,23 @@ def compare_line(row: dict[str, Any]) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from exporter.importer import ImportRequest, import_checkpoint, parse_input_size
+    from exporter.importer import (
+        ImportRequest,
+        import_checkpoint,
+        parse_class_names,
+        parse_input_size,
+        parse_json_object,
+        parse_normalization,
+    )
     from exporter.options import parse_key_values
 
     request = ImportRequest(args.project, task=args.task, architecture=args.architecture,
                             num_classes=args.num_classes, input_size=parse_input_size(args.input_size),
                             name=args.name, create_project=args.create_project, project_name=args.project_name,
-                            options=parse_key_values(args.option))
+                            options=parse_key_values(args.option), class_names=parse_class_names(args.class_names),
+                            normalization=parse_normalization(args.normalization), model_code=args.model_code,
+                            model_kwargs=parse_json_object(args.model_kwargs, "--model-kwargs"),
+                            code_root=args.code_root, allow_code=True)  # from the CLI, running your code is yours
     source = Path(args.file)
     if not source.exists():
         from exporter.errors import UsageError

@@ -67,6 +67,12 @@ class NotFoundError(UsageError):
     http_status = 404
 
 
+class ModelCodeNotAllowedError(UsageError):
+    """A source that runs the user's own Python code, where this server does not allow it."""
+
+    http_status = 403
+
+
 class DatasetError(ExportError):
     """A labelled validation set is missing, or its layout or files are not what the task reads."""
 

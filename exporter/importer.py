@@ -46,6 +46,12 @@ class ImportRequest:
     create_project: bool = False
     project_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # a family's build options (smp: encoder=resnet34)
+    class_names: tuple[str, ...] | None = None
+    normalization: dict[str, list[float]] | None = None
+    model_code: str | None = None  # path/to/model.py:Class or package.module:Class (exporter.families.code)
+    model_kwargs: dict[str, Any] | None = None
+    code_root: str | None = None
+    allow_code: bool = False  # the CLI: the user's choice; the API and dashboard: AISTUDIO_ALLOW_MODEL_CODE=1
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
@@ -56,8 +62,11 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     """
     from exporter.checkpoint import load_checkpoint
     from exporter.families import read_source
+    from exporter.families.program import describe, program_kind
     from exporter.models.recognize import detect_architecture
 
+    if kind := program_kind(path):  # a .pt2 or TorchScript program: what its metadata says
+        return describe(path, kind)
     if imported := read_source(path, None, {}):  # a transformers / smp folder or zip: it says what it is
         hp = {k: v for k, v in imported.hyper_parameters.items() if k not in FAMILY_KEYS}
         return {"hyper_parameters": _jsonable(hp), "tensors": len(imported.state_dict), "sha256": imported.sha256,
@@ -91,19 +100,31 @@ def import_checkpoint(workspace: Workspace, request: ImportRequest, source: Path
     if not (project_dir / "project.json").is_file() and not request.create_project:
         raise NotFoundError(f"Project {request.project_id!r} does not exist; create it with the import "
                             "(create_project / --create-project).")
-    with _family_checkpoint(workspace.root, source, request) as (checkpoint, imported):
+    project_task = workspace.project(request.project_id).task if (project_dir / "project.json").is_file() else None
+    with _family_checkpoint(workspace.root, source, request, project_task) as (checkpoint, imported):
         return _import(workspace, request, project_dir, checkpoint, filename or source.name, imported)
 
 
 @contextlib.contextmanager
-def _family_checkpoint(root: Path, source: Path, request: ImportRequest):
-    """``(checkpoint file, family files)``: the source itself, or a transformers/smp model read into a checkpoint
-    of ours (a scratch ``.ckpt`` under ``.uploads``, removed afterwards)."""
+def _family_checkpoint(root: Path, source: Path, request: ImportRequest, project_task: str | None):
+    """``(checkpoint file, family files)``: the source itself, or a family's model, a program or a checkpoint with
+    the user's model code read into a checkpoint of ours (a scratch ``.ckpt`` under ``.uploads``, removed
+    afterwards)."""
     import torch
 
     from exporter.families import read_source
+    from exporter.families.code import refuse_code
+    from exporter.families.program import Programs, program_kind
 
-    imported = read_source(source, request.architecture, request.options)
+    if request.model_code:
+        if not request.allow_code:
+            raise refuse_code()
+        imported = _with_code(source, request)
+    elif kind := program_kind(source):
+        given = {**_given(request), "task": request.task or project_task}
+        imported = Programs().read(source, kind, given)
+    else:
+        imported = read_source(source, request.architecture, request.options)
     if imported is None:
         if request.options:
             raise InvalidOptionError(f"Import options ({', '.join(request.options)}) are for smp/<Arch> state "
@@ -118,16 +139,61 @@ def _family_checkpoint(root: Path, source: Path, request: ImportRequest):
         path.unlink(missing_ok=True)
 
 
+def _with_code(source: Path, request: ImportRequest) -> Any:
+    """A checkpoint of the user's own model class: its weights, and the code beside them (``model_code``)."""
+    from exporter.checkpoint import load_checkpoint
+    from exporter.families import Imported
+    from exporter.families.code import CODE_KEY, init_kwargs, load_class, read_code
+
+    code = read_code(request.model_code or "", request.code_root)
+    ckpt = load_checkpoint(source)
+    cls = load_class(code)
+    code["kwargs"] = _jsonable(init_kwargs(cls, request.model_kwargs, dict(ckpt.hyper_parameters)))
+    hp = {k: v for k, v in ckpt.hyper_parameters.items() if k in (*MODEL_KEYS, "task")}
+    hp.update({"architecture": f"code/{cls.__name__}", CODE_KEY: code})
+    return Imported(ckpt.state_dict, hp, ckpt.sha256, sorted(code["files"]))
+
+
+@contextlib.contextmanager
+def sent_code(root: Path, filename: str, data: bytes):
+    """Model code sent with an import over HTTP — one ``.py`` file or a ``.zip`` of a package — in a scratch
+    folder under ``.uploads`` (the request's ``code_root``), removed afterwards.
+
+    Raises:
+        InvalidOptionError: neither, or a zip that does not unpack safely.
+    """
+    from exporter.archives import unpack
+    from exporter.families.code import MAX_CODE_BYTES
+
+    name = Path(filename or "").name
+    if not name.endswith((".py", ".zip")):
+        raise InvalidOptionError(f"Send the model code as one .py file or a .zip of its package, not {name!r}.")
+    folder = _uploads(root) / f"code-{uuid.uuid4().hex}"
+    folder.mkdir()
+    try:
+        (folder / name).write_bytes(data)
+        if name.endswith(".zip"):
+            unpack(folder / name, folder, limit=MAX_CODE_BYTES, error=InvalidOptionError)
+            (folder / name).unlink()
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _import(workspace: Workspace, request: ImportRequest, project_dir: Path, source: Path, filename: str,
             imported: Any) -> dict[str, Any]:
     import torch
 
     from exporter.checkpoint import load_checkpoint
+    from exporter.families import owner
+    from exporter.families.code import CODE_KEY, refuse_code
     from exporter.pipeline import build_from
 
     exists = (project_dir / "project.json").is_file()
     ckpt = load_checkpoint(source)
     hp = dict(ckpt.hyper_parameters)
+    if (CODE_KEY in hp or str(hp.get("architecture", "")).startswith("code/")) and not request.allow_code:
+        raise refuse_code()  # a checkpoint that carries code runs it at every export
     project_task = workspace.project(request.project_id).task if exists else None
     task = request.task or hp.get("task") or project_task or DEFAULT_TASK
     if project_task and task != project_task:
@@ -144,12 +210,17 @@ def _import(workspace: Workspace, request: ImportRequest, project_dir: Path, sou
     spec, module = build_from({k: v for k, v in hp.items() if k not in model_meta}, model_meta, ckpt.state_dict)
     try:
         with torch.no_grad():
-            module(torch.rand(1, *spec.input_size))
+            outputs = module(torch.rand(1, *spec.input_size))
     except Exception as exc:  # noqa: BLE001 - a model that cannot run is not imported
         raise InvalidOptionError(f"The model does not run at input size {list(spec.input_size)}: "
                                  f"{one_line(exc, 240)}", stage="build") from None
+    family = owner(spec.architecture)
+    if family and (problem := family.check_outputs(outputs, spec)):
+        raise ArchitectureError(f"The model's outputs break the {spec.task} contract: {problem}.", stage="build")
     model_meta.update(spec.metadata())
     origin = {"family_files": imported.files, "family_sha256": imported.sha256} if imported else {}
+    if code := hp.get(CODE_KEY):
+        origin["model_code"] = {"entry": code["entry"], "sha256": code["sha256"], "files": sorted(code["files"])}
     return _write(workspace, request, project_dir, exists, source, filename, ckpt, model_meta, detected, origin)
 
 
@@ -166,6 +237,11 @@ def _given(request: ImportRequest) -> dict[str, Any]:
         given["num_classes"] = request.num_classes
     if request.input_size is not None:
         given["input_size"] = list(request.input_size)
+    if request.class_names:
+        given["class_names"] = list(request.class_names)
+        given.setdefault("num_classes", len(request.class_names))
+    if request.normalization:
+        given["normalization"] = dict(request.normalization)
     return given
 
 
@@ -213,6 +289,8 @@ def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exis
     try:
         (target_experiment / "checkpoints").mkdir(parents=True)
         shutil.copyfile(source, target_experiment / "checkpoints" / "best.ckpt")
+        code = ckpt.hyper_parameters.get("model_code")
+        code_copy = _write_code(staging / "code", code) if code else None  # the user's code, to read
         meta = write_experiment_json(
             target_experiment, experiment_id=experiment_id, name=request.name or experiment_id,
             project_id=request.project_id, task=model_meta["task"], model=model_meta, metrics={}, status="imported",
@@ -220,6 +298,9 @@ def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exis
                     "detected": detected, **origin},
             checkpoints={"best": {"path": "checkpoints/best.ckpt", "epoch": ckpt.epoch}})
         if exists:
+            if code_copy and not (project_dir / "code" / code_copy.name).is_dir():
+                (project_dir / "code").mkdir(exist_ok=True)
+                os.replace(code_copy, project_dir / "code" / code_copy.name)
             experiments.mkdir(exist_ok=True)
             os.replace(target_experiment, experiments / experiment_id)
         else:
@@ -235,6 +316,18 @@ def _write(workspace: Workspace, request: ImportRequest, project_dir: Path, exis
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**meta, "detected": detected}
+
+
+def _write_code(folder: Path, code: dict[str, Any]) -> Path:
+    """The model code's files under ``folder/<sha256[:12]>/`` (the project's ``code/``)."""
+    target = folder / code["sha256"][:12]
+    for rel, text in code["files"].items():
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise InvalidOptionError(f"The model code holds an unsafe path: {rel!r}.")
+        path = target.joinpath(*Path(rel).parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return target
 
 
 def _unique_id(folder: Path, name: str) -> str:
@@ -360,6 +453,53 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
     if len(dims) != 3 or min(dims) <= 0 or max(dims) > 4096:
         raise InvalidOptionError(f"input size {text!r} must be C,H,W with positive sizes up to 4096, e.g. 3,224,224.")
     return (dims[0], dims[1], dims[2])
+
+
+def parse_class_names(text: str | None) -> tuple[str, ...] | None:
+    """``"cat,dog"`` → ``("cat", "dog")`` (None when empty)."""
+    names = tuple(n.strip() for n in str(text or "").split(",") if n.strip())
+    return names or None
+
+
+def parse_normalization(text: str | None) -> dict[str, list[float]] | None:
+    """``imagenet``, ``none`` (the model normalises itself) or ``{"mean": [...], "std": [...]}``.
+
+    Raises:
+        InvalidOptionError: anything else.
+    """
+    from exporter.models.spec import IDENTITY_NORMALIZATION, IMAGENET_NORMALIZATION
+
+    if text is None or not str(text).strip():
+        return None
+    named = {"imagenet": IMAGENET_NORMALIZATION, "none": IDENTITY_NORMALIZATION}
+    if str(text).strip().lower() in named:
+        return dict(named[str(text).strip().lower()])
+    value = parse_json_object(text, "normalization") or {}
+    try:
+        norm = {"mean": [float(v) for v in value["mean"]], "std": [float(v) for v in value["std"]]}
+    except (KeyError, TypeError, ValueError):
+        norm = {}
+    if not norm or len(norm["mean"]) != len(norm["std"]) or min(norm["std"], default=0) <= 0:
+        raise InvalidOptionError('normalization must be imagenet, none or {"mean": [...], "std": [...]} with as many '
+                                 "positive std values as means.")
+    return norm
+
+
+def parse_json_object(text: str | None, what: str) -> dict[str, Any] | None:
+    """A JSON object given on the command line or in a form (None when empty).
+
+    Raises:
+        InvalidOptionError: not a JSON object.
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidOptionError(f"{what} is not valid JSON: {one_line(exc)}") from None
+    if not isinstance(value, dict):
+        raise InvalidOptionError(f"{what} must be a JSON object, e.g. {{\"num_classes\": 3}}.")
+    return value
 
 
 def _jsonable(value: Any) -> Any:

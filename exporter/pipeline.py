@@ -437,6 +437,8 @@ def _job(module: Any, spec: Any, shape: tuple, options: dict[str, Any], record: 
                     dynamic_batch=options["dynamic_batch"], input_names=adapter.input_names,
                     output_names=adapter.outputs(options), options=options, metadata=meta,
                     calibration=pool.numpy())
+    if code_sha := spec.metadata().get("code_sha256"):
+        meta["model_code_sha256"] = code_sha
     settings = task_settings(job)
     if settings:  # e.g. score/IoU thresholds and max_detections baked into the graph
         meta["postprocess"] = json.dumps(settings)

@@ -65,6 +65,7 @@ class ModelInfo(_Part):
     node_count: int | None = None
     op_types: dict[str, int] = Field(default_factory=dict)
     requires: list[str] = Field(default_factory=list)
+    code_sha256: str | None = None  # the user's own model code the file was made from (code/<Class> models)
 
 
 class Referee(_Part):

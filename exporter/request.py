@@ -53,6 +53,7 @@ def prepare_export(workspace: Workspace, request: ExportRequest,
     task = experiment.task or project.task
     check_target(request.options)
     options = parse_options(option_specs(fmt, task), request.options)
+    _fixed_batch(experiment.model, request.options, options)
     fmt.check_options(options)
     if request.benchmark is not None and (why := fmt.runs_here()):
         raise UsageError(f"{fmt.display_name} files cannot run on this machine ({why}): export without a benchmark.")
@@ -74,6 +75,23 @@ def option_specs(fmt: Any, task: str | None) -> tuple[Any, ...]:
     from exporter.jobs.slots import runner_options
 
     return tuple(fmt.options()) + task_option_specs(task) + runner_options()
+
+
+def _fixed_batch(model: dict[str, Any], asked: dict[str, Any], options: dict[str, Any]) -> None:
+    """A program exported with a fixed batch takes only that batch: files made from it too.
+
+    Raises:
+        InvalidOptionError: a dynamic batch or another batch size asked of it.
+    """
+    if not (fixed := model.get("fixed_batch")):
+        return
+    shape = [fixed, *model.get("input_size", [])]
+    if asked.get("dynamic_batch") or (options.get("input_shape") and list(options["input_shape"])[:1] != [fixed]):
+        raise InvalidOptionError(f"This program was exported for a batch of {fixed} only: leave dynamic_batch off "
+                                 "and the batch as it is, or export it again with a dynamic batch "
+                                 "(torch.export.export(..., dynamic_shapes=...)) and import that.")
+    options["dynamic_batch"] = False
+    options["input_shape"] = options.get("input_shape") or shape
 
 
 def check_accuracy_data(project: Any, options: dict[str, Any]) -> None:

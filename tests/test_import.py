@@ -18,6 +18,7 @@ from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.errors import NotFoundError
 from testkit.models import lively_init
 from testkit.server import running_server
+from tests.conftest import ROOT
 from tests.helpers import cli
 
 TIMM = ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "convnext_atto"]
@@ -137,6 +138,12 @@ def test_api_import_then_export_and_hostile_uploads(tmp_path, files):
             assert snapshot(root) == before, f"{key} changed the workspace"
         response = http.post("/api/projects/nope/experiments", files={"file": ("x.pt", files["bare"].read_bytes())})
         assert response.status_code == 404
+        code = ROOT / "tests/fixtures/user_models/tiny_detector.py"  # model code, on a server that does not allow it
+        response = http.post("/api/projects/api-proj/experiments", files={
+            "file": ("x.pt", files["bare"].read_bytes()), "code": (code.name, code.read_bytes())},
+            data={"model_code": "tiny_detector.py:TinyDetector"})
+        assert response.status_code == 403 and "AISTUDIO_ALLOW_MODEL_CODE=1" in response.json()["error"]["message"]
+        assert snapshot(root) == before
     assert not Path("/tmp/aistudio-import-pwned").exists()
     assert not list((root / ".uploads").iterdir())
 

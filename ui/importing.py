@@ -17,7 +17,15 @@ import streamlit as st
 
 from exporter.checkpoint import MAX_CHECKPOINT_ENV, max_checkpoint_bytes
 from exporter.errors import ExportError
-from exporter.importer import discard_upload, inspect_checkpoint, parse_input_size, staged_upload
+from exporter.families.code import ALLOW_ENV, code_allowed
+from exporter.importer import (
+    discard_upload,
+    inspect_checkpoint,
+    parse_class_names,
+    parse_input_size,
+    parse_json_object,
+    staged_upload,
+)
 from exporter.tasks import DEFAULT_TASK, task_names
 from ui.transfers import api_url, session_ticket
 
@@ -28,7 +36,8 @@ _picker = st.components.v2.component(
 OTHER = "other…"
 
 
-def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin,.zip", slot: str = "checkpoint",
+def streamed_upload(root: Path, key: str, accept: str = ".ckpt,.pt,.pth,.bin,.zip,.pt2,.torchscript,.ts",
+                    slot: str = "checkpoint",
                     label: str = "Checkpoint file", limit: tuple[int, str] | None = None) -> dict[str, Any] | None:
     """The staged upload (``{"upload_id", "filename", "size_bytes"}``) once the file is on the server;
     a file this session staged before in the same ``slot`` and replaced is removed.
@@ -91,14 +100,58 @@ def import_fields(about: dict[str, Any], project_task: str | None, key: str) -> 
     if architecture.startswith("smp/") and not hp.get("architecture"):  # a state dict: smp needs its encoder
         options["encoder"] = st.text_input("Encoder", key=f"import-encoder-{key}", placeholder="resnet34",
                                            help="the smp encoder the model was built with") or ""
-    name = st.text_input("Experiment name", key=f"import-name-{key}", placeholder=Path(about["filename"]).stem)
+    left, right = st.columns(2)
+    class_names = left.text_input("Class names", key=f"import-names-{key}", placeholder="cat,dog,… (default: from "
+                                  "the file)", value=",".join(hp.get("class_names") or []))
+    name = right.text_input("Experiment name", key=f"import-name-{key}", placeholder=Path(about["filename"]).stem)
+    code = _code_fields(key) if not hp.get("architecture", "").startswith("program/") else {}
     try:
         parsed_size = parse_input_size(input_size)
+        kwargs = parse_json_object(code.get("model_kwargs"), "Class kwargs")
     except ExportError as exc:
-        cols[3].error(exc.message)
+        st.error(exc.message)
         return None
+    if code.get("model_code") and architecture == OTHER:
+        architecture = ""
     return {"task": task, "architecture": architecture.strip() or None, "num_classes": num_classes or None,
-            "input_size": parsed_size, "name": name.strip() or None, "options": options}
+            "input_size": parsed_size, "name": name.strip() or None, "options": options,
+            "class_names": parse_class_names(class_names), **code, "model_kwargs": kwargs}
+
+
+def _code_fields(key: str) -> dict[str, Any]:
+    """The user's own model class, where this server runs model code (``AISTUDIO_ALLOW_MODEL_CODE=1``)."""
+    if not code_allowed():
+        st.caption("Built by your own model class? This server does not run model code: start it with "
+                   f"`{ALLOW_ENV}=1`, or import from the CLI with `--model-code path/to/model.py:ClassName`.")
+        return {}
+    if not st.toggle("Built by my own model code", key=f"import-code-on-{key}",
+                     help="the file (or the package, as a .zip) is copied into the project and the checkpoint, and "
+                          "every export imports it from there"):
+        return {}
+    cols = st.columns(3)
+    upload = cols[0].file_uploader("Model code (.py, or a .zip of the package)", type=["py", "zip"],
+                                   key=f"import-code-file-{key}")
+    entry = cols[1].text_input("Class", key=f"import-code-class-{key}", placeholder="model.py:MyModel or "
+                               "package.module:MyModel")
+    kwargs = cols[2].text_input("Class kwargs (JSON)", key=f"import-code-kwargs-{key}",
+                                placeholder='{"num_classes": 3} (default: a Lightning checkpoint\'s saved ones)')
+    if upload is None or not entry.strip():
+        st.caption("Choose the code file and name its class.")
+        return {"model_code": None}
+    return {"model_code": entry.strip(), "model_kwargs": kwargs or None, "code_file": upload}
+
+
+def import_with_code(workspace: Any, request: Any, upload_id: str, code_file: Any | None) -> dict[str, Any]:
+    """``import_staged``, with the model code the form took (a .py or a package .zip) as the request's code root."""
+    import dataclasses
+
+    from exporter.importer import import_staged, sent_code
+
+    request = dataclasses.replace(request, allow_code=code_allowed())
+    if code_file is None:
+        return import_staged(workspace, request, upload_id)
+    with sent_code(workspace.root, code_file.name, code_file.getvalue()) as folder:
+        return import_staged(workspace, dataclasses.replace(request, code_root=str(folder)), upload_id)
 
 
 def import_notice(experiment: dict[str, Any], project_id: str) -> str:

@@ -1,6 +1,7 @@
 """Model families of other libraries: Hugging Face transformers (``hf/<Class>``), segmentation_models_pytorch
 (``smp/<Arch>``) and anomalib (``anomalib/<Model>``), imported from what those libraries save and exported like our
-own models.
+own models; and the user's own models: code-free programs (``program/pt2``, ``program/torchscript``) and the
+user's own model code (``code/<Class>``).
 
 A family owns the architectures named with its prefix. At import it reads what its library saves — a
 ``save_pretrained`` folder (or a zip of one), or a state dict plus the architecture's options — into our checkpoint
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
 
 def families() -> tuple[Family, ...]:
     from exporter.families.anomalib import Anomalib
+    from exporter.families.code import UserCode
     from exporter.families.hf import Transformers
+    from exporter.families.program import Programs
     from exporter.families.smp import SegmentationModels
 
-    return (Transformers(), SegmentationModels(), Anomalib())
+    return (Transformers(), SegmentationModels(), Anomalib(), Programs(), UserCode())
 
 
 def owner(architecture: str | None) -> Family | None:

@@ -43,7 +43,6 @@ def library() -> Any:
 
 class Anomalib(Family):
     prefix = "anomalib/"
-    library = "anomalib"
 
     def recognizes(self, state_dict: dict[str, Any]) -> bool:
         return MARKER in state_dict

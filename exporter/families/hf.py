@@ -37,7 +37,6 @@ SOFTMAX_DETECTORS = ("detr", "yolos", "table-transformer")
 
 class Transformers(Family):
     prefix = "hf/"
-    library = "transformers"
 
     def recognize(self, folder: Path, config: dict[str, Any]) -> Imported | None:
         if "model_type" not in config or not config.get("architectures"):

@@ -100,3 +100,93 @@ class AnomalibOutputs(nn.Module):
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002 - ONNX input name
         out = self.model(input)
         return out.anomaly_map, out.pred_score.reshape(-1)
+
+
+class ContractOutputs(nn.Module):
+    """A user's own model or a code-free program put into the task's output convention.
+
+    - classification / regression: the one tensor it returns (``[N, classes]`` / ``[N, outputs]``), or the first of
+      a tuple, or ``logits`` of a dict;
+    - segmentation: logits ``[N, C, H, W]`` (a tensor, the first of a tuple, or ``out`` of a dict; one logit becomes
+      ``[0, logit]``), or their argmax mask with ``output=mask``;
+    - object_detection: our padded convention as it is (``boxes [N, D, 4]``, ``scores [N, D]``, ``labels [N, D]``
+      and optionally ``num_detections [N]``), torchvision's per-image ``{"boxes", "scores", "labels"}`` dicts, or
+      one ``[N, D, 6]`` tensor of x1, y1, x2, y2, score, class (an end-to-end YOLO export), padded or cut here to
+      ``max_detections`` (labels -1 in empty slots).
+    """
+
+    def __init__(self, model: nn.Module, task: str, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.as_mask = options.get("output") == "mask"
+        self.max_detections = int(options.get("max_detections") or 100)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002 - ONNX input name
+        out = self.model(input)
+        if self.task == "object_detection":
+            return _padded(out, self.max_detections)
+        key = "out" if self.task == "segmentation" else "logits"
+        tensor = out[key] if isinstance(out, dict) else out[0] if isinstance(out, (tuple, list)) else out
+        if self.task == "segmentation":
+            if tensor.shape[1] == 1:
+                tensor = torch.cat([torch.zeros_like(tensor), tensor], 1)
+            return (tensor.argmax(1).to(torch.uint8),) if self.as_mask else (tensor,)
+        return (tensor,)
+
+
+def _padded(out: Any, limit: int) -> tuple[torch.Tensor, ...]:
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], dict):  # torchvision: a dict per image
+        rows = [_pad_image(d["boxes"], d["scores"], d["labels"], limit) for d in out]
+        boxes, scores, labels = (torch.stack([row[i] for row in rows]) for i in range(3))
+    elif isinstance(out, torch.Tensor):  # [N, D, 6]: x1, y1, x2, y2, score, class (end-to-end YOLO exports)
+        boxes, scores = out[..., :4], out[..., 4]
+        labels = torch.where(scores > 0, out[..., 5].to(torch.int64), torch.full_like(scores, -1, dtype=torch.int64))
+        return _padded((boxes, scores, labels), limit)
+    else:
+        boxes, scores, labels = out[0], out[1], out[2].to(torch.int64)
+        n = boxes.shape[0]  # padded to at least `limit` slots, then cut to `limit` (no data-dependent size)
+        boxes = torch.cat([boxes, boxes.new_zeros(n, limit, 4)], 1)[:, :limit]
+        scores = torch.cat([scores, scores.new_zeros(n, limit)], 1)[:, :limit]
+        labels = torch.cat([labels, labels.new_full((n, limit), -1)], 1)[:, :limit]
+        if len(out) > 3:  # its own count of the filled slots
+            return boxes, scores, labels, out[3].to(torch.int64).clamp(max=limit)
+    return boxes, scores, labels, (labels >= 0).sum(1).to(torch.int64)
+
+
+def _pad_image(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+               limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's detections cut or padded to ``limit`` without a data-dependent output size: concatenated
+    with ``limit`` empty slots, then the first ``limit`` kept."""
+    return (torch.cat([boxes[:limit], boxes.new_zeros(limit, 4)])[:limit],
+            torch.cat([scores[:limit], scores.new_zeros(limit)])[:limit],
+            torch.cat([labels[:limit].to(torch.int64), labels.new_full((limit,), -1, dtype=torch.int64)])[:limit])
+
+
+def check_contract(outputs: tuple[torch.Tensor, ...], task: str, num_classes: int | None,
+                   input_size: tuple[int, int, int]) -> str:
+    """What is wrong with a wrapped model's outputs on one ``input_size`` image ("" when they keep the task's
+    contract), saying what was expected."""
+    expected = {
+        "classification": f"logits [1, {num_classes}] (one score per class)",
+        "regression": "predictions [1, K]",
+        "segmentation": f"logits [1, {num_classes}, H, W] (or a dict with 'out', as torchvision returns)",
+        "object_detection": "boxes [1, D, 4], scores [1, D], labels [1, D] (+ num_detections [1]), or a list of "
+                            "{'boxes', 'scores', 'labels'} per image as torchvision returns them",
+    }[task]
+    shapes = [tuple(t.shape) for t in outputs]
+    wrong = False
+    if task in ("classification", "regression"):
+        wrong = len(shapes) != 1 or len(shapes[0]) != 2 or (task == "classification" and num_classes is not None
+                                                              and shapes[0][1] != num_classes)
+    elif task == "segmentation":
+        wrong = (len(shapes) != 1 or len(shapes[0]) not in (3, 4)
+                 or (len(shapes[0]) == 4 and num_classes is not None and shapes[0][1] != num_classes))
+    else:
+        wrong = (len(shapes) != 4 or len(shapes[0]) != 3 or shapes[0][2] != 4 or shapes[1] != shapes[0][:2]
+                 or shapes[2] != shapes[0][:2] or not outputs[1].is_floating_point())
+    if wrong or any(s[:1] != (1,) for s in shapes):
+        return f"expected {expected}; it returned {', '.join(str(list(s)) for s in shapes) or 'nothing'}"
+    return ""

@@ -42,7 +42,6 @@ def architectures() -> list[str]:
 
 class SegmentationModels(Family):
     prefix = "smp/"
-    library = "segmentation_models_pytorch"
 
     def recognize(self, folder: Path, config: dict[str, Any]) -> Imported | None:
         if "_model_class" not in config:

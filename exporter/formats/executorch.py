@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.capabilities import NMS, ROI_ALIGN
+from exporter.capabilities import NMS, NO_TORCHSCRIPT, ROI_ALIGN, TORCHSCRIPT_PROGRAM
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
 from exporter.formats.pt2 import export_program, program_info
 from exporter.formats.registry import (
@@ -65,7 +65,8 @@ class ExecuTorchFormat(ExportFormat):
     variants = (("fp32", {}), ("int8", {"quantize": "int8"}))
     packages = ("executorch",)
     reduced_precision = {("quantize", "int8"): INT8_TOLERANCE}
-    cannot = {NMS: NO_DETECTION_KERNELS, ROI_ALIGN: NO_DETECTION_KERNELS}
+    cannot = {NMS: NO_DETECTION_KERNELS, ROI_ALIGN: NO_DETECTION_KERNELS,
+              TORCHSCRIPT_PROGRAM: NO_TORCHSCRIPT}
     note = "For Android/iOS apps and embedded boards: load the .pte with ExecuTorch's runtime (XNNPACK on CPU)."
     format_options = (
         OptionSpec("quantize", "choice", "none",

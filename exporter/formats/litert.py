@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.capabilities import NMS
+from exporter.capabilities import NMS, NO_TORCHSCRIPT, TORCHSCRIPT_PROGRAM
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
     INT8_TOLERANCE,
@@ -76,7 +76,7 @@ class LiteRtFormat(ExportFormat):
     variants = (("fp32", {}), ("int8", {"precision": "int8"}))
     packages = ("litert_torch", "ai_edge_litert")
     reduced_precision = {("precision", "int8"): INT8_TOLERANCE}
-    cannot = {NMS: NO_NMS}
+    cannot = {NMS: NO_NMS, TORCHSCRIPT_PROGRAM: NO_TORCHSCRIPT}
     fixed_batch = FIXED_BATCH
     note = "For Android and edge TPUs; the file takes one batch size (that of input_shape, 1 by default)."
     format_options = (

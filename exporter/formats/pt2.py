@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from exporter.capabilities import DATA_DEPENDENT_LOOP
+from exporter.capabilities import DATA_DEPENDENT_LOOP, NO_TORCHSCRIPT, TORCHSCRIPT_PROGRAM
 from exporter.errors import ExporterError, InvalidOptionError, OutputFileError, one_line, resource_error
 from exporter.formats.isolated import TORCHVISION_OPS_WARNING, IsolatedRunner, requires_torchvision
 from exporter.formats.registry import (
@@ -88,7 +88,7 @@ class Pt2Format(ExportFormat):
     stages = ("export", "compile")
     runtime_modules = ("torch", "torchvision")
     packages = ("torch",)
-    cannot = {DATA_DEPENDENT_LOOP: MASK_PASTE}
+    cannot = {DATA_DEPENDENT_LOOP: MASK_PASTE, TORCHSCRIPT_PROGRAM: NO_TORCHSCRIPT}
     note = ("The replacement for TorchScript: an ExportedProgram for this torch version, or (package=aoti) "
             "AOTInductor's native CPU code.")
     format_options = (

@@ -65,6 +65,10 @@ class ModelSpec:
                      "class_names": list(self.class_names), "normalization": self.normalization}
         if self.extra.get("threshold") is not None:  # the model's own decision threshold (anomalib's, normalised)
             described["threshold"] = float(self.extra["threshold"])
+        if self.extra.get("fixed_batch"):  # a program that takes only this batch size
+            described["fixed_batch"] = int(self.extra["fixed_batch"])
+        if isinstance(code := self.extra.get("model_code"), dict):  # the user's own model code (code/<Class>)
+            described["code_sha256"] = code.get("sha256")
         return described
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import onnx
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from testkit.server import running_server, wait_for
-from tests.conftest import linked_copy
+from tests.conftest import ROOT, linked_copy
 from tests.helpers import cli
 
 CLI_TASKS = {"demo-classification": "exp-resnet18-shapes", "demo-regression": "exp-resnet18-center",
@@ -113,6 +114,34 @@ def test_cli_exports_run_on_the_cluster_like_local_ones(ray_ws, ray_env, cluster
         assert_like_a_local_run(ray_ws, record, cluster)
     pinned = records["demo-classification"]
     assert pinned["worker"]["node_id"] == cluster.worker_node_id() and pinned["worker"]["resources"]["edge"] == 1
+
+
+def test_own_model_code_travels_with_the_checkpoint_to_the_worker_node(ray_ws, ray_env, cluster, tmp_path):
+    """A detector of the user's own code, imported from a file that is gone before the export: pinned to the
+    worker node (``target=edge``), it is built there from the code the checkpoint carries, and matches a local
+    run."""
+    import shutil
+
+    import torch
+
+    code = Path(shutil.copy(ROOT / "tests/fixtures/user_models/tiny_detector.py", tmp_path / "tiny_detector.py"))
+    namespace: dict = {}
+    exec(compile(code.read_text(), str(code), "exec"), namespace)  # noqa: S102 - the test's own fixture file
+    torch.manual_seed(0)
+    torch.save({"state_dict": namespace["TinyDetector"]().state_dict()}, tmp_path / "detector.pt")
+    result = cli("import", str(tmp_path / "detector.pt"), "--project", "own-code", "--create-project", "--task",
+                 "object_detection", "--model-code", f"{code}:TinyDetector", "--class-names",
+                 "background,circle,square,triangle", "--input-size", "3,128,128", "--json", workspace=ray_ws)
+    assert result.returncode == 0, result.stderr
+    code.unlink()
+    experiment = json.loads(result.stdout)["id"]
+    result = cli("export", "--project", "own-code", "--experiment", experiment, "--option", "target=edge", "--json",
+                 workspace=ray_ws, env=ray_env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["worker"]["node_id"] == cluster.worker_node_id()
+    assert record["model"]["code_sha256"]
+    assert_like_a_local_run(ray_ws, record, cluster)
 
 
 def test_a_job_no_node_can_run_is_refused_at_submit(ray_ws, ray_env):
