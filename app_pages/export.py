@@ -39,12 +39,14 @@ with form:
     if not checkpoints:
         st.warning("This experiment has no checkpoint files.")
         st.stop()
-    checkpoint = sticky_selectbox(
-        "Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
-        format_func=lambda n: f"{n} · epoch {checkpoints[n].epoch} · "
-                              f"{metric_label(experiment.task, checkpoints[n].metric_name or 'metric')} "
-                              f"{checkpoints[n].metric:.4g}"
-        if checkpoints[n].metric is not None else f"{n} · epoch {checkpoints[n].epoch}")
+    def checkpoint_label(name: str) -> str:  # "best · epoch 7 · top-1 accuracy 0.98"; an import may say neither
+        c = checkpoints[name]
+        metric = (f"{metric_label(experiment.task, c.metric_name or 'metric')} {c.metric:.4g}"
+                  if c.metric is not None else "")
+        return " · ".join(part for part in (name, f"epoch {c.epoch}" if c.epoch is not None else "", metric) if part)
+
+    checkpoint = sticky_selectbox("Checkpoint", list(checkpoints), "checkpoint", widget=st.radio, horizontal=True,
+                                  format_func=checkpoint_label)
 
     # 3 · format: the cards are the control
     task = experiment.task or project.task

@@ -94,7 +94,8 @@ for project in projects:
             cols[2].markdown("  \n".join(f"{metric_label(experiment.task, k)}: **{v:.4g}**" if isinstance(v, float)
                                          else f"{metric_label(experiment.task, k)}: **{v}**"
                                          for k, v in experiment.metrics.items()) or "—")
-            cols[3].markdown("  \n".join(f"`{c.name}` epoch {c.epoch} · {c.size_bytes / 1e6:.1f} MB"
+            cols[3].markdown("  \n".join(f"`{c.name}`{'' if c.epoch is None else f' epoch {c.epoch}'} · "
+                                         f"{c.size_bytes / 1e6:.1f} MB"
                                          for c in experiment.checkpoints()) or "no checkpoints")
             if cols[4].button("Export →", key=f"go-{project.id}-{experiment.id}"):
                 go_to_export(project.id, experiment.id)

@@ -97,27 +97,10 @@ def _write_experiment(folder: Path, project_id: str, task: str, trained: Trained
                           status="completed", checkpoints=checkpoints)
 
 
-def build_project(root: Path, project_id: str, seed: int = 0, threads: int | None = None) -> Path:
-    """Train and write one demo project atomically (built aside, then renamed into place).
-
-    Its weights and scenes depend on ``seed``, the project and ``threads`` only, never on the projects built
-    before it, so projects can be built in any order, by several processes at once.
-    """
-    import torch
-
+def build_project(root: Path, project_id: str, seed: int = 0) -> Path:
+    """Train and write one demo project atomically (built aside, then renamed into place)."""
     spec = DEMO_PROJECTS[project_id]
-    project_seed = seed * 1000 + list(DEMO_PROJECTS).index(project_id)
-    rng = np.random.default_rng(project_seed)
-    torch.manual_seed(project_seed)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or previous)
-    try:
-        return _build_project(root, project_id, spec, rng, seed)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _build_project(root: Path, project_id: str, spec: dict[str, Any], rng: np.random.Generator, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
     final = root / "projects" / project_id
     tmp = root / "projects" / f".building-{project_id}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -150,6 +133,8 @@ def build_demo(root: str | os.PathLike[str], *, force: bool = False, progress: P
     Raises:
         UsageError: an unknown demo project id.
     """
+    import torch
+
     from exporter.errors import UsageError
 
     chosen = projects or [p for p in os.environ.get(DEMO_PROJECTS_ENV, "").split(",") if p.strip()] or list(
@@ -157,6 +142,7 @@ def build_demo(root: str | os.PathLike[str], *, force: bool = False, progress: P
     unknown = sorted(set(chosen) - set(DEMO_PROJECTS))
     if unknown:
         raise UsageError(f"Unknown demo project {', '.join(unknown)}; choose from {', '.join(DEMO_PROJECTS)}.")
+    torch.manual_seed(seed)
     root = Path(root)
     built = []
     todo = [p for p in DEMO_PROJECTS
@@ -165,7 +151,12 @@ def build_demo(root: str | os.PathLike[str], *, force: bool = False, progress: P
         if progress:
             progress(f"Training {project_id}", i / max(len(todo), 1))
         start = time.perf_counter()
-        build_project(root, project_id, seed=seed, threads=threads)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads or previous)
+        try:
+            build_project(root, project_id, seed=seed * 1000 + i)
+        finally:
+            torch.set_num_threads(previous)
         built.append(project_id)
         if progress:
             progress(f"Built {project_id} in {time.perf_counter() - start:.0f}s", (i + 1) / len(todo))

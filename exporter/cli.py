@@ -525,8 +525,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
     from exporter.deploy import live
 
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM (docker stop, systemd) stop it, even where the parent started it with SIGINT ignored
+    # (Python then installs no KeyboardInterrupt handler of its own).
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     server = live.start(_workspace(args), args.export_id, args.port, args.host)
     print(f"Serving {args.export_id} as {server.model_name} on {server.url} — POST /predict, /v2/models/"
           f"{server.model_name}/infer (Ctrl-C stops)", flush=True)

@@ -19,10 +19,6 @@ if WORKERS > 1:
 
 
 DEMO_FIXTURES = {"demo_full_template", "demo_template"}
-# The demo projects, longest to train first (as the demo's build log times them): workers that build the demo
-# together end close to each other.
-BUILD_ORDER = ["demo-instance-segmentation", "demo-segmentation", "demo-detection", "demo-oriented",
-               "demo-classification", "demo-regression", "demo-anomaly"]
 
 
 def pytest_addoption(parser):
@@ -30,7 +26,7 @@ def pytest_addoption(parser):
     group.addoption("--demo-seed", type=int, default=0,
                     help="train the demo with this seed (default 0: the demo the docs' figures come from)")
     group.addoption("--demo-threads", type=int, default=None,
-                    help="train the demo on this many threads (default: the worker's share of the cores)")
+                    help="train the demo on this many threads (default: every physical core)")
 
 
 # Test files in the order `make test` starts them (`--dist loadfile --no-loadscope-reorder`: a free worker takes the
@@ -85,25 +81,20 @@ def demo_full_template(tmp_path_factory, pytestconfig) -> Path:
         root = tmp_path_factory.mktemp("demo-template")
         build_demo(root, seed=seed, threads=threads)
         return root
-    # pytest -n (make test): the workers that need the demo build it together in the run's shared folder, a
-    # project each at a time on the worker's own share of the cores (a project's weights do not depend on the
-    # others), the longest first; a worker that finds every project claimed waits for the rest.
-    from filelock import FileLock, Timeout
+    # pytest -n (make test): the first worker builds it in the run's shared folder on every core (a demo model
+    # depends on those trained before it, so they train one after another), the others wait for it.
+    from filelock import FileLock
 
-    from demo import DEMO_PROJECTS, build_project
+    from exporter.benchmark import default_threads
 
-    assert sorted(BUILD_ORDER) == sorted(DEMO_PROJECTS), "BUILD_ORDER must list every demo project"
     shared = tmp_path_factory.getbasetemp().parent
     root = shared / "demo-template"
-    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
-    for wait in (False, True):
-        for project in BUILD_ORDER:
-            try:
-                with FileLock(str(shared / f"{project}.lock"), timeout=-1 if wait else 0):
-                    if not (root / "projects" / project / "project.json").is_file():
-                        build_project(root, project, seed=seed, threads=threads)
-            except Timeout:
-                continue  # another worker builds it
+    with FileLock(str(shared / "demo-template.lock")):
+        if not (root / "projects").is_dir():
+            building = shared / "demo-template.partial"
+            shutil.rmtree(building, ignore_errors=True)
+            build_demo(building, seed=seed, threads=threads or default_threads())  # the physical cores
+            building.rename(root)
     return root
 
 

@@ -116,26 +116,35 @@ def test_cli_exports_run_on_the_cluster_like_local_ones(ray_ws, ray_env, cluster
     assert pinned["worker"]["node_id"] == cluster.worker_node_id() and pinned["worker"]["resources"]["edge"] == 1
 
 
-def test_own_model_code_travels_with_the_checkpoint_to_the_worker_node(ray_ws, ray_env, cluster, tmp_path):
-    """A detector of the user's own code, imported from a file that is gone before the export: pinned to the
-    worker node (``target=edge``), it is built there from the code the checkpoint carries, and matches a local
-    run."""
+@pytest.mark.parametrize(("file", "cls", "task", "kwargs"), [
+    ("tiny_detector.py", "TinyDetector", "object_detection", {}),
+    ("tiny_segmenter.py", "TinySegmenter", "segmentation", {"num_classes": 4, "width": 6}),  # a LightningModule
+])
+def test_own_model_code_travels_with_the_checkpoint_to_the_worker_node(ray_ws, ray_env, cluster, tmp_path, file, cls,
+                                                                        task, kwargs):
+    """A model of the user's own code, imported from a file that is gone before the export: pinned to the worker
+    node (``target=edge``), it is built there from the code the checkpoint carries, and matches a local run."""
+    import importlib.util
     import shutil
 
     import torch
 
-    code = Path(shutil.copy(ROOT / "tests/fixtures/user_models/tiny_detector.py", tmp_path / "tiny_detector.py"))
-    namespace: dict = {}
-    exec(compile(code.read_text(), str(code), "exec"), namespace)  # noqa: S102 - the test's own fixture file
+    code = Path(shutil.copy(ROOT / "tests/fixtures/user_models" / file, tmp_path / file))
+    spec = importlib.util.spec_from_file_location(f"user_{code.stem}", code)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     torch.manual_seed(0)
-    torch.save({"state_dict": namespace["TinyDetector"]().state_dict()}, tmp_path / "detector.pt")
-    result = cli("import", str(tmp_path / "detector.pt"), "--project", "own-code", "--create-project", "--task",
-                 "object_detection", "--model-code", f"{code}:TinyDetector", "--class-names",
-                 "background,circle,square,triangle", "--input-size", "3,128,128", "--json", workspace=ray_ws)
+    # As Lightning saves it: the weights, and the __init__ arguments as hyper-parameters.
+    torch.save({"state_dict": getattr(module, cls)(**kwargs).state_dict(), "hyper_parameters": kwargs},
+               tmp_path / "weights.ckpt")
+    project = f"own-{task.replace('_', '-')}"
+    result = cli("import", str(tmp_path / "weights.ckpt"), "--project", project, "--create-project", "--task", task,
+                 "--model-code", f"{code}:{cls}", "--class-names", "background,circle,square,triangle",
+                 "--input-size", "3,128,128", "--json", workspace=ray_ws)
     assert result.returncode == 0, result.stderr
     code.unlink()
     experiment = json.loads(result.stdout)["id"]
-    result = cli("export", "--project", "own-code", "--experiment", experiment, "--option", "target=edge", "--json",
+    result = cli("export", "--project", project, "--experiment", experiment, "--option", "target=edge", "--json",
                  workspace=ray_ws, env=ray_env)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
