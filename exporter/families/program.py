@@ -76,7 +76,7 @@ class Programs(Family):
         if task not in PROGRAM_TASKS:
             raise ArchitectureError(f"Name the program's task (--task): one of {', '.join(PROGRAM_TASKS)}"
                                     f"{'' if not task else f'; {task} programs are not taken yet'}.", stage="load")
-        if "num_classes" not in hp and hp.get("class_names"):
+        if hp.get("class_names"):
             hp["num_classes"] = len(hp["class_names"])
         hp.update(architecture=kind, program_sha256=hashlib.sha256(data).hexdigest())
         tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -135,6 +135,8 @@ def _described(path: Path, kind: str, data: bytes) -> dict[str, Any]:
         raise CheckpointError(f"{path.name} does not load with {loader}: {one_line(exc, 240)}",
                               stage="load") from None
     hp = {k: v for k, v in meta.items() if k in FIELDS and v is not None}
+    if "num_classes" not in hp and isinstance(hp.get("class_names"), list):
+        hp["num_classes"] = len(hp["class_names"])
     example = _example_shape(program) if kind == PT2 else None
     if example and "input_size" not in hp:
         hp["input_size"] = [int(d) for d in example[1:]]
