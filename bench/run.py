@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import families, ray_bench, scale, serving
+from bench import families, ray_bench, rcnn_stages, scale, serving
 from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -403,6 +403,8 @@ def markdown(results: dict) -> str:
         lines += ["", *serving.serving_markdown(results["serving"])]
     if results.get("families"):
         lines += ["", *families.families_markdown(results["families"])]
+    if results.get("rcnn"):
+        lines += ["", *rcnn_stages.rcnn_markdown(results["rcnn"])]
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +427,9 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
     if part == "families":
         rows = families.bench_families(root / "families")
         return rows, families.families_markdown(rows)
+    if part == "rcnn":
+        rows = rcnn_stages.bench_rcnn_stages(root / "rcnn")
+        return rows, rcnn_stages.rcnn_markdown(rows)
     if part == "evaluation":
         rows = bench_evaluation(root)
         return rows, evaluation_markdown(rows)
@@ -441,7 +446,8 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
-    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving", "families"),
+    parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving", "families",
+                                           "rcnn"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
@@ -467,7 +473,8 @@ def main() -> None:
                    "streaming": bench_streaming(root / "download", (256 if args.quick else 1024) << 20),
                    "ray": ray_bench.bench_ray(root / "ray"),
                    "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS),
-                   "families": families.bench_families(root / "families")}
+                   "families": families.bench_families(root / "families"),
+                   "rcnn": rcnn_stages.bench_rcnn_stages(root / "exports")}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:
