@@ -375,10 +375,7 @@ def markdown(results: dict) -> str:
     lines += ["", *speed_markdown(results.get("speed", []), results.get("independent_ort"))]
     lines += ["", *evaluation_markdown(results.get("evaluation", []))]
     lines += ["", *precision_markdown(results.get("precision", []))]
-    o = results["overhead"]
-    lines += ["", f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
-              f"{o['ours_s']['max']}] vs raw tools {o['raw_s']['median']} s [{o['raw_s']['min']}–{o['raw_s']['max']}]"
-              f" → **{o['ratio']}×** (target ≤ {o['target_ratio']}×; {o['note']}).",
+    lines += ["", overhead_line(results["overhead"]),
               "", "| model | params M | checkpoint MB | export+validate s | peak RSS MB | growth MB | growth / ckpt | "
               "validation |", "|---|---|---|---|---|---|---|---|"]
     for row in results["cost"]:
@@ -408,6 +405,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def overhead_line(o: dict) -> str:
+    return (f"Pipeline overhead, {o['model']}: ours {o['ours_s']['median']} s [{o['ours_s']['min']}–"
+            f"{o['ours_s']['max']}] vs raw tools {o['raw_s']['median']} s [{o['raw_s']['min']}–{o['raw_s']['max']}]"
+            f" → **{o['ratio']}×** (target ≤ {o['target_ratio']}×; {o['note']}).")
+
+
 def _write(part: str, data, lines: list[str]) -> None:
     """results/<part>.json and .md, and the table on stdout."""
     RESULTS.mkdir(exist_ok=True)
@@ -430,6 +433,9 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
     if part == "rcnn":
         rows = rcnn_stages.bench_rcnn_stages(root / "rcnn")
         return rows, rcnn_stages.rcnn_markdown(rows)
+    if part == "overhead":
+        result = scale.bench_overhead(root / "overhead", 5)
+        return result, [overhead_line(result)]
     if part == "evaluation":
         rows = bench_evaluation(root)
         return rows, evaluation_markdown(rows)
@@ -447,7 +453,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
     parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving", "families",
-                                           "rcnn"),
+                                           "rcnn", "overhead"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))

@@ -6,8 +6,11 @@ which refuses pickled globals outside PyTorch's allow-list instead of executing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,12 +78,15 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     if path.stat().st_size == 0:
         raise CheckpointError(f"Checkpoint {path.name} is empty (0 bytes); re-save it.", stage="load")
     _check_size(path)
-    raw = _safe_torch_load(path)
-    state_dict, layout = _find_state_dict(raw, path)
+    with ThreadPoolExecutor(1) as hashing:
+        digest = hashing.submit(file_sha256, path)  # hashlib lets go of the GIL: read while torch loads
+        raw = _safe_torch_load(path)
+        state_dict, layout = _find_state_dict(raw, path)
+        sha256 = digest.result()
     hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
     return LoadedCheckpoint(
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256,
         state_dict=state_dict,
         hyper_parameters=dict(hparams) if isinstance(hparams, dict) else {},
         epoch=_int_or_none(raw.get("epoch")) if layout != "state_dict" else None,
@@ -208,6 +214,34 @@ def strip_prefix(state_dict: dict[str, Any], expected: set[str]) -> tuple[dict[s
 
     best = max(sorted(candidates, key=len), key=overlap)
     return {k[len(best):]: v for k, v in state_dict.items() if k.startswith(best)}, best
+
+
+# torch.nn.init's fillers: a model built only to receive every weight from a checkpoint need not draw them first
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                 "sparse_")
+_INITIALISING = threading.Lock()
+
+
+@contextlib.contextmanager
+def weights_to_come():
+    """Build a model without drawing random weights: ``load_weights`` (strict) fills each one next, and refuses
+    a checkpoint that misses any, so none is ever used as drawn (resnet50: 0.2 s; vit_l_16: seconds)."""
+    from torch.nn import init
+
+    with _INITIALISING:  # torch.nn.init is the process's: one build at a time patches it (an API server's threads)
+        originals = {name: getattr(init, name) for name in _INITIALISERS if hasattr(init, name)}
+        for name in originals:
+            setattr(init, name, _keep)
+        try:
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(init, name, original)
+
+
+def _keep(tensor: Any, *_: Any, **__: Any) -> Any:
+    return tensor
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> str:

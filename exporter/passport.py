@@ -141,7 +141,10 @@ def seal(record: ExportRecord, folder: Path, workspace_root: Path) -> dict[str, 
     content = passport(record, folder)
     _atomic(folder / PASSPORT_FILE, json.dumps(content, indent=2, default=str).encode())
     key = signing_key(workspace_root)
-    _atomic(folder / SIGNATURE_FILE, sign(folder, key, content).encode())
+    # the model files are signed with the digests taken when they were published, not read again: a resealing
+    # after a later evaluation still vouches for the file that was validated, never for one swapped since
+    published = {f.name: (f.size_bytes, f.sha256) for f in record.files}
+    _atomic(folder / SIGNATURE_FILE, sign(folder, key, content, published).encode())
     return content
 
 
@@ -210,8 +213,9 @@ def workspace_public_key(workspace_root: Path) -> bytes:
 
 # -- the signature (OpenSSF model-signing v1.0, elliptic-curve key) ---------------------------------------------------
 
-def manifest(folder: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under ``folder`` but the ignored ones, in model-signing's order."""
+def manifest(folder: Path, known: dict[str, tuple[int, str]] | None = None) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` but the ignored ones, in model-signing's order
+    (``known``: ``{relative path: (size, sha256)}`` taken for files of that size instead of hashing them)."""
     from exporter.checkpoint import file_sha256
 
     found = {}
@@ -222,13 +226,15 @@ def manifest(folder: Path) -> dict[str, str]:
         if path.is_symlink():
             raise ValueError(f"{relative} is a link; a signed folder holds plain files")
         if path.is_file():
-            found[relative] = file_sha256(path)
+            size, digest = (known or {}).get(str(relative), (None, None))
+            found[relative] = digest if size == path.stat().st_size else file_sha256(path)
     return {str(name): found[name] for name in sorted(found)}
 
 
-def statement(folder: Path, passport_content: dict[str, Any] | None = None) -> dict[str, Any]:
+def statement(folder: Path, passport_content: dict[str, Any] | None = None,
+              known: dict[str, tuple[int, str]] | None = None) -> dict[str, Any]:
     """The in-toto statement over ``folder``: one resource per file, the subject's digest over their digests."""
-    resources = manifest(folder)
+    resources = manifest(folder, known)
     root = hashlib.sha256(b"".join(bytes.fromhex(d) for d in resources.values())).hexdigest()
     predicate: dict[str, Any] = {
         "resources": [{"name": name, "digest": digest, "algorithm": "sha256"} for name, digest in resources.items()],
@@ -245,11 +251,13 @@ def pae(payload: bytes) -> bytes:
     return b" ".join([f"DSSEv1 {len(PAYLOAD_TYPE)} {PAYLOAD_TYPE} {len(payload)}".encode(), payload])
 
 
-def sign(folder: Path, key: Any, passport_content: dict[str, Any] | None = None) -> str:
-    """``model.sig`` for ``folder``: a Sigstore bundle holding the DSSE-signed statement."""
+def sign(folder: Path, key: Any, passport_content: dict[str, Any] | None = None,
+         known: dict[str, tuple[int, str]] | None = None) -> str:
+    """``model.sig`` for ``folder``: a Sigstore bundle holding the DSSE-signed statement (``known``: see
+    ``manifest``)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    payload = json.dumps(statement(folder, passport_content), indent=2).encode()
+    payload = json.dumps(statement(folder, passport_content, known), indent=2).encode()
     signature = key.sign(pae(payload), ec.ECDSA(_hash_for(key.public_key())))
     return json.dumps({
         "mediaType": BUNDLE_MEDIA_TYPE,

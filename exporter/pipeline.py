@@ -383,17 +383,19 @@ def build_from(hyper_parameters: dict[str, Any], model_meta: dict[str, Any], sta
     """
     import dataclasses
 
-    from exporter.checkpoint import load_weights
+    from exporter.checkpoint import load_weights, weights_to_come
     from exporter.families import owner
     from exporter.models import ModelSpec
 
     spec = ModelSpec.resolve(hyper_parameters, model_meta, task_hint=task_hint)
     task = get_task(spec.task)
     family = owner(spec.architecture)  # transformers / smp models: their family builds and wraps them
-    model = family.build(spec) if family else task.build(spec)
     if family:
+        model = family.build(spec)
         family.load(model, state_dict)  # anomalib sizes buffers first
     else:
+        with weights_to_come():
+            model = task.build(spec)
         load_weights(model, state_dict)
     if task.input_normalization is not None:  # the graph normalises: it takes images in [0, 1]
         spec = dataclasses.replace(spec, normalization=dict(task.input_normalization))

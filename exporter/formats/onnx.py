@@ -154,12 +154,12 @@ class OnnxFormat(ExportFormat):
 
         raw, output_shapes, rewrites = _torch_export(exporter, job, workdir / "raw")
         warn.extend(rewrites)
-        _check_opset(onnx.load(str(raw), load_external_data=False), job.options["opset_version"], exporter)
         if job.options["simplify"]:
             progress("simplify")
             model = simplify_file(raw, warn)
         else:
             model = onnx.load(str(raw))
+        _check_opset(model, job.options["opset_version"], exporter)  # onnxsim keeps the file's opset
         _concrete_output_dims(model, output_shapes, job.dynamic_batch)
 
         onnx.helper.set_model_props(model, {**job.metadata, "onnx_exporter": exporter,

@@ -99,6 +99,23 @@ def postprocess_settings(model: nn.Module, options: dict[str, Any]) -> dict[str,
             "max_detections": int(options.get("max_detections") or owner.detections_per_img)}
 
 
+def _keep_proposals(model: nn.Module, family: str, count: int) -> None:
+    """An R-CNN's RPN keeps ``count`` proposals per image at inference: its top-N per level before NMS (never more
+    than the model's own) and in all after it.
+
+    Raises:
+        InvalidOptionError: the detector has no RPN (RetinaNet, FCOS, SSD score every anchor instead).
+    """
+    from exporter.errors import InvalidOptionError
+
+    if family != "rcnn":
+        raise InvalidOptionError(f"proposals applies to two-stage (R-CNN) detectors; {type(model).__name__} has no "
+                                 "region proposal network — leave it empty.", stage="build")
+    rpn = model.rpn
+    rpn._pre_nms_top_n = {**rpn._pre_nms_top_n, "testing": min(count, rpn._pre_nms_top_n["testing"])}
+    rpn._post_nms_top_n = {**rpn._post_nms_top_n, "testing": count}
+
+
 def _pick(value: Any, default: Any) -> float:
     return float(default if value is None else value)
 
@@ -111,6 +128,8 @@ class DetectionOutputs(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.family = _family(model)
+        if options.get("proposals"):
+            _keep_proposals(model, self.family, int(options["proposals"]))
         self.image_size = (input_size[1], input_size[2])
         settings = postprocess_settings(model, options)
         self.score_threshold = settings["score_threshold"]

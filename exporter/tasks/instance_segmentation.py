@@ -8,6 +8,7 @@ from exporter.tasks.object_detection import (
     DETECTION_NEEDS,
     DETECTION_OPTIONS,
     DETECTION_OUTPUTS,
+    PROPOSAL_OPTIONS,
     ObjectDetectionTask,
     detection_traits,
 )
@@ -27,7 +28,8 @@ MASK_OPTIONS = (
 class InstanceSegmentationTask(ObjectDetectionTask):
     """Mask R-CNN; masks compared by IoU per matched detection."""
 
-    traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"), DETECTION_OPTIONS + MASK_OPTIONS,
+    traits = detection_traits("instance_segmentation", (*DETECTION_OUTPUTS, "masks"),
+                              DETECTION_OPTIONS + PROPOSAL_OPTIONS + MASK_OPTIONS,
                               needs=DETECTION_NEEDS | {capabilities.DATA_DEPENDENT_LOOP},  # pasting the masks
                               primary_metric="mask_map",
                               label="instance segmentation")

@@ -36,6 +36,13 @@ DETECTION_OPTIONS = (
                "NMS IoU threshold per class; default: the model's own setting.", minimum=0.0, maximum=1.0,
                label="NMS IoU threshold (0–1)", advanced=True),
 )
+# Two-stage detectors only (R-CNN): how many region proposals reach the RoI heads, the lever on their speed
+PROPOSAL_OPTIONS = (
+    OptionSpec("proposals", "int", None,
+               "Region proposals per image for an R-CNN's RoI heads (the RPN's top-N before and after its NMS); "
+               "fewer run faster and may find less: the labelled set says how much. Default: the model's own "
+               "(torchvision: 1000).", minimum=1, maximum=10000, label="R-CNN proposals per image", advanced=True),
+)
 # Lowest ONNX opset with every op the wrapped graph needs.
 DETECTION_OPSET, DETECTION_OPS = 11, "NonMaxSuppression, RoiAlign, TopK with a dynamic k"
 # Scores pass through softmax/sigmoid after thousands of ops; FINDINGS measured 2e-4 between
@@ -70,7 +77,7 @@ def detection_usage(model: dict[str, Any], rotated: bool) -> list[str]:
 class ObjectDetectionTask(Task):
     """torchvision detectors; detections matched by label and IoU for validation."""
 
-    traits = detection_traits("object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS)
+    traits = detection_traits("object_detection", DETECTION_OUTPUTS, DETECTION_OPTIONS + PROPOSAL_OPTIONS)
     input_normalization = IDENTITY_NORMALIZATION
     rotated = False
 

@@ -74,3 +74,22 @@ def test_every_builtin_option_has_a_human_label_and_says_when_it_applies():
     assert not onnx["calibration_samples"].applies({"precision": "int8", "quantization": "dynamic"})
     assert onnx["calibration_samples"].applies({"precision": "int8", "quantization": "static"})
     assert onnx["quantization"].describe()["applies_when"] == {"precision": ["int8"]}
+
+
+def test_proposals_set_an_rcnn_rpn_and_are_refused_without_one():
+    """proposals=N: the R-CNN's RPN keeps N per image at inference (top-N per level never raised above the
+    model's own); a detector without an RPN refuses the option before anything runs."""
+    import torchvision
+
+    from exporter.models.detection import DetectionOutputs
+
+    rcnn = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, rpn_pre_nms_top_n_test=150)
+    DetectionOutputs(rcnn, (3, 64, 64), {"proposals": 100})
+    assert (rcnn.rpn._pre_nms_top_n["testing"], rcnn.rpn._post_nms_top_n["testing"]) == (100, 100)
+    DetectionOutputs(rcnn, (3, 64, 64), {"proposals": 400})
+    assert (rcnn.rpn._pre_nms_top_n["testing"], rcnn.rpn._post_nms_top_n["testing"]) == (100, 400)
+    assert rcnn.rpn._post_nms_top_n["training"] == 2000  # training untouched
+    retina = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)
+    with pytest.raises(InvalidOptionError, match="two-stage"):
+        DetectionOutputs(retina, (3, 64, 64), {"proposals": 100})
