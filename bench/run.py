@@ -401,7 +401,7 @@ def markdown(results: dict) -> str:
     if results.get("families"):
         lines += ["", *families.families_markdown(results["families"])]
     if results.get("rcnn"):
-        lines += ["", *rcnn_stages.rcnn_markdown(results["rcnn"])]
+        lines += ["", *rcnn_stages.rcnn_bench_markdown(results["rcnn"])]
     return "\n".join(lines) + "\n"
 
 
@@ -431,8 +431,8 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
         rows = families.bench_families(root / "families")
         return rows, families.families_markdown(rows)
     if part == "rcnn":
-        rows = rcnn_stages.bench_rcnn_stages(root / "rcnn")
-        return rows, rcnn_stages.rcnn_markdown(rows)
+        result = rcnn_stages.bench_rcnn(root / "rcnn")
+        return result, rcnn_stages.rcnn_bench_markdown(result)
     if part == "overhead":
         result = scale.bench_overhead(root / "overhead", 5)
         return result, [overhead_line(result)]
@@ -480,7 +480,7 @@ def main() -> None:
                    "ray": ray_bench.bench_ray(root / "ray"),
                    "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS),
                    "families": families.bench_families(root / "families"),
-                   "rcnn": rcnn_stages.bench_rcnn_stages(root / "exports")}
+                   "rcnn": rcnn_stages.bench_rcnn(root / "rcnn")}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)
     finally:

@@ -50,11 +50,14 @@ print(json.dumps({"seconds": time.perf_counter() - t1, "base_kb": base,
 """.replace("HWM", _HWM)
 
 
+# A benchmark child's whole environment: the same for ours and the raw tools, nothing of the caller's.
+CHILD_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
+
+
 def _child(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh interpreter (clean peak RSS) and return its JSON line."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
-                         timeout=1800, check=False)
+                         env=CHILD_ENV, timeout=1800, check=False)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode or not lines:
         raise RuntimeError(f"benchmark child failed: {out.stderr[-2000:]}")
@@ -90,8 +93,7 @@ def bench_overhead(root: Path, repeats: int) -> dict:
 def _wall(argv: list[str]) -> float:
     """Seconds from start to exit of a fresh process (a failed one raises)."""
     started = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False, env={
-        "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"})
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False, env=CHILD_ENV)
     seconds = time.perf_counter() - started
     if out.returncode:
         raise RuntimeError(f"benchmark child failed: {out.stderr[-2000:]}")
