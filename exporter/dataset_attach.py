@@ -14,10 +14,10 @@ import os
 import shutil
 import uuid
 import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from exporter.archives import unpack
 from exporter.datasets import IMAGE_SUFFIXES, digest, image_size
 from exporter.errors import DatasetError
 from exporter.evaluation import VAL_DIR
@@ -58,11 +58,8 @@ def attach_dataset(workspace: Workspace, project_id: str, source: Path) -> dict[
         if source.is_dir():
             _copy_folder(source, staging)
         elif zipfile.is_zipfile(source):
-            try:
-                _unzip(source, staging)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                raise DatasetError(f"{source.name} is a damaged or unsupported zip ({exc}); zip the set "
-                                   "again.") from None
+            unpack(source, staging, limit=max_dataset_bytes(), error=DatasetError,
+                   hint=f"raise {MAX_DATASET_ENV} to allow it", skip=_skipped, check=_check_kind)
         else:
             raise DatasetError(f"{source.name} is neither a folder nor a .zip archive.")
         root = _layout_root(staging, project)
@@ -92,13 +89,6 @@ def val_set_summary(project: Project) -> dict[str, Any] | None:
 
 def _skipped(parts: tuple[str, ...]) -> bool:
     return any(part in SKIPPED or part.startswith("._") for part in parts)
-
-
-def _unzip(archive: Path, target: Path) -> None:
-    from exporter.archives import unpack
-
-    unpack(archive, target, limit=max_dataset_bytes(), error=DatasetError, hint=f"raise {MAX_DATASET_ENV} to allow it",
-           skip=_skipped, check=_check_kind)
 
 
 def _copy_folder(source: Path, target: Path) -> None:

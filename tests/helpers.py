@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT
@@ -30,3 +31,13 @@ def cli(*args, workspace=None, env: dict[str, str] | None = None) -> subprocess.
     if workspace:
         cmd += ["--workspace", str(workspace)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def user_class(path: Path, name: str) -> type:
+    """A class of a user model file, loaded the way a user's own script would (not through our import)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)

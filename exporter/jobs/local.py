@@ -1,15 +1,18 @@
-"""The local runner: each job a ``python -m exporter worker`` child process of this machine, in its own process
-group; its slots are file locks under the workspace (``exporter.jobs.slots``)."""
+"""The local runner: each job a ``python -m exporter worker`` process of this machine, in its own process group —
+forked from a warm zygote that has imported torch once (``exporter.jobs.zygote``), or spawned; its slots are file
+locks under the workspace (``exporter.jobs.slots``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.jobs.kinds import Job
 from exporter.jobs.slots import limit_memory, process_identity, worker_alive, worker_memory_bytes
@@ -21,6 +24,55 @@ if TYPE_CHECKING:
     from exporter.workspace import Workspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: on the worker's PYTHONPATH
+WARM_ENV = "AISTUDIO_WARM_WORKERS"  # 0: spawn every job (no zygote)
+# Read when a job runs, never at import: a zygote started under other values of these still forks the right job.
+PER_JOB_PREFIXES = ("AISTUDIO_", "PYTEST_")
+ZYGOTE_START_S = 300.0  # a zygote not ready by then is given up (its jobs are spawned)
+
+
+class Zygote:
+    """The owner's end of a warm zygote (``exporter.jobs.zygote``)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter.jobs.zygote"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                                     env=env, text=True)
+        # Its imports take what a spawned worker's would: the first job waits for them instead.
+        started = select.select([self.proc.stdout], [], [], ZYGOTE_START_S)[0]
+        self.ready = bool(started) and json.loads(self.proc.stdout.readline() or "{}").get("ready", False)
+        if not self.ready:
+            self.close()
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a job with this environment can be forked here (the rest only differs in what is read late)."""
+        return _import_env(env) == _import_env(self.env)
+
+    def fork(self, job: dict[str, Any]) -> int | None:
+        """The pid of the forked worker, or ``None`` (the zygote is gone: spawn instead)."""
+        with self.lock:
+            if not self.ready or self.proc.poll() is not None:
+                return None
+            try:
+                self.proc.stdin.write(json.dumps(job) + "\n")
+                self.proc.stdin.flush()
+                return int(json.loads(self.proc.stdout.readline())["pid"])
+            except (OSError, ValueError, KeyError):
+                self.ready = False
+                return None
+
+    def close(self) -> None:
+        """End the zygote (it exits when its pipe closes); the jobs it forked run on."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        threading.Thread(target=self.proc.wait, daemon=True).start()
+
+
+def _import_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(PER_JOB_PREFIXES)}
 
 
 class LocalRunner:
@@ -28,21 +80,46 @@ class LocalRunner:
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.zygote: Zygote | None = None
+        self.cold = False  # a zygote failed to start here: every job is spawned
+        self.lock = threading.Lock()
+
     def start(self, workspace: Workspace, store: ExportStore, job: Job) -> None:
-        """Spawn the worker and record its ``{"pid", "create_time"}``."""
+        """Fork or spawn the worker and record its ``{"pid", "create_time"}``."""
         from exporter.store import WORKER_LOG
 
-        log = open(store.export_dir(job.export_id) / WORKER_LOG, "ab")  # noqa: SIM115 - owned by child
+        log_path = store.export_dir(job.export_id) / WORKER_LOG
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                                          os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "worker", "--workspace", str(workspace.root), *job.argv()],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-            preexec_fn=limit_memory(worker_memory_bytes()))
-        log.close()
-        # Reap the child when it ends so it never lingers as a zombie that looks alive.
-        threading.Thread(target=proc.wait, daemon=True).start()
-        job.record_worker(store, process_identity(proc.pid))
+        argv = ["worker", "--workspace", str(workspace.root), *job.argv()]
+        zygote = self._zygote(env)
+        pid = zygote and zygote.fork({"argv": argv, "env": env, "log": str(log_path), "cwd": os.getcwd(),
+                                      "memory": worker_memory_bytes()})
+        if not pid:
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "exporter", *argv], stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                    preexec_fn=limit_memory(worker_memory_bytes()))
+            # Reap the child when it ends so it never lingers as a zombie that looks alive.
+            threading.Thread(target=proc.wait, daemon=True).start()
+            pid = proc.pid
+        job.record_worker(store, process_identity(pid))
+
+    def _zygote(self, env: dict[str, str]) -> Zygote | None:
+        """This process's zygote for jobs in ``env``: started on the first job (which waits for its imports),
+        replaced when the environment changes or it has died; ``None`` when warm workers are off."""
+        if os.environ.get(WARM_ENV, "1").strip() == "0" or self.cold:
+            return None
+        with self.lock:
+            if self.zygote and (not self.zygote.serves(env) or self.zygote.proc.poll() is not None):
+                self.zygote.close()
+                self.zygote = None
+            if self.zygote is None:
+                self.zygote = Zygote(env)
+                self.cold = not self.zygote.ready
+            return self.zygote
 
     def run(self, workspace: Workspace, store: ExportStore, job: Job) -> ExportRecord:
         """Run the job in this process; returns the final record."""

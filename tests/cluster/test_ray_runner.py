@@ -17,7 +17,7 @@ import pytest
 
 from testkit.server import running_server, wait_for
 from tests.conftest import ROOT, linked_copy
-from tests.helpers import cli
+from tests.helpers import cli, user_class
 
 CLI_TASKS = {"demo-classification": "exp-resnet18-shapes", "demo-regression": "exp-resnet18-center",
              "demo-anomaly": "exp-autoencoder", "demo-oriented": "exp-obb-resnet18"}
@@ -124,18 +124,14 @@ def test_own_model_code_travels_with_the_checkpoint_to_the_worker_node(ray_ws, r
                                                                         task, kwargs):
     """A model of the user's own code, imported from a file that is gone before the export: pinned to the worker
     node (``target=edge``), it is built there from the code the checkpoint carries, and matches a local run."""
-    import importlib.util
     import shutil
 
     import torch
 
     code = Path(shutil.copy(ROOT / "tests/fixtures/user_models" / file, tmp_path / file))
-    spec = importlib.util.spec_from_file_location(f"user_{code.stem}", code)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     torch.manual_seed(0)
     # As Lightning saves it: the weights, and the __init__ arguments as hyper-parameters.
-    torch.save({"state_dict": getattr(module, cls)(**kwargs).state_dict(), "hyper_parameters": kwargs},
+    torch.save({"state_dict": user_class(code, cls)(**kwargs).state_dict(), "hyper_parameters": kwargs},
                tmp_path / "weights.ckpt")
     project = f"own-{task.replace('_', '-')}"
     result = cli("import", str(tmp_path / "weights.ckpt"), "--project", project, "--create-project", "--task", task,

@@ -14,7 +14,7 @@ import torch
 
 from exporter import ExportRequest, Workspace, export_checkpoint
 from exporter.dataset_attach import attach_dataset
-from tests.helpers import cli
+from tests.helpers import cli, user_class
 
 USER_MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "user_models"
 SCENE_CLASSES = "background,circle,square,triangle"
@@ -180,16 +180,6 @@ def test_a_yolo_pickle_is_refused_with_the_commands_that_make_a_source(tmp_path)
     assert "yolo export model=best.pt format=torchscript" in result.stderr
     assert "python -m exporter import best.torchscript" in result.stderr
     assert not (root / "projects" / "yolo").exists()
-
-
-def user_class(path: Path, name: str) -> type:
-    """A class of a user model file, loaded the way a user's own script would (not through our import)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"user_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 def _detector_weights(tmp_path: Path) -> tuple[Path, Path]:

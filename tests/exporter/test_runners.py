@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from exporter import ExportRequest, Workspace
@@ -48,3 +51,51 @@ def test_a_job_no_alive_node_can_hold_is_refused_with_the_reason():
     with pytest.raises(UsageError, match=r"^no single node offers CPU 2, memory 1\.0 GiB \(nodes offer: CPU 1, "
                                          r"memory 2\.0 GiB; CPU 1, memory 8\.0 GiB\)"):
         feasible(nodes, {"CPU": 2.0, "memory": GIB})
+
+
+def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, monkeypatch):
+    """The local runner imports torch once, in a zygote, and forks each job from it: the job is in its own session
+    (cancel kills its group), under its own memory limit, logging to its own file, and ends as a spawned worker
+    would; a change of environment that imports could read replaces the zygote; AISTUDIO_WARM_WORKERS=0 spawns."""
+    import psutil
+
+    from exporter.jobs.kinds import Export
+    from exporter.jobs.local import LocalRunner
+    from exporter.store import WORKER_LOG, ExportStore
+
+    ws, runner = Workspace(demo_ws), LocalRunner()
+    store = ExportStore.for_project(ws, "demo-anomaly")
+
+    def start() -> tuple[str, psutil.Process]:
+        record = prepare_export(ws, ExportRequest("demo-anomaly", "exp-autoencoder", options={"evaluate": False}))
+        runner.start(ws, store, Export(record.project_id, record.id))
+        return record.id, psutil.Process(store.get(record.id).worker.pid)
+
+    monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "6000")
+    first, first_worker = start()  # starts the zygote and waits for its imports
+    zygote = runner.zygote
+    monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "5000")  # read per job: the same zygote forks it
+    second, second_worker = start()
+    cancelled, victim = start()
+    for worker, limit in ((first_worker, 6000), (second_worker, 5000), (victim, 5000)):
+        assert worker.ppid() == zygote.proc.pid and os.getsid(worker.pid) == worker.pid
+        assert worker.rlimit(psutil.RLIMIT_DATA) == (limit << 20, limit << 20)
+    log = store.export_dir(second) / WORKER_LOG
+    assert [os.readlink(f"/proc/{second_worker.pid}/fd/{fd}") for fd in (1, 2)] == [str(log)] * 2
+    runner.cancel(store.get(cancelled).worker)
+    assert psutil.wait_procs([victim], timeout=10)[1] == []
+    deadline = time.monotonic() + 300
+    for export_id in (first, second):
+        while store.get(export_id).active and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert store.get(export_id).verdict == "passed"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read as torch loads: another zygote forks this one
+    changed, changed_worker = start()
+    assert runner.zygote is not zygote and changed_worker.ppid() == runner.zygote.proc.pid
+    assert zygote.proc.wait(timeout=10) == 0  # the old one ended when its pipe closed
+    monkeypatch.setenv("AISTUDIO_WARM_WORKERS", "0")
+    spawned, spawned_worker = start()
+    assert spawned_worker.ppid() == os.getpid()
+    for export_id in (changed, spawned):
+        runner.cancel(store.get(export_id).worker)
+    runner.zygote.close()
