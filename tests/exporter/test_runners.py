@@ -89,7 +89,8 @@ def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, m
         while store.get(export_id).active and time.monotonic() < deadline:
             time.sleep(0.5)
         assert store.get(export_id).verdict == "passed"
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read as torch loads: another zygote forks this one
+    threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)  # read as torch loads: another zygote forks this one
     changed, changed_worker = start()
     assert runner.zygote is not zygote and changed_worker.ppid() == runner.zygote.proc.pid
     assert zygote.proc.wait(timeout=10) == 0  # the old one ended when its pipe closed

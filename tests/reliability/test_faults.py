@@ -56,14 +56,23 @@ def seeded_ws(demo_ws) -> Path:
 
 @pytest.mark.slow
 def test_sigkill_the_worker_at_random_moments(seeded_ws):
+    """SIGKILL at random moments of a job's life (measured first: a warm worker starts at once): each export ends
+    failed/Interrupted with nothing but its record and log, or — killed too late — completed and intact; the index
+    stays one valid entry per record and no other export's file changes."""
     ws = Workspace(seeded_ws)
+    store = ExportStore.for_project(ws, CLS[0])
+    request = ExportRequest(*CLS, options={"input_shape": "1,3,192,192"})
+    timed, started = start_export(ws, request).id, time.monotonic()
+    while store.get(timed).active:
+        time.sleep(0.05)
+    lifetime = time.monotonic() - started
     before = file_hashes(seeded_ws, CLS[0])
     rng = random.Random(7)
     outcomes = []
     for _ in range(20):
-        record = start_export(ws, ExportRequest(*CLS, options={"input_shape": "1,3,192,192"})).to_json()
-        time.sleep(rng.uniform(0.0, 2.5))
-        pid = ExportStore.for_project(ws, CLS[0]).get(record["id"]).worker.pid
+        record = start_export(ws, request).to_json()
+        time.sleep(rng.uniform(0.0, 0.8 * lifetime))
+        pid = store.get(record["id"]).worker.pid
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -72,15 +81,19 @@ def test_sigkill_the_worker_at_random_moments(seeded_ws):
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         recover_interrupted(ws)
-        final = ExportStore.for_project(ws, CLS[0]).get(record["id"])
+        final = store.get(record["id"])
         outcomes.append(final.status)
-        assert final.status == "failed" and final.error.type == "Interrupted", final
         folder = seeded_ws / "projects" / CLS[0] / "exports" / record["id"]
-        assert sorted(p.name for p in folder.iterdir()) <= ["export.json", "worker.log"]
+        if final.status == "completed":  # it ended before the kill: whole, its files as recorded
+            assert final.verdict == "passed" and file_hashes(seeded_ws, CLS[0]).keys() >= before.keys()
+        else:
+            assert final.status == "failed" and final.error.type == "Interrupted", final
+            assert sorted(p.name for p in folder.iterdir()) <= ["export.json", "worker.log"]
         index = read_index(seeded_ws, CLS[0])  # valid JSON, one entry per record
         assert len({e["id"] for e in index}) == len(index) == len(list(folder.parent.glob("export-*")))
-    assert file_hashes(seeded_ws, CLS[0]) == before
-    assert outcomes == ["failed"] * 20
+    after = file_hashes(seeded_ws, CLS[0])  # every completed export's files match their record
+    assert {k: after[k] for k in before} == before
+    assert outcomes.count("failed") >= 12, outcomes
 
 
 def _alive(pid: int) -> bool:

@@ -123,7 +123,7 @@ def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
                    if e["status"] in ("pending", "running")]
         if not running:  # keep one export going in the background (the page started none of them)
             api.post("/export", json={"project_id": project, "experiment_id": experiment,
-                                      "options": {"input_shape": [1, 3, 160, 160]}}).raise_for_status()
+                                      "options": {"input_shape": [1, 3, 448, 448]}}).raise_for_status()
         page.get_by_role("heading", name="Running").wait_for()  # the 1 s timer is on
         busy += 1
         target = download(page, tmp_path / f"try-{attempt}" / "model.onnx")
