@@ -142,9 +142,10 @@ def _safe_torch_load(path: Path) -> Any:
 
 def _unsafe_reason(path: Path, exc: Exception) -> str:
     detail = next((ln.strip().rstrip(".") for ln in str(exc).splitlines() if "unsupported global" in ln.lower()), "")
-    if "ultralytics" in detail:
+    pickled = _pickled_globals(path)
+    if "ultralytics" in detail or any(name.startswith("ultralytics.") for name in pickled):
         return _ultralytics_reason(path)
-    if detail and ("torch.nn" in detail or "Model" in detail or "Net" in detail):  # a whole pickled nn.Module
+    if any(name.startswith("torch.nn.modules.") for name in pickled):  # a whole pickled nn.Module
         return (f"Refused to load {path.name}: {detail}. It is a pickled model object (torch.save(model)), which "
                 "is code, not data. Save what we take instead: its weights (torch.save(model.state_dict(), "
                 "'weights.pt')) and import them with --model-code path/to/model.py:ClassName, or a program "
@@ -155,6 +156,16 @@ def _unsafe_reason(path: Path, exc: Exception) -> str:
     return (f"Refused to load {path.name}: {detail}. Checkpoints are loaded as data only "
             "(weights_only); re-save it with plain tensors and built-in types "
             "(e.g. torch.save({'state_dict': model.state_dict()}, path)).")
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The classes and functions a checkpoint's pickle names, read without running any of it (``[]`` if unreadable)."""
+    import torch
+
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a damaged or legacy file: the generic refusal says enough
+        return []
 
 
 def _ultralytics_reason(path: Path) -> str:

@@ -141,11 +141,7 @@ class OpenVinoFormat(ExportFormat):
     def export(self, job: ExportJob, workdir: Path, progress: Progress) -> ExportArtifact:
         onnx_artifact = intermediate_onnx(job, workdir, progress, opset_version=job.options["opset_version"])
         onnx_artifact.runner.close()
-        import onnx
-
-        info = describe_model(onnx.load(str(onnx_artifact.files[0]), load_external_data=False),
-                              "openvino.convert_model")
-        info["openvino_version"] = _openvino().get_version()
+        info = _describe(onnx_artifact.files[0])
         if len(onnx_artifact.files) == 1:  # kept for reduce() and a diagnosis (work folder only)
             os.replace(onnx_artifact.files[0], workdir / REFERENCE_FILE)
             source = workdir / REFERENCE_FILE
@@ -165,7 +161,9 @@ class OpenVinoFormat(ExportFormat):
         also leaves every op type but the weighted ones in float: the converter makes ops of its own (a Div
         becomes a Multiply by a constant, unnamed) that NNCF would quantize as weighted — on the demo oriented
         detector that alone put the boxes 82 px off."""
-        return self._convert(job, workdir / REFERENCE_FILE, workdir, keep_float, lambda _: None, weight_free)
+        artifact = self._convert(job, workdir / REFERENCE_FILE, workdir, keep_float, lambda _: None, weight_free)
+        artifact.info = _describe(workdir / REFERENCE_FILE)  # the record's inputs and outputs, as export's
+        return artifact
 
     def _convert(self, job: ExportJob, source: Path, workdir: Path, keep_float: tuple[str, ...],
                  progress: Progress, weight_free: bool = False) -> ExportArtifact:
@@ -187,6 +185,15 @@ class OpenVinoFormat(ExportFormat):
                 f"OpenVINO conversion failed: {one_line(exc)}", stage="export") from None
         runner = OpenVinoRunner(xml, fp16=job.options["compress_to_fp16"])
         return ExportArtifact(files=[xml, workdir / "model.bin"], runner=runner)
+
+
+def _describe(source: Path) -> dict[str, Any]:
+    """What the record says of the model (inputs, outputs, operators), from the ONNX graph OpenVINO converts."""
+    import onnx
+
+    info = describe_model(onnx.load(str(source), load_external_data=False), "openvino.convert_model")
+    info["openvino_version"] = _openvino().get_version()
+    return info
 
 
 WEIGHTED_TYPES = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul", "Parameter", "Result",

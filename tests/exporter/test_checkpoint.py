@@ -62,6 +62,27 @@ def test_code_carrying_pickle_is_refused_and_not_executed(tmp_path, raw_pickle):
     assert "weights_only" in info.value.message or "not a PyTorch checkpoint" in info.value.message
 
 
+class Shapes(torch.nn.Module):  # a user's model class, named like no model
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4, 2)
+
+
+class ResNet:  # a user's plain object (its settings), named like a model: not a module
+    pass
+
+
+def test_a_pickled_module_is_told_apart_by_what_its_pickle_names_not_by_its_class_name(tmp_path):
+    module, other = tmp_path / "module.pt", tmp_path / "other.pt"
+    torch.save(Shapes(), module)
+    torch.save({"state_dict": Shapes().state_dict(), "config": ResNet()}, other)
+    with pytest.raises(CheckpointError, match="pickled model object .* --model-code"):
+        load_checkpoint(module)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(other)
+    assert "pickled model object" not in info.value.message and "weights_only" in info.value.message
+
+
 def test_non_dict_and_missing_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match="not a dict"):
         load_checkpoint(_save([1, 2, 3], tmp_path / "list.ckpt"))

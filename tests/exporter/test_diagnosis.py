@@ -219,3 +219,18 @@ def test_openvino_int8_with_nncf_validates_and_is_diagnosed(demo_ws):
     diagnosis = diagnose_export(Workspace(demo_ws), record.id).diagnosis
     assert diagnosis.reference == "onnx fp32" and diagnosis.comparison.startswith("OpenVINO IR (int8, NNCF)")
     assert len(diagnosis.layers) >= 40 and all(row["error"] < 0.5 for row in diagnosis.layers)
+
+
+def test_openvino_accuracy_rounds_keep_the_record_whole_and_the_file_benchmarks(demo_eval_ws):
+    """Every accuracy=auto round of an OpenVINO int8 file (a gain no file can show: all rounds run) describes the
+    model as the first did — the record's inputs are what benchmarks, snippets and deploy bundles feed."""
+    from exporter.service import benchmark_export
+
+    first = export(demo_eval_ws, "demo-anomaly", "exp-autoencoder", fmt="openvino", precision="int8")
+    record = export(demo_eval_ws, "demo-anomaly", "exp-autoencoder", fmt="openvino", precision="int8",
+                    accuracy="auto", max_metric_drop=-1.0)
+    assert record.accuracy_search.chosen > 0 or len(record.accuracy_search.rounds) > 1
+    assert record.model.inputs == first.model.inputs and record.model.outputs == first.model.outputs
+    assert [i.name for i in record.model.inputs] == ["input"]
+    bench = benchmark_export(Workspace(demo_eval_ws), record.id, {"batch_sizes": [1], "seconds": 0.2}).benchmarks[-1]
+    assert bench.status == "completed", bench.error
