@@ -76,6 +76,31 @@ def become_worker(job: dict[str, Any]) -> int:
     return main(job["argv"])
 
 
+def finish(code: int) -> None:
+    """End a forked worker as the interpreter would end it — non-daemon threads joined, atexit handlers run,
+    output flushed — but without the C++ destructors of libraries the zygote loaded: ONNX Runtime's joins a thread
+    that lived in the zygote and was never forked, and would wait for it forever."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # noqa: SLF001 - what Py_FinalizeEx does first (concurrent.futures joins its workers)
+    atexit._run_exitfuncs()  # noqa: SLF001
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     forked = serve()
-    sys.exit(0 if forked is None else become_worker(forked))
+    if forked is None:
+        sys.exit(0)
+    try:
+        status = become_worker(forked)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+    except BaseException:  # noqa: BLE001 - reported in the worker's log, as an uncaught error would be
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    finish(status)

@@ -89,6 +89,7 @@ def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, m
         while store.get(export_id).active and time.monotonic() < deadline:
             time.sleep(0.5)
         assert store.get(export_id).verdict == "passed"
+    assert psutil.wait_procs([first_worker, second_worker], timeout=30)[1] == []  # ended with their jobs
     threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)
     monkeypatch.setenv("OMP_NUM_THREADS", threads)  # read as torch loads: another zygote forks this one
     changed, changed_worker = start()
