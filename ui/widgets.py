@@ -101,8 +101,9 @@ def _option_widget(spec: Any, default: Any, widget_key: str) -> Any:
         return st.checkbox(label, value=bool(default), help=spec.help, key=widget_key)
     if spec.kind == "choice":
         return st.selectbox(label, spec.choices, index=spec.choices.index(default), help=spec.help, key=widget_key)
-    if spec.kind == "int":
-        return st.number_input(label, value=int(default), step=1, help=spec.help, key=widget_key,
+    if spec.kind == "int":  # no default: empty, the model's own setting
+        return st.number_input(label, value=None if default is None else int(default), step=1, help=spec.help,
+                               key=widget_key, placeholder=spec.placeholder if default is None else None,
                                min_value=int(spec.minimum) if spec.minimum is not None else None,
                                max_value=int(spec.maximum) if spec.maximum is not None else None)
     # float and shape as text: 1e-4 and 1,3,224,224 type naturally

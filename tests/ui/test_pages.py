@@ -80,6 +80,22 @@ def test_export_page_offers_a_target_when_jobs_run_on_ray(app, monkeypatch):
     assert not any(t.label == "Run on Ray nodes offering" for t in app.run().text_input)
 
 
+def test_every_demo_projects_export_form_draws_each_option(app):
+    """Each task's form: every declared option a widget (an integer option without a default — R-CNN proposals —
+    an empty field meaning the model's own setting), and no exception."""
+    from demo import DEMO_PROJECTS
+
+    at = app.run()
+    for project in DEMO_PROJECTS:
+        at.session_state["project_id"] = project
+        at.run()
+        assert not at.exception, (project, at.exception)
+        assert at.button(key="export").label
+        proposals = [n for n in at.number_input if n.label == "R-CNN proposals per image"]
+        two_stage = project in ("demo-detection", "demo-instance-segmentation")
+        assert [n.value for n in proposals] == ([None] if two_stage else []), project
+
+
 def test_evaluation_tab_and_button(demo_eval_ws, monkeypatch):
     """With a labelled set the export evaluates itself; the tab shows the verdict, the metrics of both and
     the confusion matrices; "Evaluate on data/val" runs it again as a background job."""
