@@ -99,7 +99,8 @@ def test_history_verifies_a_signed_download_as_a_checklist(page, base_url, tmp_p
     page.get_by_role("button", name="Verify", exact=True).click()
     result = page.locator(".st-key-verify-result")
     result.get_by_text("Valid — key").wait_for()
-    assert result.get_by_text("✅").count() >= 3 and result.get_by_text("❌").count() == 0
+    result.get_by_text("✅").nth(2).wait_for()  # the checklist draws its rows after the headline
+    assert result.get_by_text("❌").count() == 0
     shoot(page, "history-verify.png")
 
 
@@ -121,9 +122,10 @@ def test_downloads_complete_while_another_export_runs(page, base_url, tmp_path):
     for attempt in range(10):
         running = [e for e in api.get("/exports", params={"project_id": project}).json()
                    if e["status"] in ("pending", "running")]
-        if not running:  # keep one export going in the background (the page started none of them)
+        if not running:  # keep one export going in the background (the page started none of them), long enough
+            # (~10 s: a warm worker starts at once) for the page's 5 s look for exports started elsewhere to see it
             api.post("/export", json={"project_id": project, "experiment_id": experiment,
-                                      "options": {"input_shape": [1, 3, 448, 448]}}).raise_for_status()
+                                      "options": {"input_shape": [1, 3, 896, 896]}}).raise_for_status()
         page.get_by_role("heading", name="Running").wait_for()  # the 1 s timer is on
         busy += 1
         target = download(page, tmp_path / f"try-{attempt}" / "model.onnx")
