@@ -37,9 +37,17 @@ def serve() -> dict[str, Any] | None:
     _reply({"ready": True})
     while line := sys.stdin.readline():
         job = json.loads(line)
+        started, done = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(started)
+            os.setsid()  # its own session and process group before anyone learns its pid: cancel kills the group
+            os.write(done, b"1")
+            os.close(done)
             return job
+        os.close(done)
+        os.read(started, 1)
+        os.close(started)
         _reply({"pid": pid})
     return None
 
@@ -53,7 +61,6 @@ def become_worker(job: dict[str, Any]) -> int:
     """In the forked child: turn into the job's worker process and run it; its exit code."""
     import resource
 
-    os.setsid()
     for number in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
