@@ -93,15 +93,16 @@ class LocalRunner:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                                          os.environ.get("PYTHONPATH")]))}
         argv = ["worker", "--workspace", str(workspace.root), *job.argv()]
+        memory = worker_memory_bytes()
         zygote = self._zygote(env)
         pid = zygote and zygote.fork({"argv": argv, "env": env, "log": str(log_path), "cwd": os.getcwd(),
-                                      "memory": worker_memory_bytes()})
+                                      "memory": memory})
         if not pid:
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "exporter", *argv], stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                    preexec_fn=limit_memory(worker_memory_bytes()))
+                    preexec_fn=limit_memory(memory))
             # Reap the child when it ends so it never lingers as a zombie that looks alive.
             threading.Thread(target=proc.wait, daemon=True).start()
             pid = proc.pid

@@ -59,12 +59,12 @@ def _reply(message: dict[str, Any]) -> None:
 
 def become_worker(job: dict[str, Any]) -> int:
     """In the forked child: turn into the job's worker process and run it; its exit code."""
-    import resource
+    from exporter.jobs.slots import limit_memory
 
     for number in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    resource.setrlimit(resource.RLIMIT_DATA, (job["memory"], job["memory"]))
+    limit_memory(job["memory"])()
     log = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     for source, target in ((null, 0), (log, 1), (log, 2)):
