@@ -6,7 +6,9 @@ or 2×2 map: CIFAR-sized inputs) they could not be exported. At the export's sta
 pooling is a fixed map — each output cell averages (or takes the max of) a known window — so while the
 exporter traces, it is swapped for an exact equivalent: average pooling as two constant averaging
 matrices (``rows @ x @ colsᵀ``), max pooling as the max over each window's slice. The original modules
-are put back after the trace; PyTorch's model is what the file is validated against.
+are put back after the trace; PyTorch's model is what the file is validated against. The same pooling called
+as a function in a forward (``F.adaptive_avg_pool2d``, ``F.interpolate(mode="area")``) is caught while the
+legacy exporter traces (a ``TorchFunctionMode``) and computed the same exact way.
 
 **Failures explained.** When every exporter fails, the model is searched for the smallest module that
 fails alone: each sub-module is exported on its own with the input it received, and the search goes down
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 MAX_SEARCH_EXPORTS = 200  # sub-module exports a failure search may try (each is a small trace)
@@ -97,22 +100,39 @@ def _inputs_seen(module: nn.Module, example: torch.Tensor, kinds: tuple[type, ..
 
 
 @contextlib.contextmanager
-def exact_rewrites(module: nn.Module, example: torch.Tensor) -> Iterator[list[str]]:
+def exact_rewrites(module: nn.Module, example: torch.Tensor, functional: bool = True) -> Iterator[list[str]]:
     """Swap every adaptive pooling whose output does not divide its input (at ``example``'s size), or whose size
     is partly ``None``, for its exact equivalent while the block runs; yields one line per rewrite for the
-    export's warnings."""
+    export's warnings. With ``functional``, the same pooling called as a function in a forward
+    (``F.adaptive_avg_pool2d``, ``F.interpolate(mode="area")``) is computed the exact way too
+    (:class:`ExactFunctionalPools`; for the legacy exporter's trace)."""
+    lines: list[str] = []
+    swapped = _swap_pool_modules(module, example, lines)
+    try:
+        if functional:
+            with ExactFunctionalPools(lines):
+                yield lines
+        else:
+            yield lines
+    finally:
+        for parent, child, original in swapped:
+            setattr(parent, child, original)
+            del original.forward
+
+
+def _swap_pool_modules(module: nn.Module, example: torch.Tensor, lines: list[str]) -> list[tuple]:
+    """Put each adaptive pooling module the exporter would refuse out of the way: ``(parent, name, original)``
+    per swap. The original's ``forward`` is pointed at the exact one too, for a model that also holds its layers
+    in a plain list (transformers' UperNet) and calls them from there."""
     pools = [m for m in module.modules() if isinstance(m, ADAPTIVE_POOLS)]
     if all(_as_pair(m.output_size) == (1, 1) for m in pools):
-        yield []  # none, or only global pooling (1×1 divides every size): no forward pass needed
-        return
-    seen = _inputs_seen(module, example, ADAPTIVE_POOLS)
-    swapped, lines = [], []
-    for name, (x, *_) in seen.items():
+        return []  # none, or only global pooling (1×1 divides every size): no forward pass needed
+    swapped = []
+    for name, (x, *_) in _inputs_seen(module, example, ADAPTIVE_POOLS).items():
         original = module.get_submodule(name)
         in_size = (int(x.shape[-2]), int(x.shape[-1]))
         out_size = _out_size(original, in_size)
-        divides = all(i % o == 0 for i, o in zip(in_size, out_size, strict=True))
-        if x.dim() != 4 or (divides and None not in _as_pair(original.output_size)):
+        if x.dim() != 4 or (_divides(in_size, out_size) and None not in _as_pair(original.output_size)):
             continue  # (a None size is read from the input at run time: the exporter refuses that too)
         if isinstance(original, nn.AdaptiveMaxPool2d):
             if original.return_indices:
@@ -123,13 +143,82 @@ def exact_rewrites(module: nn.Module, example: torch.Tensor) -> Iterator[list[st
         parent, _, child = name.rpartition(".")
         swapped.append((module.get_submodule(parent), child, original))
         setattr(module.get_submodule(parent), child, exact)
+        object.__setattr__(original, "forward", exact.forward)  # an attribute, not a registered sub-module
         lines.append(f"rewrote {type(original).__name__} at `{name}` ({_size(in_size)} → {_size(out_size)} at "
                      f"input {_size(tuple(example.shape[-2:]))}) as {how} — exact, at this input size only")
-    try:
-        yield lines
-    finally:
-        for parent, child, original in swapped:
-            setattr(parent, child, original)
+    return swapped
+
+
+def _divides(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
+    return all(i % o == 0 for i, o in zip(in_size, out_size, strict=True))
+
+
+class ExactFunctionalPools(TorchFunctionMode):
+    """While active, adaptive pooling called as a function on a 4-D tensor — ``F.adaptive_avg_pool2d``,
+    ``F.adaptive_max_pool2d`` without indices, ``F.interpolate(mode="area")`` (an adaptive average: smp's PSPNet
+    pools this way when it sees an ONNX export) — whose output does not divide its input is computed by the exact
+    modules above, so the trace holds MatMuls and slices instead of the operator the exporter refuses. Appends one
+    line per distinct rewrite to ``lines``."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        call = _functional_pool(func, args, kwargs)
+        if call is None:
+            return func(*args, **kwargs)
+        name, x, out_size = call
+        in_size = (int(x.shape[-2]), int(x.shape[-1]))
+        if "max" in name:
+            exact, how = ExactAdaptiveMaxPool2d(in_size, out_size), "the max over each window's slice"
+        else:
+            exact, how = ExactAdaptiveAvgPool2d(in_size, out_size), "two constant averaging matrices"
+        line = (f"rewrote {name} called in a forward ({_size(in_size)} → {_size(out_size)}) as {how} — exact, at "
+                "this input size only")
+        if line not in self.lines:
+            self.lines.append(line)
+        return exact(x)
+
+
+FUNCTIONAL_POOLS = {"adaptive_avg_pool2d": "adaptive_avg_pool2d", "adaptive_max_pool2d": "adaptive_max_pool2d",
+                    "_adaptive_max_pool2d": "adaptive_max_pool2d", "interpolate": "interpolate(mode='area')"}
+
+
+def _functional_pool(func: Any, args: tuple, kwargs: dict) -> tuple[str, torch.Tensor, tuple[int, int]] | None:
+    """``(name, input, output size)`` when ``func(*args, **kwargs)`` is an adaptive pooling the legacy exporter
+    refuses (a 4-D input whose size the output does not divide), else None."""
+    name = FUNCTIONAL_POOLS.get(getattr(func, "__name__", ""))
+    x = args[0] if args else kwargs.get("input")
+    if name is None or not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return None
+    names = ("input", "size", "scale_factor", "mode") if name.startswith("interpolate") else \
+        ("input", "output_size", "return_indices")
+    given = dict(zip(names, args, strict=False)) | kwargs
+    in_size = (int(x.shape[-2]), int(x.shape[-1]))
+    if name.startswith("interpolate"):
+        if given.get("mode") != "area":
+            return None
+        out = _area_size(in_size, given.get("size"), given.get("scale_factor"))
+    else:
+        if given.get("return_indices"):
+            return None
+        out = _as_pair(given.get("output_size"))
+        out = (out[0] or in_size[0], out[1] or in_size[1])
+    if out is None or _divides(in_size, out):
+        return None
+    return name, x, (int(out[0]), int(out[1]))
+
+
+def _area_size(in_size: tuple[int, int], size: Any, scale: Any) -> tuple[int, int] | None:
+    """The output size ``F.interpolate`` computes for mode 'area' from ``size`` or ``scale_factor``."""
+    if size is not None:
+        return _as_pair(size)
+    if scale is None:
+        return None
+    scales = _as_pair(scale)
+    return int(in_size[0] * scales[0]), int(in_size[1] * scales[1])
 
 
 def _size(hw: tuple) -> str:

@@ -256,7 +256,7 @@ def _torch_export(exporter: str, job: ExportJob, raw_dir: Path) -> tuple[Path, l
         kwargs.update(report=False, verbose=False)
     try:
         with (warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(),
-              exact_rewrites(job.module, example) as rewrites):
+              exact_rewrites(job.module, example, functional=exporter == "legacy") as rewrites):
             warnings.simplefilter("ignore")
             torch.onnx.export(job.module, (example,), str(path), **kwargs)
             return path, [tuple(t.shape) for t in job.module(example)], rewrites
