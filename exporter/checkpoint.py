@@ -120,12 +120,9 @@ def _check_size(path: Path) -> None:
 def _safe_torch_load(path: Path) -> Any:
     import pickle
 
-    import torch
-
     is_zip = zipfile.is_zipfile(path)
     try:
-        # mmap keeps peak memory near one copy of the weights for zip-format files.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return _load_data(path, is_zip)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_unsafe_reason(path, exc), stage="load") from None
     except Exception as exc:  # noqa: BLE001 - torch's readers fail in many ways on bad bytes
@@ -138,6 +135,24 @@ def _safe_torch_load(path: Path) -> Any:
             reason = f"could not be read ({text.splitlines()[0][:200]})"
         raise CheckpointError(f"Checkpoint {path.name} {reason}; re-save it with torch.save.",
                               stage="load") from None
+
+
+def _load_data(path: Path, is_zip: bool) -> Any:
+    """``torch.load(weights_only=True)``; a refused file is read again when all it names beyond PyTorch's allow-list
+    are a library's enums (``_library_enums``)."""
+    import pickle
+
+    import torch
+
+    try:
+        # mmap keeps peak memory near one copy of the weights for zip-format files.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError:
+        enums = _library_enums(_pickled_globals(path))
+        if not enums:
+            raise
+    with torch.serialization.safe_globals(enums):  # settings stored as a library's enum: data, looked up by value
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
 
 
 def _unsafe_reason(path: Path, exc: Exception) -> str:
@@ -156,6 +171,32 @@ def _unsafe_reason(path: Path, exc: Exception) -> str:
     return (f"Refused to load {path.name}: {detail}. Checkpoints are loaded as data only "
             "(weights_only); re-save it with plain tensors and built-in types "
             "(e.g. torch.save({'state_dict': model.state_dict()}, path)).")
+
+
+# Libraries whose checkpoints store settings as their own enums (anomalib's Lightning hyper-parameters, e.g. Reverse
+# Distillation's AnomalyMapGenerationMode): those and only those are allowed, and only when they are Enum classes.
+ENUM_LIBRARIES = ("anomalib.",)
+
+
+def _library_enums(names: list[str]) -> list[type]:
+    """The classes ``names`` name when every one is an ``enum.Enum`` of a library in ``ENUM_LIBRARIES`` (unpickling
+    one calls the class with a stored value: a lookup, no code of the file's); ``[]`` otherwise."""
+    import enum
+    import importlib
+
+    found = []
+    for name in names:
+        module, _, attribute = name.rpartition(".")
+        if not name.startswith(ENUM_LIBRARIES):
+            return []
+        try:
+            value = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            return []
+        if not (isinstance(value, type) and issubclass(value, enum.Enum)):
+            return []
+        found.append(value)
+    return found
 
 
 def _pickled_globals(path: Path) -> list[str]:

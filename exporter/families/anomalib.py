@@ -12,6 +12,9 @@ instead of fitting one on the labelled set.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from exporter.errors import ArchitectureError
@@ -30,6 +33,7 @@ FINGERPRINTS = (("Padim", "model.gaussian.inv_covariance"), ("Patchcore", "model
                 ("Fastflow", "model.fast_flow_blocks."), ("ReverseDistillation", "model.bottleneck."))
 NORMALISED_THRESHOLD = 0.5  # the post-processor maps the image threshold here
 DEFAULT_SIZE = 256
+_BUILDING = threading.Lock()  # timm.create_model is the process's: one build at a time patches it
 
 
 def library() -> Any:
@@ -74,7 +78,8 @@ class Anomalib(Family):
         if "pre_trained" in settings:
             settings["pre_trained"] = False  # the backbone's weights come from the checkpoint, never a download
         try:
-            return model_class(**settings)
+            with no_pretrained_downloads():
+                return model_class(**settings)
         except (TypeError, ValueError) as exc:
             raise ArchitectureError(f"anomalib {name}({settings}) cannot be built: {exc}", stage="build") from None
 
@@ -99,6 +104,26 @@ class Anomalib(Family):
         from exporter.families.outputs import AnomalibOutputs
 
         return AnomalibOutputs(model).eval()
+
+
+@contextlib.contextmanager
+def no_pretrained_downloads() -> Iterator[None]:
+    """Build an anomalib model without fetching a pre-trained network: STFPM builds its teacher with
+    ``pre_trained=True`` whatever it is given, which downloads ImageNet weights (an offline machine cannot). Every
+    weight comes from the checkpoint next (``load`` is strict), so ``timm.create_model`` is asked for none."""
+    import timm
+
+    with _BUILDING:
+        original = timm.create_model
+
+        def create_model(*args: Any, **kwargs: Any) -> Any:
+            return original(*args, **{**kwargs, "pretrained": False})
+
+        timm.create_model = create_model
+        try:
+            yield
+        finally:
+            timm.create_model = original
 
 
 def model_of(state_dict: dict[str, Any]) -> str:

@@ -83,6 +83,27 @@ def test_a_pickled_module_is_told_apart_by_what_its_pickle_names_not_by_its_clas
     assert "pickled model object" not in info.value.message and "weights_only" in info.value.message
 
 
+def test_a_libraries_enum_in_the_hyper_parameters_loads_and_nothing_else_does(tmp_path):
+    """anomalib's Lightning checkpoints store some settings as its enums (Reverse Distillation's anomaly map mode):
+    an Enum of an allowed library loads by value; a non-enum class of the same library, or an enum of another
+    module, is still refused."""
+    import http
+
+    from anomalib.models.image.reverse_distillation.anomaly_map import AnomalyMapGenerationMode
+    from anomalib.post_processing import PostProcessor
+
+    weights = {"w": torch.ones(1)}
+    enum = _save({"state_dict": weights, "hyper_parameters": {"mode": AnomalyMapGenerationMode.ADD}},
+                 tmp_path / "enum.ckpt")
+    loaded = load_checkpoint(enum)
+    assert loaded.hyper_parameters["mode"] is AnomalyMapGenerationMode.ADD and torch.equal(loaded.state_dict["w"],
+                                                                                          weights["w"])
+    for name, value in (("class", PostProcessor), ("other-enum", http.HTTPStatus.OK)):
+        path = _save({"state_dict": weights, "hyper_parameters": {"x": value}}, tmp_path / f"{name}.ckpt")
+        with pytest.raises(CheckpointError, match="weights_only"):
+            load_checkpoint(path)
+
+
 def test_non_dict_and_missing_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match="not a dict"):
         load_checkpoint(_save([1, 2, 3], tmp_path / "list.ckpt"))
