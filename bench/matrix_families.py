@@ -12,7 +12,7 @@ SMP_SIZES = (256, 128)
 # model_type per task; each built from transformers' default config (num_labels, image size set), random weights
 HF_MODELS = {"classification": ("vit", "deit", "convnext", "swin", "resnet", "efficientnet", "mobilenet_v2", "beit"),
              "object_detection": ("detr", "conditional_detr", "deformable_detr", "rt_detr", "rt_detr_v2", "yolos"),
-             "segmentation": ("segformer", "upernet", "dpt", "mobilevit")}
+             "segmentation": ("segformer", "upernet", "dpt", "mobilevit", "mask2former")}
 HF_SIZES = {"classification": (224, 128), "object_detection": (512, 320), "segmentation": (512, 256)}
 HF_CLASS_SUFFIX = {"classification": "ForImageClassification", "object_detection": "ForObjectDetection",
                    "segmentation": "ForSemanticSegmentation"}
@@ -68,6 +68,8 @@ def _transformers(task: str, model_type: str, size: int) -> tuple[Any, dict[str,
     mapping = {"classification": transformers.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
                "object_detection": transformers.MODEL_FOR_OBJECT_DETECTION_MAPPING,
                "segmentation": transformers.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING}[task]
+    if task == "segmentation" and type(config) not in mapping:  # Mask2Former: universal, exported as semantic
+        mapping = transformers.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING
     model_class = mapping[type(config)]
     model_class = model_class[0] if isinstance(model_class, tuple) else model_class  # DeiT: (plain, with teacher)
     processor = {**IMAGENET, "do_normalize": True, "size": {"height": size, "width": size}}

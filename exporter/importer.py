@@ -125,6 +125,8 @@ def _family_checkpoint(root: Path, source: Path, request: ImportRequest, project
         imported = Programs().read(source, kind, given)
     else:
         imported = read_source(source, request.architecture, request.options)
+        if imported and (request.task or project_task) in imported.also:  # e.g. a Mask2Former as instances
+            imported.hyper_parameters["task"] = request.task or project_task
     if imported is None:
         if request.options:
             raise InvalidOptionError(f"Import options ({', '.join(request.options)}) are for smp/<Arch> state "

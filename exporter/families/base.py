@@ -30,6 +30,7 @@ class Imported:
     hyper_parameters: dict[str, Any]
     sha256: str  # of what was read (the folder's files in name order, or the state dict's file)
     files: list[str] = field(default_factory=list)
+    also: tuple[str, ...] = ()  # other tasks the model can be imported as (``--task``, or the project's)
 
 
 class Family:

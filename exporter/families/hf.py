@@ -4,6 +4,10 @@
 - ``*ForImageClassification`` → classification: ``logits``.
 - ``*ForSemanticSegmentation`` (SegFormer, UperNet, DPT, …) → semantic segmentation: the logits upsampled to the
   input as ``post_process_semantic_segmentation`` does (bilinear, corners not aligned), or its argmax mask.
+- ``Mask2FormerForUniversalSegmentation`` → semantic segmentation: its processor's
+  ``post_process_semantic_segmentation`` in the graph (class probabilities × mask sigmoids, summed over queries);
+  imported with ``--task instance_segmentation``, its ``post_process_instance_segmentation``, padded as our
+  instance segmentation (boxes are the masks' extents).
 - DETR-family ``*ForObjectDetection`` → object detection: the image processor's ``post_process_object_detection``
   inside the graph — softmax over classes without "no object" (DETR, YOLOS) or sigmoid scores over every
   query × class (Conditional/Deformable DETR, RT-DETR), the best ``max_detections`` sorted by score, boxes from
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
     from exporter.models.spec import ModelSpec
 
 TASK_BY_SUFFIX = {"ForImageClassification": "classification", "ForObjectDetection": "object_detection",
-                  "ForSemanticSegmentation": "segmentation"}
+                  "ForSemanticSegmentation": "segmentation", "ForUniversalSegmentation": "segmentation"}
 # Detectors whose processors score with a softmax whose last class is "no object"; the others use sigmoid scores
 # over every query and class (focal loss), then the top-k of all pairs.
 SOFTMAX_DETECTORS = ("detr", "yolos", "table-transformer")
@@ -61,7 +65,8 @@ class Transformers(Family):
         hp = {"task": task, "architecture": self.prefix + name, "num_classes": len(class_names),
               "class_names": class_names, "input_size": [channels, size[1], size[2]],
               "normalization": normalization, "hf_config": config, "hf_processor": processor}
-        return Imported(state_dict, hp, sha, files)
+        also = ("instance_segmentation",) if name.endswith("ForUniversalSegmentation") else ()  # Mask2Former
+        return Imported(state_dict, hp, sha, files, also)
 
     def build(self, spec: ModelSpec) -> nn.Module:
         import transformers
@@ -82,20 +87,31 @@ class Transformers(Family):
         return model_class(config)
 
     def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any]) -> nn.Module:
-        from exporter.families.outputs import ClassifierOutputs, DetrOutputs, SemanticOutputs
+        from exporter.families.outputs import (
+            ClassifierOutputs,
+            DetrOutputs,
+            SemanticOutputs,
+            UniversalInstanceOutputs,
+            UniversalSemanticOutputs,
+        )
 
         if spec.task == "object_detection":
             processor = spec.extra.get("hf_processor") or {}
             return DetrOutputs(model, spec, options, softmax=scores_with_softmax(model.config),
                                mean=processor.get("image_mean") if processor.get("do_normalize", True) else None,
                                std=processor.get("image_std")).eval()
+        if spec.task == "instance_segmentation" and spec.architecture.endswith("ForUniversalSegmentation"):
+            return UniversalInstanceOutputs(model, options).eval()
         if spec.task == "segmentation":
-            return SemanticOutputs(model, options).eval()
+            universal = spec.architecture.endswith("ForUniversalSegmentation")  # Mask2Former: semantic
+            return (UniversalSemanticOutputs if universal else SemanticOutputs)(model, options).eval()
         return ClassifierOutputs(model).eval()
 
     def needs(self, task: str, architecture: str) -> frozenset[str]:
-        # Detection: top-k of the queries and a gather of their boxes; a fixed number of outputs (no NMS, no RoIAlign).
-        return frozenset({capabilities.TOPK_GATHER}) if task == "object_detection" else frozenset()
+        # Detection, Mask2Former's instances: top-k of the queries and a gather of their boxes or masks; a fixed number
+        # of outputs (no NMS, no RoIAlign, no mask pasting).
+        return frozenset({capabilities.TOPK_GATHER}) if task in ("object_detection", "instance_segmentation") else \
+            frozenset()
 
 
 def load_pretrained(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any], list[str], str]:

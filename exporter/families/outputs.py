@@ -35,6 +35,90 @@ class SemanticOutputs(SegmentationOutputs):
         return (logits.argmax(1).to(torch.uint8),) if self.as_mask else (logits,)
 
 
+class UniversalSemanticOutputs(SegmentationOutputs):
+    """Mask2Former's ``post_process_semantic_segmentation``: each class's score map is the sum over queries of the
+    query's class probability (softmax without "no object") times its mask's sigmoid, the masks first upsampled to
+    the processor's 384×384 and the scores then to the input (its ``target_sizes``); or their argmax mask.
+    ``resolution=stride`` keeps the masks' own resolution (a quarter of the input)."""
+
+    PROCESSOR_SIZE = (384, 384)
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor]:  # noqa: A002 - ONNX input name
+        out = self.model(pixel_values=input)
+        masks = out.masks_queries_logits
+        if not self.native:
+            masks = nn.functional.interpolate(masks, size=self.PROCESSOR_SIZE, mode="bilinear", align_corners=False)
+        classes = out.class_queries_logits.softmax(-1)[..., :-1]
+        scores = torch.einsum("bqc,bqhw->bchw", classes, masks.sigmoid())
+        if not self.native:
+            scores = nn.functional.interpolate(scores, size=input.shape[-2:], mode="bilinear", align_corners=False)
+        return (scores.argmax(1).to(torch.uint8),) if self.as_mask else (scores,)
+
+
+class UniversalInstanceOutputs(nn.Module):
+    """Mask2Former's ``post_process_instance_segmentation``, padded as our instance segmentation: the best
+    ``num_queries`` (query, class) pairs by class probability, each query's mask (at 384×384) binarised at logit 0
+    and scored by its mean probability inside, score = class probability × mask score; kept when at or above
+    ``score_threshold`` with a non-empty mask at the input size (nearest). Outputs ``boxes`` (the masks' extents,
+    in input pixels), ``scores``, ``labels``, ``num_detections``, ``masks [B, D, H, W]`` (uint8, or the
+    probabilities with ``masks=probability``), best first."""
+
+    PROCESSOR_SIZE = (384, 384)
+
+    def __init__(self, model: nn.Module, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.max_detections = int(options.get("max_detections") or 100)
+        threshold = options.get("score_threshold")
+        self.threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold)
+        self.probability = options.get("masks") == "probability"
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002 - ONNX input name
+        out = self.model(pixel_values=input)
+        logits = nn.functional.interpolate(out.masks_queries_logits, size=self.PROCESSOR_SIZE, mode="bilinear",
+                                           align_corners=False)
+        probabilities = out.class_queries_logits.softmax(-1)[..., :-1]
+        queries, classes = probabilities.shape[1], probabilities.shape[2]
+        scores, index = probabilities.flatten(1).topk(queries, dim=1)
+        labels, query = index % classes, torch.div(index, classes, rounding_mode="floor")
+        logits = logits.gather(1, query[:, :, None, None].expand(-1, -1, *logits.shape[-2:]))
+        binary = (logits > 0).to(logits.dtype)
+        inside = binary.flatten(2)
+        scores = scores * (logits.sigmoid().flatten(2) * inside).sum(2) / (inside.sum(2) + 1e-6)
+        binary = nn.functional.interpolate(binary, size=input.shape[-2:], mode="nearest")
+        kept = (scores >= self.threshold) & (binary.flatten(2).amax(2) > 0)
+        scores, order = torch.where(kept, scores, -1.0).topk(min(self.max_detections, queries), dim=1)
+        kept, labels = scores >= 0, labels.gather(1, order)
+        pick = order[:, :, None, None].expand(-1, -1, *binary.shape[-2:])
+        masks = binary.gather(1, pick) * kept[:, :, None, None]
+        if self.probability:
+            probability = nn.functional.interpolate(logits.sigmoid(), size=input.shape[-2:], mode="bilinear",
+                                                    align_corners=False)
+            masks = probability.gather(1, pick) * kept[:, :, None, None]
+        boxes = _mask_extents(binary.gather(1, pick)) * kept.unsqueeze(-1)
+        scores, labels = scores.clamp(min=0), torch.where(kept, labels, torch.full_like(labels, -1))
+        pad = self.max_detections - scores.shape[1]
+        if pad > 0:  # fewer queries than max_detections
+            boxes, masks = nn.functional.pad(boxes, (0, 0, 0, pad)), nn.functional.pad(masks, (0, 0, 0, 0, 0, pad))
+            scores, labels = nn.functional.pad(scores, (0, pad)), nn.functional.pad(labels, (0, pad), value=-1)
+        masks = masks if self.probability else masks.to(torch.uint8)
+        return boxes, scores, labels.to(torch.int64), kept.sum(1).to(torch.int64), masks
+
+
+def _mask_extents(masks: torch.Tensor) -> torch.Tensor:
+    """``[B, D, 4]`` boxes (x1, y1, x2, y2, pixel edges) around each binary mask ``[B, D, H, W]``; zeros if empty."""
+    height, width = masks.shape[-2:]
+    extents = []
+    for axis, size in ((-2, width), (-1, height)):  # columns that hold a pixel (x), rows that do (y)
+        present = masks.amax(dim=axis) > 0
+        positions = torch.arange(size, device=masks.device, dtype=masks.dtype)
+        low = torch.where(present, positions, torch.full_like(positions, float(size))).amin(-1)
+        high = torch.where(present, positions + 1, torch.zeros_like(positions)).amax(-1)
+        extents.append((low.clamp(max=high), high))
+    (x1, x2), (y1, y2) = extents
+    return torch.stack([x1, y1, x2, y2], -1)
+
+
 class DetrOutputs(nn.Module):
     """Images in [0, 1] → the processor's post-processing, padded: ``boxes [B, D, 4]`` (x1, y1, x2, y2 in input
     pixels), ``scores [B, D]``, ``labels [B, D]`` (int64, -1 in empty slots), ``num_detections [B]``, best first."""

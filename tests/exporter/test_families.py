@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from exporter import ExportRequest, Workspace, export_checkpoint
+from exporter import ExportRequest, Workspace, capabilities, export_checkpoint
 from exporter.errors import FormatUnavailableError
 from exporter.families import needs, read_source
 from exporter.formats import get_format
@@ -81,8 +81,10 @@ def labelled_set(task: str, folder: Path, count: int = 6) -> Path:
         else:
             coco["images"].append({"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE})
             coco["annotations"].append({"id": i, "image_id": i, "category_id": kind, "iscrowd": 0, "area": 576,
-                                        "bbox": [box[0], box[1], 24, 24]})
-    if task == "object_detection":
+                                        "bbox": [box[0], box[1], 24, 24],
+                                        "segmentation": [[box[0], box[1], box[2], box[1], box[2], box[3], box[0],
+                                                          box[3]]]})
+    if task in ("object_detection", "instance_segmentation"):
         (folder / "annotations.json").write_text(json.dumps(coco))
     return folder
 
@@ -145,19 +147,54 @@ def rows(scores, labels, boxes) -> np.ndarray:
     return table[np.lexsort(table.T[::-1])]
 
 
-def test_segmentation_graph_is_the_processors_post_processing(saved):
+@pytest.mark.parametrize("name", ["segformer", "mask2former"])
+def test_segmentation_graph_is_the_processors_post_processing(saved, name):
+    """SegFormer's logits upsampled, Mask2Former's class probabilities × mask sigmoids summed over queries: the
+    graph's scores and mask are ``post_process_semantic_segmentation``'s at the input size."""
     import transformers as hf
 
-    _, logits_module = _built(saved / "segformer")
-    _, mask_module = _built(saved / "segformer", output="mask")
+    _, logits_module = _built(saved / name)
+    _, mask_module = _built(saved / name, output="mask")
     images = torch.rand(2, 3, SIZE, SIZE)
-    processor = hf.AutoImageProcessor.from_pretrained(saved / "segformer")
+    processor = hf.AutoImageProcessor.from_pretrained(saved / name)
+    scored = {"return_segmentation_scores": True} if name == "mask2former" else {}
     with torch.no_grad():
         want = processor.post_process_semantic_segmentation(logits_module.model(pixel_values=images),
-                                                            target_sizes=[(SIZE, SIZE)] * 2)
+                                                            target_sizes=[(SIZE, SIZE)] * 2, **scored)
         (logits,), (mask,) = logits_module(images), mask_module(images)
     assert logits.shape == (2, len(CLASSES), SIZE, SIZE)
+    if name == "mask2former":
+        torch.testing.assert_close(logits, torch.stack([w["segmentation_scores"] for w in want]))
+        want = [w["segmentation"] for w in want]
     assert torch.equal(mask.long(), torch.stack(want))
+
+
+def test_mask2former_instances_are_the_processors_post_processing(saved):
+    """As instance segmentation, Mask2Former's file holds ``post_process_instance_segmentation``'s segments — the
+    same labels, scores and binary masks at the input size — best first and padded; boxes are the masks' extents."""
+    import transformers as hf
+
+    imported = read_source(saved / "mask2former", None, {})
+    hp = {**imported.hyper_parameters, "task": "instance_segmentation"}
+    _, module = build_from(hp, {}, imported.state_dict, options={"score_threshold": 0.02, "max_detections": 12})
+    images = torch.rand(2, 3, SIZE, SIZE)
+    processor = hf.AutoImageProcessor.from_pretrained(saved / "mask2former")
+    with torch.no_grad():
+        want = processor.post_process_instance_segmentation(module.model(pixel_values=images), threshold=0.02,
+                                                            target_sizes=[(SIZE, SIZE)] * 2, return_binary_maps=True)
+        boxes, scores, labels, count, masks = module(images)
+    assert masks.shape == (2, 12, SIZE, SIZE) and masks.dtype == torch.uint8
+    for i, image in enumerate(want):
+        n = int(count[i])
+        assert n == len(image["segments_info"]) > 0
+        order = sorted(range(n), key=lambda j: -image["segments_info"][j]["score"])
+        np.testing.assert_allclose(scores[i, :n], [image["segments_info"][j]["score"] for j in order], atol=1e-5)
+        assert labels[i, :n].tolist() == [image["segments_info"][j]["label_id"] for j in order]
+        assert torch.equal(masks[i, :n].bool(), image["segmentation"][order].bool())
+        assert (labels[i, n:] == -1).all() and (masks[i, n:] == 0).all()
+        for box, mask in zip(boxes[i, :n], masks[i, :n], strict=True):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
 # -- end to end --------------------------------------------------------------------------------------------------
@@ -258,6 +295,41 @@ def test_segformer_through_the_api_exports_a_mask(client, saved, tmp_path):
     _export(client, "hf-segmentation", "exp-segformer", "onnx", output="mask")
 
 
+def test_mask2former_through_the_api_evaluated_and_in_openvino(client, saved, tmp_path):
+    """A zipped Mask2Former (semantic): ONNX scores evaluated on a generated mask set and benchmarked, and an
+    OpenVINO mask; both validated at batch 1 and 2."""
+    ws = client.workspace
+    response = _import(client, "hf-mask2former", zipped(saved / "mask2former", tmp_path / "mask2former.zip"))
+    assert response.status_code == 201, response.text
+    model = response.json()["model"]
+    assert model["architecture"] == "hf/Mask2FormerForUniversalSegmentation" and model["task"] == "segmentation"
+    shutil.copytree(labelled_set("segmentation", tmp_path / "masks"), ws / "projects" / "hf-mask2former" / "data"
+                    / "val")
+    record = _export(client, "hf-mask2former", response.json()["id"], "onnx")
+    assert_evaluated_and_benchmarked(ws, find_export(Workspace(ws), record["id"])[1])
+    _export(client, "hf-mask2former", response.json()["id"], "openvino", output="mask")
+
+
+def test_mask2former_as_instance_segmentation_through_the_cli(saved, tmp_path):
+    """``--task instance_segmentation`` makes a Mask2Former folder an instance segmenter: ONNX (masks and boxes
+    evaluated on a COCO set with polygons, benchmarked) and OpenVINO; the mask-pasting formats that refuse Mask R-CNN
+    are not refused for it (no data-dependent loop: its masks are gathered)."""
+    ws = tmp_path / "ws"
+    done = cli("import", str(saved / "mask2former"), "--project", "m2f", "--create-project", "--task",
+               "instance_segmentation", "--json", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)["model"]
+    assert model["task"] == "instance_segmentation" and model["class_names"] == CLASSES
+    attached = cli("data", "add", str(labelled_set("instance_segmentation", tmp_path / "coco")), "--project", "m2f",
+                   workspace=ws)
+    assert attached.returncode == 0, attached.stderr
+    record = exported(ws, "m2f", "exp-mask2former", "onnx", score_threshold=0.02)
+    assert set(record.evaluation.file) >= {"mask_map", "box_map"}, record.evaluation
+    assert_evaluated_and_benchmarked(ws, record)
+    exported(ws, "m2f", "exp-mask2former", "openvino", score_threshold=0.02)
+    assert capabilities.DATA_DEPENDENT_LOOP not in needs("instance_segmentation", model)
+
+
 @pytest.mark.parametrize(("break_it", "message"), [
     (lambda f: (f / "config.json").write_text("{not json"), "config.json is not valid JSON"),
     (lambda f: (f / "config.json").write_text(json.dumps({**json.loads((f / "config.json").read_text()),
@@ -317,3 +389,37 @@ def test_anomalib_checkpoint_through_the_api(client, padim):
     # its labelled set: realistic validation inputs (on noise, anomalib's normalised score saturates at 1)
     shutil.copytree(padim.parent / "val", client.workspace / "projects" / "anomalib-api" / "data" / "val")
     _export(client, "anomalib-api", response.json()["id"], "onnx")
+
+
+def _lightning_checkpoint(module: torch.nn.Module, path: Path) -> Path:
+    """What a Lightning checkpoint holds for the importer: the module's state dict and its saved hyper-parameters
+    (anomalib's own settings objects among them: Reverse Distillation keeps an enum)."""
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "epoch": 0}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["Stfpm", "ReverseDistillation"])
+def test_anomalib_models_with_a_pretrained_network_import_offline_and_export(name, tmp_path):
+    """STFPM builds its teacher with ``pre_trained=True`` whatever it is told (a download an offline machine cannot
+    make) and Reverse Distillation's checkpoint pickles an anomalib enum (refused by a data-only load before): both
+    import with no network — every weight from the checkpoint, strictly — and export to ONNX equal to anomalib's
+    torch module."""
+    import anomalib.models
+
+    from exporter.families.anomalib import no_pretrained_downloads
+    from exporter.importer import ImportRequest, import_checkpoint
+
+    torch.manual_seed(0)
+    settings = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"][:2 if name == "Stfpm" else 3],
+                "evaluator": False, **({"pre_trained": False} if name == "ReverseDistillation" else {})}
+    with no_pretrained_downloads():
+        module = getattr(anomalib.models, name)(**settings).eval()
+    checkpoint = _lightning_checkpoint(module, tmp_path / f"{name.lower()}.ckpt")
+    ws = Workspace(tmp_path / "ws")
+    experiment = import_checkpoint(ws, ImportRequest("anomalib", create_project=True), checkpoint)
+    assert experiment["model"]["architecture"] == f"anomalib/{name}"
+    record = export_checkpoint(ws, ExportRequest("anomalib", experiment["id"], format="onnx"))
+    assert record.status == "completed", record.error
+    assert record.validation.batch_sizes == [1, 2] and record.validation.max_diff < 1e-4, record.validation
+    maps = {o.name: o for o in record.validation.outputs}
+    assert maps["anomaly_map"].reference_max > maps["anomaly_map"].reference_min  # a live map was compared
