@@ -223,7 +223,7 @@ def markdown(rows: list[dict], wall_s: float, rerun: list[str] | None = None) ->
         counts = {v: sum(1 for r in rows if r["task"] == task and r["verdict"] == v)
                   for v in ("passed", "failed", "refused", "inconclusive")}
         lines.append(f"| {task} | " + " | ".join(str(counts[v]) for v in counts) + " |")
-    refereed = [r for r in rows if r.get("referee_note")]
+    refereed = [r for r in rows if r.get("referee_note") and r["verdict"] == "passed"]
     lines += ["", f"**Passed on the float64 referee** ({len(refereed)}): "
               + (", ".join(f"{r['architecture']}@{r['size']}" for r in refereed) or "none"), "",
               "## Not passed", ""]
