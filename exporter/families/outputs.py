@@ -35,19 +35,20 @@ class SemanticOutputs(SegmentationOutputs):
         return (logits.argmax(1).to(torch.uint8),) if self.as_mask else (logits,)
 
 
+MASK2FORMER_SIZE = (384, 384)  # its processors' post-processing upsamples the query masks to this size first
+
+
 class UniversalSemanticOutputs(SegmentationOutputs):
     """Mask2Former's ``post_process_semantic_segmentation``: each class's score map is the sum over queries of the
     query's class probability (softmax without "no object") times its mask's sigmoid, the masks first upsampled to
     the processor's 384×384 and the scores then to the input (its ``target_sizes``); or their argmax mask.
     ``resolution=stride`` keeps the masks' own resolution (a quarter of the input)."""
 
-    PROCESSOR_SIZE = (384, 384)
-
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor]:  # noqa: A002 - ONNX input name
         out = self.model(pixel_values=input)
         masks = out.masks_queries_logits
         if not self.native:
-            masks = nn.functional.interpolate(masks, size=self.PROCESSOR_SIZE, mode="bilinear", align_corners=False)
+            masks = nn.functional.interpolate(masks, size=MASK2FORMER_SIZE, mode="bilinear", align_corners=False)
         classes = out.class_queries_logits.softmax(-1)[..., :-1]
         scores = torch.einsum("bqc,bqhw->bchw", classes, masks.sigmoid())
         if not self.native:
@@ -61,41 +62,43 @@ class UniversalInstanceOutputs(nn.Module):
     and scored by its mean probability inside, score = class probability × mask score; kept when at or above
     ``score_threshold`` with a non-empty mask at the input size (nearest). Outputs ``boxes`` (the masks' extents,
     in input pixels), ``scores``, ``labels``, ``num_detections``, ``masks [B, D, H, W]`` (uint8, or the
-    probabilities with ``masks=probability``), best first."""
-
-    PROCESSOR_SIZE = (384, 384)
+    probabilities with ``masks=probability``), best first. A ``mask_threshold`` other than the processor's 0.5
+    binarises the masks returned (not the scoring, which is the processor's)."""
 
     def __init__(self, model: nn.Module, options: dict[str, Any]) -> None:
         super().__init__()
         self.model = model.eval()
         self.max_detections = int(options.get("max_detections") or 100)
-        threshold = options.get("score_threshold")
+        threshold, mask_threshold = options.get("score_threshold"), options.get("mask_threshold")
         self.threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold)
+        self.mask_threshold = 0.5 if mask_threshold is None else float(mask_threshold)
         self.probability = options.get("masks") == "probability"
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002 - ONNX input name
         out = self.model(pixel_values=input)
-        logits = nn.functional.interpolate(out.masks_queries_logits, size=self.PROCESSOR_SIZE, mode="bilinear",
+        logits = nn.functional.interpolate(out.masks_queries_logits, size=MASK2FORMER_SIZE, mode="bilinear",
                                            align_corners=False)
         probabilities = out.class_queries_logits.softmax(-1)[..., :-1]
         queries, classes = probabilities.shape[1], probabilities.shape[2]
         scores, index = probabilities.flatten(1).topk(queries, dim=1)
         labels, query = index % classes, torch.div(index, classes, rounding_mode="floor")
         logits = logits.gather(1, query[:, :, None, None].expand(-1, -1, *logits.shape[-2:]))
-        binary = (logits > 0).to(logits.dtype)
-        inside = binary.flatten(2)
-        scores = scores * (logits.sigmoid().flatten(2) * inside).sum(2) / (inside.sum(2) + 1e-6)
-        binary = nn.functional.interpolate(binary, size=input.shape[-2:], mode="nearest")
+        inside = (logits > 0).to(logits.dtype)
+        scores = scores * (logits.sigmoid() * inside).flatten(2).sum(2) / (inside.flatten(2).sum(2) + 1e-6)
+        if self.mask_threshold != 0.5:
+            inside = (logits.sigmoid() >= self.mask_threshold).to(logits.dtype)
+        binary = nn.functional.interpolate(inside, size=input.shape[-2:], mode="nearest")
         kept = (scores >= self.threshold) & (binary.flatten(2).amax(2) > 0)
         scores, order = torch.where(kept, scores, -1.0).topk(min(self.max_detections, queries), dim=1)
         kept, labels = scores >= 0, labels.gather(1, order)
         pick = order[:, :, None, None].expand(-1, -1, *binary.shape[-2:])
-        masks = binary.gather(1, pick) * kept[:, :, None, None]
+        binary = binary.gather(1, pick) * kept[:, :, None, None]
+        boxes = _mask_extents(binary)
+        masks = binary
         if self.probability:
             probability = nn.functional.interpolate(logits.sigmoid(), size=input.shape[-2:], mode="bilinear",
                                                     align_corners=False)
             masks = probability.gather(1, pick) * kept[:, :, None, None]
-        boxes = _mask_extents(binary.gather(1, pick)) * kept.unsqueeze(-1)
         scores, labels = scores.clamp(min=0), torch.where(kept, labels, torch.full_like(labels, -1))
         pad = self.max_detections - scores.shape[1]
         if pad > 0:  # fewer queries than max_detections

@@ -195,6 +195,16 @@ def test_mask2former_instances_are_the_processors_post_processing(saved):
         for box, mask in zip(boxes[i, :n], masks[i, :n], strict=True):
             ys, xs = torch.nonzero(mask, as_tuple=True)
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    # the other mask options: probabilities, and a stricter threshold that covers fewer pixels, within the others
+    options = {"score_threshold": 0.02, "max_detections": 12}
+    _, probable = build_from(hp, {}, imported.state_dict, options={**options, "masks": "probability"})
+    _, strict = build_from(hp, {}, imported.state_dict, options={**options, "mask_threshold": 0.7})
+    with torch.no_grad():
+        probabilities, tighter = probable(images)[4], strict(images)[4]
+    assert probabilities.dtype == torch.float32 and 0 <= probabilities.min() and probabilities.max() <= 1
+    assert probabilities[0, int(count[0]):].abs().sum() == 0  # nothing in the padded slots
+    covered, strictly_covered = masks.amax(1).bool(), tighter.amax(1).bool()  # per image: any mask's pixels
+    assert not (strictly_covered & ~covered).any() and tighter.sum() < masks.sum()
 
 
 # -- end to end --------------------------------------------------------------------------------------------------
