@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,28 @@ class Zygote:
         self.proc = subprocess.Popen([sys.executable, "-m", "exporter.jobs.zygote"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
                                      env=env, text=True)
-        # Its imports take what a spawned worker's would: the first job waits for them instead.
+        # Its imports take what a spawned worker's would (5–7 s): nothing waits for them. Jobs that come before it
+        # is ready are spawned, so a request that starts the first job answers at once.
+        self.ready, self.failed = False, False
+        threading.Thread(target=self._await_ready, daemon=True).start()
+
+    def _await_ready(self) -> None:
         started = select.select([self.proc.stdout], [], [], ZYGOTE_START_S)[0]
-        self.ready = bool(started) and json.loads(self.proc.stdout.readline() or "{}").get("ready", False)
-        if not self.ready:
+        try:
+            ready = bool(started) and json.loads(self.proc.stdout.readline() or "{}").get("ready", False)
+        except ValueError:
+            ready = False
+        with self.lock:
+            self.ready, self.failed = ready, not ready
+        if not ready:
             self.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the zygote is ready within ``timeout`` seconds (for callers that would rather wait)."""
+        deadline = time.monotonic() + timeout
+        while not (self.ready or self.failed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ready
 
     def serves(self, env: dict[str, str]) -> bool:
         """Whether a job with this environment can be forked here (the rest only differs in what is read late)."""
@@ -109,17 +127,20 @@ class LocalRunner:
         job.record_worker(store, process_identity(pid))
 
     def _zygote(self, env: dict[str, str]) -> Zygote | None:
-        """This process's zygote for jobs in ``env``: started on the first job (which waits for its imports),
-        replaced when the environment changes or it has died; ``None`` when warm workers are off."""
+        """This process's zygote for jobs in ``env``: started on the first job (spawned while the zygote imports),
+        replaced when the environment changes or it has died; ``None`` when warm workers are off, or a zygote
+        could not start here."""
         if os.environ.get(WARM_ENV, "1").strip() == "0" or self.cold:
             return None
         with self.lock:
+            if self.zygote and self.zygote.failed:
+                self.cold = True  # its imports failed: they would fail again
+                return None
             if self.zygote and (not self.zygote.serves(env) or self.zygote.proc.poll() is not None):
                 self.zygote.close()
                 self.zygote = None
             if self.zygote is None:
                 self.zygote = Zygote(env)
-                self.cold = not self.zygote.ready
             return self.zygote
 
     def run(self, workspace: Workspace, store: ExportStore, job: Job) -> ExportRecord:

@@ -54,7 +54,8 @@ def test_a_job_no_alive_node_can_hold_is_refused_with_the_reason():
 
 
 def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, monkeypatch):
-    """The local runner imports torch once, in a zygote, and forks each job from it: the job is in its own session
+    """The local runner imports torch once, in a zygote, and forks each job from it (jobs that come while it imports
+    are spawned: starting a job never waits for it): the job is in its own session
     (cancel kills its group), under its own memory limit, logging to its own file, and ends as a spawned worker
     would; a change of environment that imports could read replaces the zygote; AISTUDIO_WARM_WORKERS=0 spawns."""
     import psutil
@@ -72,13 +73,15 @@ def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, m
         return record.id, psutil.Process(store.get(record.id).worker.pid)
 
     monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "6000")
-    first, first_worker = start()  # starts the zygote and waits for its imports
+    first, first_worker = start()  # starts the zygote; while it imports, the job is spawned (nothing waits)
     zygote = runner.zygote
+    assert first_worker.ppid() == os.getpid() and zygote.wait_ready(300)
     monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "5000")  # read per job: the same zygote forks it
     second, second_worker = start()
     cancelled, victim = start()
     for worker, limit in ((first_worker, 6000), (second_worker, 5000), (victim, 5000)):
-        assert worker.ppid() == zygote.proc.pid and os.getsid(worker.pid) == worker.pid
+        assert worker.ppid() == (os.getpid() if worker is first_worker else zygote.proc.pid)
+        assert os.getsid(worker.pid) == worker.pid
         assert worker.rlimit(psutil.RLIMIT_DATA) == (limit << 20, limit << 20)
     log = store.export_dir(second) / WORKER_LOG
     assert [os.readlink(f"/proc/{second_worker.pid}/fd/{fd}") for fd in (1, 2)] == [str(log)] * 2
@@ -92,12 +95,14 @@ def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, m
     assert psutil.wait_procs([first_worker, second_worker], timeout=30)[1] == []  # ended with their jobs
     threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)
     monkeypatch.setenv("OMP_NUM_THREADS", threads)  # read as torch loads: another zygote forks this one
-    changed, changed_worker = start()
-    assert runner.zygote is not zygote and changed_worker.ppid() == runner.zygote.proc.pid
+    spawned_meanwhile, _ = start()
+    assert runner.zygote is not zygote and runner.zygote.wait_ready(300)
     assert zygote.proc.wait(timeout=10) == 0  # the old one ended when its pipe closed
+    changed, changed_worker = start()
+    assert changed_worker.ppid() == runner.zygote.proc.pid
     monkeypatch.setenv("AISTUDIO_WARM_WORKERS", "0")
     spawned, spawned_worker = start()
     assert spawned_worker.ppid() == os.getpid()
-    for export_id in (changed, spawned):
+    for export_id in (spawned_meanwhile, changed, spawned):
         runner.cancel(store.get(export_id).worker)
     runner.zygote.close()

@@ -62,10 +62,13 @@ def test_sigkill_the_worker_at_random_moments(seeded_ws):
     ws = Workspace(seeded_ws)
     store = ExportStore.for_project(ws, CLS[0])
     request = ExportRequest(*CLS, options={"input_shape": "1,3,192,192"})
-    timed, started = start_export(ws, request).id, time.monotonic()
-    while store.get(timed).active:
-        time.sleep(0.05)
-    lifetime = time.monotonic() - started
+    lifetimes = []  # the shortest of three: the first is spawned while the zygote imports, the others are forked
+    for _ in range(3):
+        timed, started = start_export(ws, request).id, time.monotonic()
+        while store.get(timed).active:
+            time.sleep(0.05)
+        lifetimes.append(time.monotonic() - started)
+    lifetime = min(lifetimes)
     before = file_hashes(seeded_ws, CLS[0])
     rng = random.Random(7)
     outcomes = []
