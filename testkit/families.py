@@ -94,7 +94,8 @@ def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
     # post-processor's, fitted on the validation images all the same.
     with no_pretrained_downloads():  # STFPM's teacher: random here, as every other backbone
         module = model_class(**settings, evaluator=False)
-    _steady_heap()
+    if model == "Patchcore":
+        _steady_heap()  # process-wide and for good: only where its coreset needs it (bench, not the tests' workers)
     engine = Engine(max_epochs=1, default_root_dir=root / "engine", logger=False, accelerator="cpu", devices=1,
                     enable_progress_bar=False, enable_model_summary=False)
     engine.fit(model=module, datamodule=data)
