@@ -47,13 +47,15 @@ class Job:
             return part is not None and part.status == "running"
         return record.active
 
-    def record_worker(self, store: ExportStore, worker: dict[str, Any]) -> None:
+    def record_worker(self, store: ExportStore, worker: dict[str, Any]) -> bool:
         """Write ``worker`` where the record keeps this job's worker, unless the job has ended meanwhile (a fast
-        job may finish before it is recorded)."""
+        job may finish before it is recorded, a cancelled one was ended by its canceller); whether it was written."""
         with store.lock():
             record = store.get(self.export_id)
             if self.still_running(record):
                 self._store_worker(store, record, worker)
+                return True
+        return False
 
     def _store_worker(self, store: ExportStore, record: ExportRecord, worker: dict[str, Any]) -> None:
         store.update(self.export_id, **{self.part: {**getattr(record, self.part).model_dump(), "worker": worker}})

@@ -29,6 +29,7 @@ WARM_ENV = "AISTUDIO_WARM_WORKERS"  # 0: spawn every job (no zygote)
 # Read when a job runs, never at import: a zygote started under other values of these still forks the right job.
 PER_JOB_PREFIXES = ("AISTUDIO_", "PYTEST_")
 ZYGOTE_START_S = 300.0  # a zygote not ready by then is given up (its jobs are spawned)
+OWNER = "owner"  # a recorded worker with this set is the process that will launch the job: nothing to kill there
 
 
 class Zygote:
@@ -40,8 +41,8 @@ class Zygote:
         self.proc = subprocess.Popen([sys.executable, "-m", "exporter.jobs.zygote"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
                                      env=env, text=True)
-        # Its imports take what a spawned worker's would (5–7 s): nothing waits for them. Jobs that come before it
-        # is ready are spawned, so a request that starts the first job answers at once.
+        # Its imports take what a spawned worker's would (5–7 s): no request waits for them. Jobs that come before
+        # it is ready wait in the owner (``LocalRunner.start``) and are forked when it is.
         self.ready, self.failed = False, False
         threading.Thread(target=self._await_ready, daemon=True).start()
 
@@ -57,7 +58,7 @@ class Zygote:
             self.close()
 
     def wait_ready(self, timeout: float) -> bool:
-        """Whether the zygote is ready within ``timeout`` seconds (for callers that would rather wait)."""
+        """Whether the zygote is ready within ``timeout`` seconds (False: it failed, or is not ready by then)."""
         deadline = time.monotonic() + timeout
         while not (self.ready or self.failed) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -104,30 +105,57 @@ class LocalRunner:
         self.lock = threading.Lock()
 
     def start(self, workspace: Workspace, store: ExportStore, job: Job) -> None:
-        """Fork or spawn the worker and record its ``{"pid", "create_time"}``."""
+        """Fork or spawn the worker and record its ``{"pid", "create_time"}``. While the zygote still imports, the
+        job is this process's (recorded as its worker, as a Ray job is its owner's) and is forked once the zygote is
+        ready: the caller never waits, and the imports are done once, not twice."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                                         os.environ.get("PYTHONPATH")]))}
+        zygote = self._zygote(env)
+        if zygote and not (zygote.ready or zygote.failed):
+            job.record_worker(store, {**process_identity(os.getpid()), OWNER: True})
+            threading.Thread(target=self._start_when_ready, args=(zygote, workspace, store, job, env),
+                             daemon=True).start()
+            return
+        job.record_worker(store, process_identity(self._launch(zygote, workspace, store, job, env)))
+
+    def _start_when_ready(self, zygote: Zygote, workspace: Workspace, store: ExportStore, job: Job,
+                          env: dict[str, str]) -> None:
+        """Launch a job that came while the zygote imported, unless it was cancelled or deleted meanwhile; a job
+        cancelled between that check and its launch is killed here (its recorded worker was this process)."""
+        from exporter.errors import ExportError
+
+        zygote.wait_ready(ZYGOTE_START_S)
+        try:
+            if not job.still_running(store.get(job.export_id)):
+                return
+        except ExportError:
+            return
+        pid = self._launch(zygote, workspace, store, job, env)
+        if not job.record_worker(store, process_identity(pid)):
+            self.cancel(Worker(**process_identity(pid)))
+
+    def _launch(self, zygote: Zygote | None, workspace: Workspace, store: ExportStore, job: Job,
+                env: dict[str, str]) -> int:
+        """The pid of the job's worker: forked from ``zygote`` where it is ready, else spawned."""
         from exporter.store import WORKER_LOG
 
         log_path = store.export_dir(job.export_id) / WORKER_LOG
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                                         os.environ.get("PYTHONPATH")]))}
         argv = ["worker", "--workspace", str(workspace.root), *job.argv()]
         memory = worker_memory_bytes()
-        zygote = self._zygote(env)
         pid = zygote and zygote.fork({"argv": argv, "env": env, "log": str(log_path), "cwd": os.getcwd(),
                                       "memory": memory})
-        if not pid:
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "exporter", *argv], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                    preexec_fn=limit_memory(memory))
-            # Reap the child when it ends so it never lingers as a zombie that looks alive.
-            threading.Thread(target=proc.wait, daemon=True).start()
-            pid = proc.pid
-        job.record_worker(store, process_identity(pid))
+        if pid:
+            return pid
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "exporter", *argv], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, env=env, preexec_fn=limit_memory(memory))
+        # Reap the child when it ends so it never lingers as a zombie that looks alive.
+        threading.Thread(target=proc.wait, daemon=True).start()
+        return proc.pid
 
     def _zygote(self, env: dict[str, str]) -> Zygote | None:
-        """This process's zygote for jobs in ``env``: started on the first job (spawned while the zygote imports),
+        """This process's zygote for jobs in ``env``: started on the first job (which waits for its imports),
         replaced when the environment changes or it has died; ``None`` when warm workers are off, or a zygote
         could not start here."""
         if os.environ.get(WARM_ENV, "1").strip() == "0" or self.cold:
@@ -148,8 +176,9 @@ class LocalRunner:
         return job.handle(workspace)
 
     def cancel(self, worker: Worker | None) -> None:
-        """Kill the job's process group (the worker and anything it started)."""
-        if worker_alive(worker) and worker.pid != os.getpid():
+        """Kill the job's process group (the worker and anything it started); a job not launched yet is left to
+        its owner, which sees the record end and never launches it."""
+        if worker_alive(worker) and worker.pid != os.getpid() and not getattr(worker, OWNER, False):
             try:
                 os.killpg(worker.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from exporter import ExportRequest, Workspace
-from exporter.errors import InvalidOptionError, UsageError
+from exporter.errors import Cancelled, InvalidOptionError, UsageError
 from exporter.jobs.cluster import GIB, feasible, job_resources
+from exporter.jobs.kinds import end_active
 from exporter.jobs.slots import runner_name
 from exporter.request import prepare_export
 
@@ -54,34 +55,45 @@ def test_a_job_no_alive_node_can_hold_is_refused_with_the_reason():
 
 
 def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, monkeypatch):
-    """The local runner imports torch once, in a zygote, and forks each job from it (jobs that come while it imports
-    are spawned: starting a job never waits for it): the job is in its own session
-    (cancel kills its group), under its own memory limit, logging to its own file, and ends as a spawned worker
-    would; a change of environment that imports could read replaces the zygote; AISTUDIO_WARM_WORKERS=0 spawns."""
+    """The local runner imports torch once, in a zygote, and forks each job from it (a job that comes while it
+    imports is the runner's own until the zygote is ready: starting a job never waits, nor imports twice): the job is
+    in its own session (cancel kills its group), under its own memory limit, logging to its own file, and ends as a
+    spawned worker would; a job cancelled before its launch never starts; a change of environment that imports could
+    read replaces the zygote; AISTUDIO_WARM_WORKERS=0 spawns."""
     import psutil
 
     from exporter.jobs.kinds import Export
-    from exporter.jobs.local import LocalRunner
+    from exporter.jobs.local import OWNER, LocalRunner
     from exporter.store import WORKER_LOG, ExportStore
 
     ws, runner = Workspace(demo_ws), LocalRunner()
     store = ExportStore.for_project(ws, "demo-anomaly")
 
-    def start() -> tuple[str, psutil.Process]:
+    def begin() -> str:
         record = prepare_export(ws, ExportRequest("demo-anomaly", "exp-autoencoder", options={"evaluate": False}))
         runner.start(ws, store, Export(record.project_id, record.id))
-        return record.id, psutil.Process(store.get(record.id).worker.pid)
+        return record.id
+
+    def launched(export_id: str) -> psutil.Process:
+        deadline = time.monotonic() + 300
+        while getattr(worker := store.get(export_id).worker, OWNER, False) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return psutil.Process(worker.pid)
+
+    def start() -> tuple[str, psutil.Process]:
+        export_id = begin()
+        return export_id, launched(export_id)
 
     monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "6000")
-    first, first_worker = start()  # starts the zygote; while it imports, the job is spawned (nothing waits)
-    zygote = runner.zygote
-    assert first_worker.ppid() == os.getpid() and zygote.wait_ready(300)
+    first = begin()  # starts the zygote: while it imports, the job is this process's
+    owned = store.get(first).worker
+    assert owned.pid == os.getpid() and getattr(owned, OWNER) is True
+    first_worker, zygote = launched(first), runner.zygote
     monkeypatch.setenv("AISTUDIO_WORKER_MEMORY_MB", "5000")  # read per job: the same zygote forks it
     second, second_worker = start()
     cancelled, victim = start()
     for worker, limit in ((first_worker, 6000), (second_worker, 5000), (victim, 5000)):
-        assert worker.ppid() == (os.getpid() if worker is first_worker else zygote.proc.pid)
-        assert os.getsid(worker.pid) == worker.pid
+        assert worker.ppid() == zygote.proc.pid and os.getsid(worker.pid) == worker.pid
         assert worker.rlimit(psutil.RLIMIT_DATA) == (limit << 20, limit << 20)
     log = store.export_dir(second) / WORKER_LOG
     assert [os.readlink(f"/proc/{second_worker.pid}/fd/{fd}") for fd in (1, 2)] == [str(log)] * 2
@@ -95,14 +107,16 @@ def test_jobs_fork_from_a_warm_zygote_in_their_own_session_and_limits(demo_ws, m
     assert psutil.wait_procs([first_worker, second_worker], timeout=30)[1] == []  # ended with their jobs
     threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)
     monkeypatch.setenv("OMP_NUM_THREADS", threads)  # read as torch loads: another zygote forks this one
-    spawned_meanwhile, _ = start()
-    assert runner.zygote is not zygote and runner.zygote.wait_ready(300)
-    assert zygote.proc.wait(timeout=10) == 0  # the old one ended when its pipe closed
+    never = begin()  # cancelled while the new zygote imports: the runner never launches it
+    runner.cancel(store.get(never).worker)  # the owner's worker: nothing to kill (this process lives on)
+    end_active(store, store.get(never), "cancelled", Cancelled("Cancelled by the user."))
     changed, changed_worker = start()
-    assert changed_worker.ppid() == runner.zygote.proc.pid
+    assert runner.zygote is not zygote and changed_worker.ppid() == runner.zygote.proc.pid
+    assert zygote.proc.wait(timeout=10) == 0  # the old one ended when its pipe closed
+    assert store.get(never).status == "cancelled" and not (store.export_dir(never) / WORKER_LOG).exists()
     monkeypatch.setenv("AISTUDIO_WARM_WORKERS", "0")
     spawned, spawned_worker = start()
     assert spawned_worker.ppid() == os.getpid()
-    for export_id in (spawned_meanwhile, changed, spawned):
+    for export_id in (changed, spawned):
         runner.cancel(store.get(export_id).worker)
     runner.zygote.close()

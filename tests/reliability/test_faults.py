@@ -62,7 +62,7 @@ def test_sigkill_the_worker_at_random_moments(seeded_ws):
     ws = Workspace(seeded_ws)
     store = ExportStore.for_project(ws, CLS[0])
     request = ExportRequest(*CLS, options={"input_shape": "1,3,192,192"})
-    lifetimes = []  # the shortest of three: the first is spawned while the zygote imports, the others are forked
+    lifetimes = []  # the shortest of three: the first waits for the zygote's imports, the others are forked at once
     for _ in range(3):
         timed, started = start_export(ws, request).id, time.monotonic()
         while store.get(timed).active:
