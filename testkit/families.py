@@ -4,7 +4,9 @@ families' tests and ``make bench``."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,8 @@ def save_family_models(root: Path) -> Path:
 
 def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
     """An anomalib model fitted by ``Engine.fit`` on generated 64 px textures (a bright square is the defect), saved
-    as the Lightning checkpoint anomalib writes; the MVTec-style ``val`` set beside it (``good/``, ``square/``)."""
+    as the Lightning checkpoint anomalib writes; the MVTec-style ``val`` set beside it (``good/``, ``square/``).
+    Offline: random backbones, and for EfficientAD its downloads made here (``_efficientad_offline``)."""
     import anomalib.models
     from anomalib.data import Folder
     from anomalib.engine import Engine
@@ -76,17 +79,20 @@ def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
         (root / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             pixels = (rng.random((SIZE, SIZE, 3)) * 60 + 100).astype(np.uint8)
-            if split.endswith("square"):
-                pixels[20:40, 20:40] = 255
+            if split.endswith("square"):  # defects of graded size and brightness: scores that differ, not a tie
+                side, (y, x) = 8 + 2 * i, rng.integers(4, SIZE - 24, 2)
+                pixels[y:y + side, x:x + side] = 160 + 15 * i
             Image.fromarray(pixels).save(root / split / f"{i}.png")
     torch.manual_seed(0)
     data = Folder(name="textures", root=root, normal_dir="train/good", abnormal_dir="val/square",
-                  normal_test_dir="val/good", train_batch_size=8, eval_batch_size=8, num_workers=0)
+                  normal_test_dir="val/good", train_batch_size=1 if model == "EfficientAd" else 8,  # as it requires
+                  eval_batch_size=8, num_workers=0)
     settings = {"Padim": {"backbone": "resnet18", "layers": ["layer1", "layer2"], "n_features": 50},
                 "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2"]},
                 "Patchcore": {"backbone": "resnet18", "layers": ["layer2", "layer3"], "coreset_sampling_ratio": 0.05},
                 "Fastflow": {"backbone": "resnet18", "flow_steps": 2},
-                "ReverseDistillation": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]}}[model]
+                "ReverseDistillation": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
+                "EfficientAd": {"model_size": "small", "imagenet_dir": root / "imagenette"}}[model]
     model_class = getattr(anomalib.models, model)
     if "pre_trained" in inspect.signature(model_class).parameters:  # no download: random backbone weights
         settings["pre_trained"] = False
@@ -98,9 +104,36 @@ def fit_anomalib(root: Path, model: str = "Padim", images: int = 24) -> Path:
         _steady_heap()  # process-wide and for good: only where its coreset needs it (bench, not the tests' workers)
     engine = Engine(max_epochs=1, default_root_dir=root / "engine", logger=False, accelerator="cpu", devices=1,
                     enable_progress_bar=False, enable_model_summary=False)
-    engine.fit(model=module, datamodule=data)
+    with _efficientad_offline(root, module) if model == "EfficientAd" else contextlib.nullcontext():
+        engine.fit(model=module, datamodule=data)
     engine.trainer.save_checkpoint(root / f"{model.lower()}.ckpt")
     return root / f"{model.lower()}.ckpt"
+
+
+@contextlib.contextmanager
+def _efficientad_offline(root: Path, module: Any) -> Iterator[None]:
+    """What EfficientAD downloads when it fits, made here: its "pre-trained" teacher (the module's own random
+    teacher, where anomalib's cache looks: ``$XDG_CACHE_HOME/anomalib/pre_trained``) and an ImageNette folder
+    (generated noise) for its penalty images."""
+    import os
+
+    rng = np.random.default_rng(1)
+    noise = root / "imagenette" / "noise"
+    noise.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(noise / f"{i}.png")
+    teacher = root / "cache" / "anomalib" / "pre_trained" / "efficientad_pretrained_weights"
+    teacher.mkdir(parents=True, exist_ok=True)
+    torch.save(module.model.teacher.state_dict(), teacher / "pretrained_teacher_small.pth")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME")
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
 
 
 def _steady_heap() -> None:

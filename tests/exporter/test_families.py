@@ -416,9 +416,9 @@ def _lightning_checkpoint(module: torch.nn.Module, path: Path) -> Path:
 def test_anomalib_models_with_a_pretrained_network_import_offline_and_export(name, settings, tmp_path):
     """STFPM builds its teacher with ``pre_trained=True`` whatever it is told (a download an offline machine cannot
     make), Reverse Distillation's checkpoint pickles an anomalib enum (refused by a data-only load before), and
-    EfficientAD fetches its teacher only when it fits (so it is not fitted here: its statistics are unset, which
-    its own forward allows): each imports with no network — every weight from the checkpoint, strictly (the import
-    builds the model and loads them) — and EfficientAD, whose export no fitted run shows, exports to ONNX equal to
+    EfficientAD fetches its teacher only when it fits (unfitted here — its statistics unset, which its own forward
+    allows — fitted offline in `bench --only families`): each imports with no network — every weight from the
+    checkpoint, strictly (the import builds the model and loads them) — and EfficientAD exports to ONNX equal to
     anomalib's torch module."""
     import anomalib.models
 
