@@ -173,13 +173,28 @@ def compare_figure(rows: list[dict[str, Any]], front: list[str], baseline: dict[
     figure.update_layout(
         title={"text": f"Latency vs {metric} change<br><sup>best: up and to the left · bubble area: file size<br>"
                        "green rings: the Pareto front · click a bubble to open it</sup>"},
-        xaxis={"type": "log", "title": "p50 latency, ms (log)", "tickvals": _log_ticks(
-            [r["p50_ms"] for r in plotted] + ([baseline["p50_ms"]] if baseline else []))},
+        xaxis=_log_axis([r["p50_ms"] for r in plotted] + ([baseline["p50_ms"]] if baseline else [])),
         yaxis={"title": f"{metric} change vs PyTorch", "zeroline": True, "tickformat": "+.3~f",
                "exponentformat": "none"},
         legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0, "itemsizing": "constant"}, height=480,
         margin={"t": 110, "b": 40, "l": 10, "r": 10}, clickmode="event+select")
     return figure
+
+
+def _log_axis(values: list[float]) -> dict[str, Any]:
+    """A log latency axis whose range reaches its nearest 1-2-5 ticks: latencies between two ticks (5.8–8.4 ms)
+    would otherwise show no tick label at all."""
+    import math
+
+    ticks = _log_ticks(values)
+    if values and len([t for t in ticks if min(values) <= t <= max(values)]) < 2:  # the 1-2-5 ticks around them
+        steps = [m * 10 ** e for e in range(math.floor(math.log10(min(values))) - 1,
+                                            math.ceil(math.log10(max(values))) + 2) for m in (1, 2, 5)]
+        ticks = sorted({*ticks, max(t for t in steps if t <= min(values)), min(t for t in steps if t >= max(values))})
+    low, high = min([*values, *ticks], default=1.0), max([*values, *ticks], default=1.0)
+    pad = 0.05 + 0.06 * math.log10(high / low)  # room for the largest bubble at either end
+    return {"type": "log", "title": "p50 latency, ms (log)", "tickvals": ticks,
+            "range": [math.log10(low) - pad, math.log10(high) + pad]}
 
 
 def _log_ticks(values: list[float]) -> list[float]:

@@ -281,3 +281,21 @@ def test_compare_page_exports_all_and_lists_them(app, demo_ws):
         cancel_export(Workspace(demo_ws), entry["id"])
         cancel_benchmark(Workspace(demo_ws), entry["id"])  # in case it had finished and begun its benchmark
     assert not [e for e in read_index(demo_ws, "demo-anomaly") if e["status"] == "cancelled" and e["benchmark"]]
+
+
+@pytest.mark.parametrize(("latencies", "labelled"), [([5.82, 6.30, 8.35], [5, 10]), ([3.1, 3.3], [2, 5]),
+                                                     ([1.2, 40.0, 300.0], [1, 2, 5, 10, 20, 50, 100, 200])])
+def test_compare_chart_latency_axis_always_shows_its_ticks(latencies, labelled):
+    """Latencies that all fall between two 1-2-5 ticks (5.8–8.4 ms) drew a log axis with no tick label: the axis
+    now reaches its nearest ticks on both sides (3.1–3.3 ms: 2 and 5), with room for a bubble at either end."""
+    import math
+
+    from ui.benchmarking import compare_figure
+
+    rows = [{"id": f"export-{i}", "p50_ms": ms, "change": 0.0, "size_mb": 40.0, "display_format": "ONNX",
+             "variant": "fp32", "validation": "passed", "runs_at": ""} for i, ms in enumerate(latencies)]
+    axis = compare_figure(rows, [], None, "top-1 accuracy").layout.xaxis
+    assert list(axis.tickvals) == labelled
+    low, high = axis.range
+    assert all(low < math.log10(t) < high for t in [*labelled, *latencies])
+    assert low < math.log10(min(latencies)) - 0.05 and high > math.log10(max(latencies)) + 0.05
