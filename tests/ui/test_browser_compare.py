@@ -100,8 +100,8 @@ def test_export_all_then_choose_on_the_compare_chart(page, base_url, browser_ws,
 
 
 def _clear_bubble(chart, exports: int) -> dict:
-    """The bounding box of the export bubble farthest from PyTorch's star: a file as fast as eager with no change
-    (TorchScript fp32) sits under the star, and a click there picks the star, which opens nothing."""
+    """The bounding box of the export bubble farthest from PyTorch's star: a file about as fast as eager with no
+    change sits under the star, where a click is ambiguous (the star opens nothing)."""
     traces = chart.locator(".scatterlayer .trace")
     star = traces.last.locator(".point").first.bounding_box()
     bubbles = [p.bounding_box() for p in chart.locator(".scatterlayer .trace .point").all()[:exports]]
