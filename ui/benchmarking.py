@@ -182,15 +182,10 @@ def compare_figure(rows: list[dict[str, Any]], front: list[str], baseline: dict[
 
 
 def _log_axis(values: list[float]) -> dict[str, Any]:
-    """A log latency axis whose range reaches its nearest 1-2-5 ticks: latencies between two ticks (5.8–8.4 ms)
-    would otherwise show no tick label at all."""
+    """A log latency axis that reaches its 1-2-5 ticks on both sides, with room for a bubble at either end."""
     import math
 
     ticks = _log_ticks(values)
-    if values and len([t for t in ticks if min(values) <= t <= max(values)]) < 2:  # the 1-2-5 ticks around them
-        steps = [m * 10 ** e for e in range(math.floor(math.log10(min(values))) - 1,
-                                            math.ceil(math.log10(max(values))) + 2) for m in (1, 2, 5)]
-        ticks = sorted({*ticks, max(t for t in steps if t <= min(values)), min(t for t in steps if t >= max(values))})
     low, high = min([*values, *ticks], default=1.0), max([*values, *ticks], default=1.0)
     pad = 0.05 + 0.06 * math.log10(high / low)  # room for the largest bubble at either end
     return {"type": "log", "title": "p50 latency, ms (log)", "tickvals": ticks,
@@ -198,12 +193,17 @@ def _log_axis(values: list[float]) -> dict[str, Any]:
 
 
 def _log_ticks(values: list[float]) -> list[float]:
-    """1-2-5 ticks spanning ``values`` (plotly's own log ticks label 0.8 and 0.9 as "8" and "9")."""
+    """1-2-5 ticks spanning ``values`` (plotly's own log ticks label 0.8 and 0.9 as "8" and "9"); where fewer than
+    two fall among them (5.8–8.4 ms drew an axis with no label), the nearest below and above them too."""
     import math
 
     low, high = min(values, default=1.0), max(values, default=1.0)
-    return [m * 10 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
-            for m in (1, 2, 5) if low / 1.5 <= m * 10 ** e <= high * 1.5]
+    steps = [m * 10 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 2)
+             for m in (1, 2, 5)]
+    ticks = [t for t in steps if low / 1.5 <= t <= high * 1.5]
+    if len([t for t in ticks if low <= t <= high]) < 2:
+        ticks = sorted({*ticks, max(t for t in steps if t <= low), min(t for t in steps if t >= high)})
+    return ticks
 
 
 def _ms(value: float | None) -> str:

@@ -110,4 +110,3 @@ def _clear_bubble(chart, exports: int) -> dict:
         return (box["x"] + box["width"] / 2 - star["x"] - star["width"] / 2) ** 2 + \
             (box["y"] + box["height"] / 2 - star["y"] - star["height"] / 2) ** 2
     return max(bubbles, key=away)
-
