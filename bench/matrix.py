@@ -6,8 +6,9 @@ Every torchvision builder of classification (≤ 150 M parameters), object detec
 semantic segmentation, the timm models the importer detects and the model families (``bench.matrix_families``:
 every smp architecture over two encoders, the transformers classes we import), each at the task's usual input size
 and at a small one, written as a checkpoint with lively random weights (He-normal, like
-``testkit.models.lively_init``) and exported to ONNX fp32 by the same ``export_checkpoint`` the CLI
-runs: validation at batch 1 and 2, the float64 referee when a file misses the tolerance.
+``testkit.models.lively_init``; Mask2Former as transformers initialises it: ``matrix_families.OWN_INIT``) and
+exported to ONNX fp32 by the same ``export_checkpoint`` the CLI runs: validation at batch 1 and 2, the float64
+referee when a file misses the tolerance.
 
 Cases run in a worker process, one after another (each export uses both cores); a case that kills its
 worker or runs past ``--case-timeout`` is recorded as failed and the next worker carries on. Writes

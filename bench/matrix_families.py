@@ -17,6 +17,10 @@ HF_SIZES = {"classification": (224, 128), "object_detection": (512, 320), "segme
 HF_CLASS_SUFFIX = {"classification": "ForImageClassification", "object_detection": "ForObjectDetection",
                    "segmentation": "ForSemanticSegmentation"}
 CLASSES = 5
+# Kept at transformers' own initialisation: He-normal on every matrix of Mask2Former's attention layers makes it
+# chaotic — over 3 draws PyTorch float32 itself was 0.001–0.08 from float64 and the ONNX file up to 0.045 (so no file
+# can be judged); as transformers initialises it, both are within 5e-5 of float64 at 256 px.
+OWN_INIT = {"hf/mask2former"}
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 
 
@@ -42,7 +46,7 @@ def write_family_checkpoint(task: str, architecture: str, size: int, root: Path)
     hparams = {"task": task, "num_classes": CLASSES, "class_names": [f"class_{i}" for i in range(CLASSES)],
                "input_size": [3, size, size], **hparams}
     with torch.no_grad():
-        for parameter in model.parameters():  # lively random weights, as the matrix's other cases
+        for parameter in model.parameters() if architecture not in OWN_INIT else ():  # lively, as the other cases
             if parameter.dim() > 1:
                 parameter.normal_(0, (2.0 / parameter[0].numel()) ** 0.5)
     write_experiment(root, dict(model.state_dict()), hparams=hparams, task=task)

@@ -70,8 +70,9 @@ class SegmentationTask(Task):
 
     def compare(self, pairs: list[agreement.Pair], output_names: tuple[str, ...], tolerance: float, n_samples: int,
                 settings: dict[str, Any]) -> agreement.TaskCheck:
-        floor = settings.get("min_agreement") or agreement.MIN_PIXEL_AGREEMENT
-        return agreement.segmentation(pairs, output_names, n_samples, floor)
+        floor = settings.get("min_agreement")  # reduced precision: task agreement decides, ties and all
+        return agreement.segmentation(pairs, output_names, n_samples, floor or agreement.MIN_PIXEL_AGREEMENT,
+                                      tie=None if floor else tolerance)
 
     def read_val_set(self, folder: Path, spec: ModelSpec) -> ValSet:
         return datasets.masks(folder, spec.num_classes or 2)

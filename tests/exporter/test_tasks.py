@@ -175,6 +175,23 @@ def test_segmentation_round_trip(tmp_path, architecture, options, shape):
     assert out.shape == shape
 
 
+def test_pixel_agreement_counts_near_ties_either_way_only_at_full_precision():
+    """Four pixels worked by hand (tolerance 1e-3 of the peak 2.0: ties within 2e-3): one the file picks as PyTorch
+    does, one a near tie (1e-7 apart) it breaks the other way, one a real flip (0.7 apart), one another class."""
+    from exporter.tasks import get_task
+
+    reference = np.array([[1.0, 0.0, 0.0], [0.5, 0.5 + 1e-7, 0.0], [0.2, 0.9, 0.0], [0.0, 0.0, 2.0]])
+    exported = np.array([[1.0, 0.0, 0.0], [0.5 + 1e-6, 0.5, 0.0], [0.9, 0.2, 0.0], [0.0, 0.0, 2.0]])
+    as_logits = lambda pixels: pixels.T.reshape(1, 3, 2, 2).astype(np.float32)  # noqa: E731 - [B, C, H, W]
+    pairs = [([0], [as_logits(reference)], [as_logits(exported)])]
+    task = get_task("segmentation")
+    full = task.compare(pairs, ("logits",), 1e-3, 1, {})
+    assert full.metrics["pixel_agreement"] == 0.75 and "25.00% of the pixels are near ties" in full.notes[0]
+    assert full.messages == ["pixel agreement 0.75000 is below 0.999"]
+    reduced = task.compare(pairs, ("logits",), 1e-3, 1, {"min_agreement": 0.99})  # int8: every flip counts
+    assert reduced.metrics["pixel_agreement"] == 0.5 and not reduced.notes
+
+
 def test_detection_bad_options(tmp_path):
     detector_checkpoint(tmp_path, "fasterrcnn_resnet18_fpn", 64)
     ws = Workspace(tmp_path)
