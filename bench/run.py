@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import families, ray_bench, rcnn_stages, scale, serving
+from bench import families, family_formats, ray_bench, rcnn_stages, scale, serving
 from bench.scale import stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -400,6 +400,8 @@ def markdown(results: dict) -> str:
         lines += ["", *serving.serving_markdown(results["serving"])]
     if results.get("families"):
         lines += ["", *families.families_markdown(results["families"])]
+    if results.get("family-formats"):
+        lines += ["", *family_formats.family_formats_markdown(results["family-formats"])]
     if results.get("rcnn"):
         lines += ["", *rcnn_stages.rcnn_bench_markdown(results["rcnn"])]
     return "\n".join(lines) + "\n"
@@ -430,6 +432,9 @@ def _one_part(part: str, root: Path) -> tuple[object, list[str]]:
     if part == "families":
         rows = families.bench_families(root / "families")
         return rows, families.families_markdown(rows)
+    if part == "family-formats":
+        rows = family_formats.bench_family_formats(root / "family-formats")
+        return rows, family_formats.family_formats_markdown(rows)
     if part == "rcnn":
         result = rcnn_stages.bench_rcnn(root / "rcnn")
         return result, rcnn_stages.rcnn_bench_markdown(result)
@@ -453,7 +458,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1 repeat and a 256 MB download")
     parser.add_argument("--only", choices=("evaluation", "speed", "edge", "precision", "ray", "serving", "families",
-                                           "rcnn", "overhead"),
+                                           "family-formats", "rcnn", "overhead"),
                         help="run one part alone (results/<part>.md)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aistudio-bench-"))
@@ -480,6 +485,7 @@ def main() -> None:
                    "ray": ray_bench.bench_ray(root / "ray"),
                    "serving": serving.bench_serving(root / "serving", 1.0 if args.quick else serving.SECONDS),
                    "families": families.bench_families(root / "families"),
+                   "family-formats": family_formats.bench_family_formats(root / "family-formats"),
                    "rcnn": rcnn_stages.bench_rcnn(root / "rcnn")}
         results["independent_ort"] = independent_ort(results["speed"], root / "exports")
         results["bench_minutes"] = round((time.perf_counter() - started) / 60, 1)

@@ -183,6 +183,9 @@ class AnomalibOutputs(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model.eval()
+        # Lightning's own switch for TorchScript (its ``to_torchscript`` sets it): ``trainer`` reads None instead of
+        # raising "not attached to a `Trainer`" when torch.jit.trace (TorchScript, ncnn, Core ML) walks the module.
+        self.model._jit_is_scripting = True
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002 - ONNX input name
         out = self.model(input)

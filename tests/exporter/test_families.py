@@ -370,7 +370,8 @@ def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
     """A PaDiM fitted by anomalib's Engine, imported by the CLI (its class read from its state dict), exported to
     ONNX and OpenVINO — anomalib's pre-processor, model and post-processor in the graph — and evaluated with
     anomalib's own threshold (0.5 after its normalisation), not one fitted on the set; both files, and anomalib's
-    own exports of the same checkpoint, answer as anomalib's torch module does."""
+    own exports of the same checkpoint, answer as anomalib's torch module does; TorchScript traces the Lightning
+    module too (no "not attached to a `Trainer`")."""
     ws = tmp_path / "ws"
     done = cli("import", str(padim), "--project", "anomalib", "--create-project", "--json", workspace=ws)
     assert done.returncode == 0, done.stderr
@@ -383,6 +384,7 @@ def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
     assert onnx.evaluation.calibration == {"threshold": 0.5}
     assert_evaluated_and_benchmarked(ws, onnx)
     openvino = exported(ws, "anomalib", "exp-padim", "openvino")
+    exported(ws, "anomalib", "exp-padim", "torchscript", evaluate=False)
     folder = ws / "projects" / "anomalib" / "exports"
     rows = anomalib_side_by_side(padim, {"onnx": folder / onnx.id / "model.onnx",
                                          "openvino": folder / openvino.id / "model.xml"}, tmp_path)
