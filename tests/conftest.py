@@ -84,9 +84,9 @@ def demo_full_template(tmp_path_factory, pytestconfig) -> Path:
         return root
     # pytest -n (make test): the first worker builds it in the run's shared folder (a demo model depends on those
     # trained before it, so they train one after another), the others wait for it. It trains on the worker's share
-    # of the cores, as the worker's tests do: alone it takes 3:33 on 2 threads and 5:14 on 1, but on 2 threads beside
-    # the other worker 9:20 — two OpenMP threads on cores the other worker also wants wait on each other at every
-    # layer.
+    # of the cores, as the worker's tests do: alone it takes 3:33 on 2 threads and 5:14 on 1, but beside the other
+    # worker 9:20 on 2 threads and 5:36 on 1 — two OpenMP threads on cores the other worker also wants wait on each
+    # other at every layer.
     from filelock import FileLock
 
     from exporter.benchmark import default_threads
