@@ -209,14 +209,15 @@ def segmentation(pairs: list[Pair], names: tuple[str, ...], n_samples: int, floo
     allowed difference relative to the scores' peak, as for raw outputs) a near tie agrees on either class."""
     result = TaskCheck()
     agree = ties = total = foreground = 0
-    peak = max((float(np.abs(reference[0]).max()) for _, reference, _ in pairs if reference[0].size), default=1.0)
+    allowed = None if tie is None else tie * max(1.0, max(
+        (float(np.abs(reference[0]).max()) for _, reference, _ in pairs if reference[0].size), default=1.0))
     for indices, reference, exported in pairs:
         ref, out = _class_map(reference[0]), _class_map(exported[0])
         same = ref == out
-        if tie is not None and reference[0].ndim == 4:  # scores: the class the file picked, scored by PyTorch
+        if allowed is not None and reference[0].ndim == 4:  # scores: the class the file picked, scored by PyTorch
             scores = reference[0].astype(np.float64)
             picked = np.take_along_axis(scores, out[:, None], axis=1)[:, 0]
-            near = scores.max(1) - picked <= tie * max(1.0, peak)
+            near = scores.max(1) - picked <= allowed
             ties += int((near & ~same).sum())
             same |= near
         agree += int(same.sum())
@@ -228,7 +229,7 @@ def segmentation(pairs: list[Pair], names: tuple[str, ...], n_samples: int, floo
     result.metrics = {"pixel_agreement": agreement}
     if ties:
         result.notes.append(f"{ties / total:.2%} of the pixels are near ties the file broke the other way (their "
-                            f"two best classes within the allowed difference, {tie * max(1.0, peak):.2g}): counted "
+                            f"two best classes within the allowed difference, {allowed:.2g}): counted "
                             "as agreeing")
     if names[0] == "mask":  # class ids: compared by agreement, not by value
         result.rows = [_row("mask", [1 - agreement], 1 - floor, "fraction of pixels whose class differs")]
