@@ -21,9 +21,8 @@ MODELS = (("transformers ViT", "vit", None, {}), ("transformers DETR", "detr", N
 
 
 def bench_family_formats(root: Path) -> list[dict]:
-    from exporter import ExportRequest, Workspace, export_checkpoint
+    from exporter import ExportRequest, Workspace
     from exporter.dataset_attach import attach_dataset
-    from exporter.errors import UsageError
     from exporter.formats import get_available_formats
     from exporter.importer import ImportRequest, import_checkpoint
     from testkit.families import SIZE, fit_anomalib, save_family_models
@@ -43,18 +42,36 @@ def bench_family_formats(root: Path) -> list[dict]:
             if not fmt["available"]:  # not installed here
                 rows.append({**row, "verdict": "refused", "reason": fmt["reason"]})
                 continue
-            try:
-                record = export_checkpoint(ws, ExportRequest(project, experiment["id"], format=fmt["name"],
-                                                             options=options))
-            except UsageError as exc:  # refused before anything ran (an operator the format lacks, an option)
-                rows.append({**row, "verdict": "refused", "reason": str(exc)})
-                continue
-            v = record.validation
-            rows.append({**row, "verdict": v.verdict if v else record.status, "max_diff": v.max_diff if v else None,
-                         "batch_sizes": v.batch_sizes if v else [],
-                         "reason": record.error.message if record.error else (
-                             None if v.verdict == "passed" else "; ".join(v.messages))})
+            rows.append({**row, **_exported(ws, ExportRequest(project, experiment["id"], format=fmt["name"],
+                                                               options=options), experiment["model"])})
     return rows
+
+
+def _exported(ws, request, model: dict) -> dict:
+    """One export's verdict, max difference and batches — or why it was refused before anything ran (an operator
+    the format lacks). A format that carries the model with a fixed batch only is asked again with one."""
+    import dataclasses
+
+    from exporter import export_checkpoint
+    from exporter.capabilities import refusal
+    from exporter.errors import UsageError
+    from exporter.families import needs
+    from exporter.formats import get_format
+    from exporter.formats.registry import needed
+
+    why = refusal(needed(model["task"], needs(model["task"], model)),
+                  dict(get_format(request.format).cannot_dynamic_batch))
+    if why:
+        request = dataclasses.replace(request, options={**request.options, "dynamic_batch": False})
+    try:
+        record = export_checkpoint(ws, request)
+    except UsageError as exc:
+        return {"verdict": "refused", "reason": str(exc)}
+    v = record.validation
+    reason = record.error.message if record.error else (None if v.verdict == "passed" else "; ".join(v.messages))
+    fixed = f"refused with a dynamic batch ({why}): exported with dynamic_batch off" if why else None
+    return {"verdict": v.verdict if v else record.status, "max_diff": v.max_diff if v else None,
+            "batch_sizes": v.batch_sizes if v else [], "reason": "; ".join(filter(None, (fixed, reason))) or None}
 
 
 def family_formats_markdown(rows: list[dict]) -> list[str]:

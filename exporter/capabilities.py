@@ -14,6 +14,9 @@ DATA_DEPENDENT_SHAPE = "data_dependent_shape"  # outputs sized by the data (aten
 DATA_DEPENDENT_LOOP = "data_dependent_loop"  # a loop over a data-dependent count (pasting one mask per detection)
 TOPK_GATHER = "topk_gather"  # torch.topk / torch.gather
 TORCHSCRIPT_PROGRAM = "torchscript_program"  # an imported TorchScript module: torch.export cannot trace it
+SLICE_UPDATE = "slice_update"  # an in-place update of part of a tensor (Conditional DETR's reference points)
+DEFORMABLE_ATTENTION = "deformable_attention"  # Mask2Former's pixel decoder
+SELECT = "select"  # comparisons and element-wise selection (anomalib's normalisation)
 
 CAPABILITIES = {
     NMS: "non-maximum suppression (torchvision::nms)",
@@ -22,6 +25,10 @@ CAPABILITIES = {
     DATA_DEPENDENT_LOOP: "a loop over a data-dependent count",
     TOPK_GATHER: "TopK and Gather (torch.topk, torch.gather)",
     TORCHSCRIPT_PROGRAM: "a TorchScript program (torch.jit), which torch.export cannot trace",
+    SLICE_UPDATE: "an in-place update of part of a tensor (x[..., :2] += y)",
+    DEFORMABLE_ATTENTION: "multi-scale deformable attention (Mask2Former's pixel decoder: reference-point grids, "
+                          "grid_sample over feature levels)",
+    SELECT: "comparisons and element-wise selection (torch.gt, torch.lt, torch.where)",
 }
 # What every format made with torch.export says to a TorchScript source.
 NO_TORCHSCRIPT = ("the file is made with torch.export, which cannot trace a TorchScript program: import the model as a "

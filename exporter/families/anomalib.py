@@ -97,8 +97,10 @@ class Anomalib(Family):
     def needs(self, task: str, architecture: str) -> frozenset[str]:
         from exporter import capabilities
 
-        # PatchCore's nearest neighbours in its memory bank: a top-k
-        return frozenset({capabilities.TOPK_GATHER}) if architecture.endswith("Patchcore") else frozenset()
+        # every model: the post-processor's normalisation (torch.where over comparisons with its thresholds);
+        # PatchCore: the nearest neighbours in its memory bank, a top-k
+        return frozenset({capabilities.SELECT} | ({capabilities.TOPK_GATHER} if architecture.endswith("Patchcore")
+                                                  else set()))
 
     def wrap(self, model: nn.Module, spec: ModelSpec, options: dict[str, Any]) -> nn.Module:
         from exporter.families.outputs import AnomalibOutputs

@@ -108,10 +108,16 @@ class Transformers(Family):
         return ClassifierOutputs(model).eval()
 
     def needs(self, task: str, architecture: str) -> frozenset[str]:
-        # Detection, Mask2Former's instances: top-k of the queries and a gather of their boxes or masks; a fixed number
-        # of outputs (no NMS, no RoIAlign, no mask pasting).
-        return frozenset({capabilities.TOPK_GATHER}) if task in ("object_detection", "instance_segmentation") else \
-            frozenset()
+        needs = set()
+        if task in ("object_detection", "instance_segmentation"):
+            # detection, Mask2Former's instances: top-k of the queries and a gather of their boxes or masks; a fixed
+            # number of outputs (no NMS, no RoIAlign, no mask pasting)
+            needs.add(capabilities.TOPK_GATHER)
+        if architecture.startswith(self.prefix + "ConditionalDetr"):
+            needs.add(capabilities.SLICE_UPDATE)  # its decoder adds the reference points into the boxes' centres
+        if architecture.startswith(self.prefix + "Mask2Former"):
+            needs.add(capabilities.DEFORMABLE_ATTENTION)
+        return frozenset(needs)
 
 
 def load_pretrained(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any], list[str], str]:

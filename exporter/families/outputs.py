@@ -151,8 +151,9 @@ class DetrOutputs(nn.Module):
         else:
             scores, index = logits.sigmoid().flatten(1).topk(min(self.max_detections, queries * classes), dim=1)
             labels, index = index % classes, torch.div(index, classes, rounding_mode="floor")
-        cx, cy, w, h = centres.gather(1, index.unsqueeze(-1).expand(-1, -1, 4)).unbind(-1)
-        boxes = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1) * self.scale.to(input.dtype)
+        picked = centres.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))  # (cx, cy, w, h)
+        centre, size = picked[..., :2], picked[..., 2:]  # slices, not unbind: Core ML cannot unbind a dynamic batch
+        boxes = torch.cat([centre - 0.5 * size, centre + 0.5 * size], -1) * self.scale.to(input.dtype)
         kept = scores > self.threshold
         count = kept.sum(1)
         boxes, scores = boxes * kept.unsqueeze(-1), scores * kept
@@ -186,10 +187,24 @@ class AnomalibOutputs(nn.Module):
         # Lightning's own switch for TorchScript (its ``to_torchscript`` sets it): ``trainer`` reads None instead of
         # raising "not attached to a `Trainer`" when torch.jit.trace (TorchScript, ncnn, Core ML) walks the module.
         self.model._jit_is_scripting = True
+        _resolve_thresholds(getattr(model, "post_processor", None))
 
     def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002 - ONNX input name
         out = self.model(input)
         return out.anomaly_map, out.pred_score.reshape(-1)
+
+
+def _resolve_thresholds(post: nn.Module | None) -> None:
+    """Store the thresholds anomalib's post-processor uses in place of the NaN it keeps for one never computed (a
+    model fitted without masks has no pixel threshold; the image threshold stands in): its ``image_threshold`` and
+    ``pixel_threshold`` read the same values after, so the outputs are unchanged — and Core ML's converter, which
+    compares each traced constant with the state dict by ``torch.equal`` (NaN ≠ NaN), takes the module."""
+    if post is None or not hasattr(post, "_pixel_threshold") or not hasattr(post, "_image_threshold"):
+        return
+    with torch.no_grad():
+        image, pixel = post.image_threshold.clone(), post.pixel_threshold.clone()  # both from the stored values
+        post._image_threshold.copy_(image)
+        post._pixel_threshold.copy_(pixel)
 
 
 class ContractOutputs(nn.Module):

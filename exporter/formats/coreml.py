@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.capabilities import DATA_DEPENDENT_SHAPE
+from exporter.capabilities import DATA_DEPENDENT_SHAPE, DEFORMABLE_ATTENTION, SLICE_UPDATE
 from exporter.errors import ExporterError, FormatUnavailableError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
     FP16_TOLERANCE,
@@ -37,6 +37,10 @@ CANNOT_PREDICT = ("Core ML runs only on Apple platforms: coremltools converts on
                   "export on macOS to validate it with MLModel.predict")
 DATA_DEPENDENT = ("coremltools cannot convert aten::Int of a data-dependent tensor: the post-processing sizes its "
                   "outputs by the number of candidate boxes, which Core ML needs known at conversion")
+NO_SLICE_UPDATE = ("coremltools converts an in-place update of part of a tensor (Conditional DETR's `tmp[..., :2] += "
+                   "reference`) into a scatter whose updates do not match the tensor's shape, whatever the batch")
+NO_DEFORMABLE = ("coremltools cannot convert the reference-point grid of multi-scale deformable attention "
+                 "(torch.meshgrid of a non-1-D tensor), whatever the batch")
 
 
 def can_predict() -> bool:
@@ -72,7 +76,7 @@ class CoreMlFormat(ExportFormat):
     variants = (("fp16", {}), ("fp32", {"precision": "fp32"}))
     packages = ("coremltools",)
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
-    cannot = {DATA_DEPENDENT_SHAPE: DATA_DEPENDENT}
+    cannot = {DATA_DEPENDENT_SHAPE: DATA_DEPENDENT, SLICE_UPDATE: NO_SLICE_UPDATE, DEFORMABLE_ATTENTION: NO_DEFORMABLE}
     note = ("For iOS/macOS apps. Core ML cannot run on Linux: exports made here are 'unverified' — structure, "
             "inputs and outputs checked, numbers not — until validated on a Mac.")
     format_options = (
@@ -126,9 +130,58 @@ def _version() -> str:
     return ct.__version__
 
 
+def _mend_converter() -> None:
+    """Three gaps of coremltools 9 that transformers' and anomalib's models meet, mended once per process with exact
+    equivalents (the package is still read back and checked against the PyTorch model):
+
+    - ``Tensor.new_ones`` has no converter (``new_zeros`` and ``ones`` have; transformers' attention masks start
+      from one: DETR, Conditional DETR): the same fill with 1, cast to the asked dtype as ``ones`` does.
+    - ``int()`` / ``bool()`` of a one-element constant calls ``int(array)``, which NumPy 2 refuses for an array
+      that is not 0-d ("only 0-dimensional arrays can be converted to Python scalars": SegFormer, Mask2Former,
+      DETR): the element is taken first.
+    - ``torch.where`` of three scalars broadcasts them to a shape of no dimensions, which it cannot build ("Concat
+      got 0 values": anomalib's normalisation of its thresholds): scalars are already broadcast, and are kept.
+    """
+    from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own name for it
+    from coremltools.converters.mil.frontend import _utils
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
+
+    if "new_ones" in _TORCH_OPS_REGISTRY:
+        return
+
+    @register_torch_op
+    def new_ones(context: Any, node: Any) -> None:
+        inputs = ops._get_inputs(context, node)
+        shape = mb.concat(values=inputs[1], axis=0) if isinstance(inputs[1], list) else inputs[1]
+        if shape.val is not None:  # a size known at conversion; () — a scalar — arrives as an empty float tensor
+            shape = np.asarray(shape.val, dtype=np.int32)
+        dtype = inputs[2] if len(inputs) > 2 and inputs[2] is not None and inputs[2].val is not None else None
+        if dtype is None:
+            context.add(mb.fill(shape=shape, value=1.0, name=node.name))
+        else:
+            context.add(ops._cast_to(mb.fill(shape=shape, value=1.0), ops.NUM_TO_DTYPE_STRING[dtype.val], node.name))
+
+    cast = ops._cast
+
+    def one_element_cast(context: Any, node: Any, dtype: type, dtype_name: str) -> None:
+        x = ops._get_inputs(context, node, expected=1)[0]
+        if x.can_be_folded_to_const() and np.ndim(x.val) > 0 and np.size(x.val) == 1:
+            context.add(mb.const(val=dtype(np.asarray(x.val).item()), name=node.name), node.name)
+        else:
+            cast(context, node, dtype, dtype_name)
+
+    ops._cast = one_element_cast
+    broadcast = _utils.pymil_broadcast_tensors
+    _utils.pymil_broadcast_tensors = lambda tensors: (
+        tensors if all(len(t.shape) == 0 for t in tensors) else broadcast(tensors))
+
+
 def _convert(job: ExportJob, traced: Any, package: Path) -> None:
     """``traced`` → an ML program at ``package``: named input and outputs, the batch a range when it is dynamic."""
     import coremltools as ct
+
+    _mend_converter()
 
     n, c, h, w = job.input_shape
     batch = ct.RangeDim(1, MAX_BATCH, default=n) if job.dynamic_batch else n

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.capabilities import NMS, NO_TORCHSCRIPT, ROI_ALIGN, TORCHSCRIPT_PROGRAM
+from exporter.capabilities import DEFORMABLE_ATTENTION, NMS, NO_TORCHSCRIPT, ROI_ALIGN, TORCHSCRIPT_PROGRAM
 from exporter.errors import ExporterError, OutputFileError, one_line, resource_error
 from exporter.formats.pt2 import export_program, program_info
 from exporter.formats.registry import (
@@ -33,6 +33,8 @@ MODEL_FILE = "model.pte"
 NO_DETECTION_KERNELS = ("ExecuTorch's kernel library has no torchvision::nms or torchvision::roi_align kernel "
                         "for the in-graph post-processing (and its memory planner cannot size their "
                         "data-dependent outputs)")
+STATIC_FEATURE_MAP = ("XNNPACK's delegate plans a feature map that Mask2Former's pixel decoder reads for the example's "
+                      "batch only, so the program fails at any other batch (\"Attempted to resize a static tensor\")")
 
 
 class ExecuTorchRunner:
@@ -67,6 +69,7 @@ class ExecuTorchFormat(ExportFormat):
     reduced_precision = {("quantize", "int8"): INT8_TOLERANCE}
     cannot = {NMS: NO_DETECTION_KERNELS, ROI_ALIGN: NO_DETECTION_KERNELS,
               TORCHSCRIPT_PROGRAM: NO_TORCHSCRIPT}
+    cannot_dynamic_batch = {DEFORMABLE_ATTENTION: STATIC_FEATURE_MAP}
     note = "For Android/iOS apps and embedded boards: load the .pte with ExecuTorch's runtime (XNNPACK on CPU)."
     format_options = (
         OptionSpec("quantize", "choice", "none",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.capabilities import NMS, ROI_ALIGN, TOPK_GATHER
+from exporter.capabilities import DEFORMABLE_ATTENTION, NMS, ROI_ALIGN, SELECT, TOPK_GATHER
 from exporter.errors import ExporterError, InvalidOptionError, OutputFileError, one_line, resource_error
 from exporter.formats.registry import (
     FP16_TOLERANCE,
@@ -34,6 +34,9 @@ PARAM_FILE, BIN_FILE = "model.ncnn.param", "model.ncnn.bin"
 FIXED_BATCH = "ncnn runs one image at a time (its Mat has no batch axis)"
 NO_DETECTION_LAYERS = "ncnn has no layer for torchvision::nms or torchvision::roi_align (the in-graph post-processing)"
 NO_TOPK = "ncnn has no TopK or Gather layer (torch.topk, torch.gather: picking the best detections)"
+NO_SELECT = ("ncnn has no layer for torch.gt, torch.lt or torch.where (anomalib's post-processor normalises the "
+             "scores with them)")
+PNNX_CRASH = "pnnx, which makes ncnn files, crashes (exit -11) converting Mask2Former's graph"
 FP16_SWITCHES = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage")
 
 
@@ -91,7 +94,8 @@ class NcnnFormat(ExportFormat):
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}))
     packages = ("pnnx", "ncnn")
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE}
-    cannot = {NMS: NO_DETECTION_LAYERS, ROI_ALIGN: NO_DETECTION_LAYERS, TOPK_GATHER: NO_TOPK}
+    cannot = {NMS: NO_DETECTION_LAYERS, ROI_ALIGN: NO_DETECTION_LAYERS, TOPK_GATHER: NO_TOPK, SELECT: NO_SELECT,
+              DEFORMABLE_ATTENTION: PNNX_CRASH}
     fixed_batch = FIXED_BATCH
     note = "For Android/iOS apps and ARM boards; one image per call (batch 1)."
     format_options = (

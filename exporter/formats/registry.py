@@ -187,6 +187,14 @@ def io_info(job: ExportJob, outputs: Any = None) -> dict[str, Any]:
                         for i, name in enumerate(job.output_names)]}
 
 
+def needed(task: str | None, needs: frozenset[str] | None) -> frozenset[str]:
+    """What a model's graphs need: its family's ``needs`` when it says, else its task's."""
+    if needs is not None:
+        return needs
+    traits = task_traits(task)
+    return traits.needs if traits else frozenset()
+
+
 class ExportFormat:
     """Base of every format: the same small interface (docs/contributing.md: Adding a format)."""
 
@@ -202,6 +210,8 @@ class ExportFormat:
     # What this format cannot carry, in ``exporter.capabilities``' vocabulary, each with the reason (the operator
     # it lacks): a task whose graphs need one (``TaskTraits.needs``) is refused.
     cannot: ClassVar[Mapping[str, str]] = {}
+    # What it carries only with a fixed batch (``dynamic_batch`` off), each with the reason.
+    cannot_dynamic_batch: ClassVar[Mapping[str, str]] = {}
     fixed_batch: ClassVar[str] = ""  # why the file's batch is fixed ("" when it can be dynamic)
     packages: ClassVar[tuple[str, ...]] = ()  # the modules the format needs (is_available checks them)
     # Option values that make a reduced-precision file, each with its default tolerance: such a file may also
@@ -279,15 +289,17 @@ class ExportFormat:
         """
         if why := self.cannot_carry(task, needs):
             raise FormatUnavailableError(f"Format {self.name!r} {why}.")
+        if options.get("dynamic_batch") and (why := refusal(needed(task, needs), dict(self.cannot_dynamic_batch))):
+            raise InvalidOptionError(f"{self.display_name} cannot carry this model with a dynamic batch: {why}. "
+                                     "Turn dynamic_batch off (the batch is then input_shape's).")
 
     @classmethod
     def cannot_carry(cls, task: str | None, needs: frozenset[str] | None = None) -> str:
         """Why this format cannot carry ``task`` models at all ("" when it can): what the task's graphs (or this
         model's, ``needs``) need meets what the format cannot carry."""
-        traits = task_traits(task)
-        wanted = needs if needs is not None else (traits.needs if traits else frozenset())
-        reason = refusal(wanted, dict(cls.cannot))
-        return f"cannot carry {task} models: {reason}" if reason else ""
+        reason = refusal(needed(task, needs), dict(cls.cannot))
+        what = f"{task} models" if needs is None else f"this {task} model"  # a family's needs are its model's
+        return f"cannot carry {what}: {reason}" if reason else ""
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""

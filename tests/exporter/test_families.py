@@ -261,13 +261,14 @@ def _import(client, project: str, path: Path, **fields) -> httpx.Response:
                            data={"create_project": "true", **fields})
 
 
-def _export(client, project: str, experiment: str, fmt: str, **options) -> dict:
+def _export(client, project: str, experiment: str, fmt: str, verdict: str = "passed", **options) -> dict:
     response = client.post("/api/export", json={"project_id": project, "experiment_id": experiment,
                                                 "checkpoint": "best", "format": fmt, "options": options})
     assert response.status_code == 202, response.text
     record = wait_for(client, response.json()["id"], timeout=300)
-    assert record["status"] == "completed" and record["validation"]["passed"], record
-    assert record["validation"]["batch_sizes"] == [1, 2]
+    assert record["status"] == "completed" and record["validation"]["verdict"] == verdict, record
+    if verdict == "passed":
+        assert record["validation"]["batch_sizes"] == [1, 2]
     return record
 
 
@@ -275,7 +276,8 @@ def test_detr_and_smp_zips_through_the_api(client, saved, tmp_path):
     """Zipped save_pretrained folders uploaded to the API: a DETR (detections kept above 0.2, so random weights
     still find some) exports to ONNX and OpenVINO, is evaluated on a COCO set and benchmarked; ncnn refuses it for
     TopK — while ExecuTorch, which refuses torchvision's detectors for NMS, takes it (capabilities, not tasks);
-    a zipped smp Unet exports to ONNX."""
+    Core ML converts it (``new_ones`` mended; unverified: it cannot run on Linux); a zipped smp Unet exports to
+    ONNX."""
     ws = client.workspace
     detr = _import(client, "hf-detection", zipped(saved / "detr", tmp_path / "detr.zip"))
     assert detr.status_code == 201, detr.text
@@ -286,6 +288,7 @@ def test_detr_and_smp_zips_through_the_api(client, saved, tmp_path):
     record = _export(client, "hf-detection", "exp-detr", "onnx", score_threshold=0.2)
     assert_evaluated_and_benchmarked(ws, find_export(Workspace(ws), record["id"])[1])
     _export(client, "hf-detection", "exp-detr", "openvino", score_threshold=0.2)
+    _export(client, "hf-detection", "exp-detr", "coreml", verdict="unverified", score_threshold=0.2)
     refused = client.post("/api/export", json={"project_id": "hf-detection", "experiment_id": "exp-detr",
                                                "format": "ncnn", "options": {}})
     assert refused.status_code == 409 and "TopK" in refused.json()["error"]["message"], refused.text
@@ -303,6 +306,7 @@ def test_segformer_through_the_api_exports_a_mask(client, saved, tmp_path):
     response = _import(client, "hf-segmentation", zipped(saved / "segformer", tmp_path / "segformer.zip"))
     assert response.status_code == 201, response.text
     _export(client, "hf-segmentation", "exp-segformer", "onnx", output="mask")
+    _export(client, "hf-segmentation", "exp-segformer", "coreml", verdict="unverified")  # converts (int() mended)
 
 
 def test_mask2former_through_the_api_evaluated_and_in_openvino(client, saved, tmp_path):
@@ -340,6 +344,29 @@ def test_mask2former_as_instance_segmentation_through_the_cli(saved, tmp_path):
     assert capabilities.DATA_DEPENDENT_LOOP not in needs("instance_segmentation", model)
 
 
+def test_what_a_format_cannot_carry_of_a_family_model_is_refused_before_anything_runs(saved, tmp_path):
+    """Each conversion measured to fail on these models (make bench --only family-formats) is refused by the
+    capability the model needs, with the reason, before an export starts: nothing is written. ExecuTorch carries
+    Mask2Former with a fixed batch only, and says to turn dynamic_batch off."""
+    ws = tmp_path / "ws"
+    done = cli("import", str(saved / "mask2former"), "--project", "m2f", "--create-project", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    dynamic = cli("export", "--project", "m2f", "--experiment", "exp-mask2former", "--format", "executorch",
+                  workspace=ws)
+    assert dynamic.returncode != 0 and "Turn dynamic_batch off" in dynamic.stderr, dynamic.stderr
+    done = cli("import", str(saved / "cond-detr"), "--project", "cond", "--create-project", workspace=ws)
+    assert done.returncode == 0, done.stderr
+    for project, experiment, fmt, reason in (("m2f", "exp-mask2former", "coreml", "torch.meshgrid"),
+                                             ("m2f", "exp-mask2former", "ncnn", "pnnx"),
+                                             ("cond", "exp-cond-detr", "coreml", "in-place update")):
+        with pytest.raises(FormatUnavailableError, match=f"this (segmentation|object_detection) model: .*{reason}"):
+            export_checkpoint(Workspace(ws), ExportRequest(project, experiment, format=fmt))
+    assert not list(ws.glob("projects/*/exports/*")), "a refused export wrote something"
+    padim = {"architecture": "anomalib/Padim", "task": "anomaly_detection"}
+    with pytest.raises(FormatUnavailableError, match="torch.where"):
+        get_format("ncnn").check_task("anomaly_detection", {}, needs("anomaly_detection", padim))
+
+
 @pytest.mark.parametrize(("break_it", "message"), [
     (lambda f: (f / "config.json").write_text("{not json"), "config.json is not valid JSON"),
     (lambda f: (f / "config.json").write_text(json.dumps({**json.loads((f / "config.json").read_text()),
@@ -371,7 +398,8 @@ def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
     ONNX and OpenVINO — anomalib's pre-processor, model and post-processor in the graph — and evaluated with
     anomalib's own threshold (0.5 after its normalisation), not one fitted on the set; both files, and anomalib's
     own exports of the same checkpoint, answer as anomalib's torch module does; TorchScript traces the Lightning
-    module too (no "not attached to a `Trainer`")."""
+    module too (no "not attached to a `Trainer`"), and Core ML converts it (its never-computed pixel threshold, NaN,
+    is stored as the image threshold that stands in for it)."""
     ws = tmp_path / "ws"
     done = cli("import", str(padim), "--project", "anomalib", "--create-project", "--json", workspace=ws)
     assert done.returncode == 0, done.stderr
@@ -385,6 +413,8 @@ def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
     assert_evaluated_and_benchmarked(ws, onnx)
     openvino = exported(ws, "anomalib", "exp-padim", "openvino")
     exported(ws, "anomalib", "exp-padim", "torchscript", evaluate=False)
+    coreml = export_checkpoint(Workspace(ws), ExportRequest("anomalib", "exp-padim", format="coreml"))
+    assert coreml.status == "completed" and coreml.validation.verdict == "unverified", coreml  # NaN threshold stored
     folder = ws / "projects" / "anomalib" / "exports"
     rows = anomalib_side_by_side(padim, {"onnx": folder / onnx.id / "model.onnx",
                                          "openvino": folder / openvino.id / "model.xml"}, tmp_path)
@@ -401,6 +431,28 @@ def test_anomalib_checkpoint_through_the_api(client, padim):
     # its labelled set: realistic validation inputs (on noise, anomalib's normalised score saturates at 1)
     shutil.copytree(padim.parent / "val", client.workspace / "projects" / "anomalib-api" / "data" / "val")
     _export(client, "anomalib-api", response.json()["id"], "onnx")
+
+
+@pytest.mark.parametrize(("image", "pixel", "matching", "want"), [
+    (0.3, float("nan"), True, (0.3, 0.3)),  # fitted without masks: the image threshold stands in for the pixels'
+    (float("nan"), 0.7, True, (0.7, 0.7)),  # and the other way round
+    (0.3, 0.7, True, (0.3, 0.7)),  # both computed: kept
+    (0.3, float("nan"), False, (0.3, float("nan"))),  # no matching: nothing stands in
+    (float("nan"), float("nan"), True, (float("nan"), float("nan"))),  # none computed: the range's middle, later
+])
+def test_anomalib_thresholds_are_stored_as_the_post_processor_reads_them(image, pixel, matching, want):
+    from anomalib.post_processing import PostProcessor
+
+    from exporter.families.outputs import _resolve_thresholds
+
+    post = PostProcessor(enable_threshold_matching=matching)
+    post._image_threshold.fill_(image)
+    post._pixel_threshold.fill_(pixel)
+    before = (post.image_threshold.item(), post.pixel_threshold.item())
+    _resolve_thresholds(post)
+    stored = (post._image_threshold.item(), post._pixel_threshold.item())
+    np.testing.assert_allclose(stored, want, rtol=1e-7)  # float32 buffers; NaN equals NaN here
+    np.testing.assert_equal((post.image_threshold.item(), post.pixel_threshold.item()), before)
 
 
 def _lightning_checkpoint(module: torch.nn.Module, path: Path) -> Path:
