@@ -50,7 +50,7 @@ def stage_fractions(format_stages: tuple[str, ...]) -> dict[str, float]:
     step = 0.4 / max(1, len(format_stages))
     middle = {stage: round(0.3 + i * step, 3) for i, stage in enumerate(format_stages)}
     return {"load": 0.05, "build": 0.15, **middle, "validate": 0.7, "evaluate": 0.75, "refine": 0.8,
-            "diagnose": 0.9, "store": 0.95, "done": 1.0}
+            "compare": 0.85, "diagnose": 0.9, "store": 0.95, "done": 1.0}
 
 
 
@@ -111,6 +111,7 @@ class _Pipeline:
         if options.get("accuracy") == "auto":
             self.enter("refine")
             artifact, report, evaluation, search = self._keep_accuracy(fmt, check, artifact, report, evaluation)
+        yardstick = self._yardstick(spec, job, fmt, artifact, pool) if artifact.runner is not None else None
         if report.verdict == "failed" or (evaluation or {}).get("verdict") == "failed":
             self.enter("diagnose")  # say where it diverges, while the reference graph is at hand
             diagnosis = _diagnosis(fmt, job, artifact.files[0], pool, self.workdir)
@@ -126,7 +127,19 @@ class _Pipeline:
             output_size_mb=round(sum(f["size_bytes"] for f in files) / 1e6, 3),
             model={**spec.metadata(), **artifact.info, "input_shape": list(shape)},
             validation=report.to_dict(), evaluation=evaluation, warnings=artifact.warnings, timings_s=timings,
-            accuracy_search=search, diagnosis=diagnosis, environment=environment(artifact.info), error=None)
+            accuracy_search=search, diagnosis=diagnosis, yardstick=yardstick, environment=environment(artifact.info),
+            error=None)
+
+    def _yardstick(self, spec: Any, job: Any, fmt: Any, artifact: Any, pool: Any) -> dict[str, Any] | None:
+        """The model's library's own exporter beside the file, where it has one (``Family.yardstick``)."""
+        from exporter.families import owner
+
+        family = owner(spec.architecture)
+        method = fmt.library_exporters.get(family.library) if family else None
+        if not method:
+            return None
+        self.enter("compare")
+        return family.yardstick(job.module, method, list(artifact.files), pool, self.workdir)
 
     def _entering_evaluate(self) -> None:
         self.enter("evaluate")

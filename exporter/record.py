@@ -230,6 +230,19 @@ class Diagnosis(_Part):
     worker: Worker | None = None
 
 
+class Yardstick(_Part):
+    """The library's own exporter beside this file (``exporter.families.yardstick``: anomalib's ``Engine.export``
+    for an anomalib model in ONNX or OpenVINO): per file (``rows``: ``exporter``, ``file``, ``size_mb``,
+    ``max_diff_score`` and ``max_diff_map`` from the library's torch module on the same ``images``, ``ms_batch1`` —
+    or the ``error`` that kept it from running them)."""
+
+    status: Literal["completed", "failed"] = "completed"
+    exporter: str
+    images: int = 0
+    rows: list[dict[str, Any]] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+
+
 class AccuracySearch(_Part):
     """accuracy=auto's rounds: what stayed in float each round and the gate's figures; ``chosen`` is the
     round the file is from (the first that ``met`` the gate, else the best one)."""
@@ -269,6 +282,7 @@ class ExportRecord(BaseModel):
     benchmarks: list[Benchmark] = Field(default_factory=list)
     accuracy_search: AccuracySearch | None = None
     diagnosis: Diagnosis | None = None
+    yardstick: Yardstick | None = None
     serving: Serving | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
@@ -349,6 +363,7 @@ class RecordChanges(TypedDict, total=False):
     benchmarks: list[Benchmark] | list[dict[str, Any]]
     accuracy_search: AccuracySearch | dict[str, Any] | None
     diagnosis: Diagnosis | dict[str, Any] | None
+    yardstick: Yardstick | dict[str, Any] | None
     serving: Serving | dict[str, Any] | None
     timings_s: dict[str, float]
     warnings: list[str]

@@ -85,6 +85,7 @@ def result_view(record: ExportRecord) -> None:
                    default=record.decide().tab or "Validation")
     with tabs[0]:
         validation_section(record)
+        yardstick_section(record)
     with tabs[1]:
         evaluation_section(record)
     with tabs[2]:
@@ -149,6 +150,25 @@ def validation_section(record: ExportRecord) -> None:
         st.plotly_chart(diff_ecdf_figure(validation.outputs), key=f"ecdf-{record.id}")
     if refereed := [o for o in validation.outputs if o.referee]:
         st.plotly_chart(referee_figure(refereed), key=f"referee-{record.id}")
+
+
+def yardstick_section(record: ExportRecord) -> None:
+    """The model's library's own export of the same model beside this file (anomalib's ``Engine.export``)."""
+    yardstick = record.yardstick
+    if yardstick is None:
+        return
+    library = yardstick.exporter.split()[0]
+    st.markdown(f"##### Beside {library}'s own export")
+    if yardstick.status == "failed":
+        st.warning(f"{yardstick.exporter}: {yardstick.error.message if yardstick.error else 'failed'}")
+        return
+    st.caption(f"{yardstick.exporter} — both files run the same {yardstick.images} validation images, one at a "
+               f"time; max |diff| from {library}'s torch model, latency the mean of 10 calls at batch 1.")
+    st.dataframe([{"exporter": r["exporter"], "size": f"{r['size_mb']:.2f} MB",
+                   **({"cannot run them": r["error"]} if r.get("error") else
+                      {"max |diff| score": f"{r['max_diff_score']:.1e}", "max |diff| map": f"{r['max_diff_map']:.1e}",
+                       "ms · batch 1": f"{r['ms_batch1']:.1f}"})}
+                  for r in yardstick.rows], hide_index=True, width="stretch")
 
 
 def referee_figure(outputs: list[OutputCheck]):

@@ -22,6 +22,8 @@ from exporter.families.base import Family, Imported
 from exporter.models.spec import IDENTITY_NORMALIZATION
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
     from exporter.models.spec import ModelSpec
@@ -47,6 +49,7 @@ def library() -> Any:
 
 class Anomalib(Family):
     prefix = "anomalib/"
+    library = "anomalib"
 
     def recognizes(self, state_dict: dict[str, Any]) -> bool:
         return MARKER in state_dict
@@ -106,6 +109,11 @@ class Anomalib(Family):
         from exporter.families.outputs import AnomalibOutputs
 
         return AnomalibOutputs(model).eval()
+
+    def yardstick(self, module: nn.Module, method: str, ours: list[Path], pool: Any, workdir: Path) -> dict[str, Any]:
+        from exporter.families.yardstick import beside_anomalib
+
+        return beside_anomalib(module, method, ours, pool, workdir)
 
 
 @contextlib.contextmanager

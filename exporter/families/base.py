@@ -37,6 +37,7 @@ class Family:
     """A library's models: recognised at import, built and wrapped at export (subclasses fill in)."""
 
     prefix: str = ""
+    library: str = ""  # the name formats know its own exporter by (``ExportFormat.library_exporters``)
 
     def recognize(self, folder: Path, config: dict[str, Any]) -> Imported | None:
         """This library's ``save_pretrained`` folder read into a checkpoint, or None when it is not one of ours.
@@ -71,6 +72,11 @@ class Family:
     def needs(self, task: str, architecture: str) -> frozenset[str]:
         """What this architecture's exported graphs need (``exporter.capabilities``)."""
         return frozenset()
+
+    def yardstick(self, module: nn.Module, method: str, ours: list[Path], pool: Any, workdir: Path) -> dict[str, Any]:
+        """The file the library's own exporter (its module's ``method``, from the format's ``library_exporters``)
+        writes of ``module``, beside ours (the export's files): the record's ``yardstick``."""
+        raise NotImplementedError
 
     def check_outputs(self, outputs: Any, spec: ModelSpec) -> str:
         """What is wrong with the wrapped model's outputs on one image, saying what was expected ("": nothing)."""

@@ -74,6 +74,7 @@ class OnnxFormat(ExportFormat):
     diagnosis = GRAPH_DIAGNOSIS
     runtime_modules = ("onnxruntime",)
     triton, triton_file, ovms = ("platform", "onnxruntime_onnx"), "model.onnx", True
+    library_exporters = {"anomalib": "to_onnx"}  # what anomalib's Engine.export(ExportType.ONNX) calls
     reduced_precision = {("precision", "fp16"): FP16_TOLERANCE, ("precision", "int8"): INT8_TOLERANCE}
     variants = (("fp32", {}), ("fp16", {"precision": "fp16"}),
                 ("int8 dynamic", {"precision": "int8", "quantization": "dynamic"}),

@@ -83,6 +83,7 @@ class OpenVinoFormat(ExportFormat):
                                    "(Conversion is failed for: Loop)"}
     runtime_modules = ("openvino",)
     triton, triton_file, ovms = ("backend", "openvino"), "model.xml", True
+    library_exporters = {"anomalib": "to_openvino"}  # what anomalib's Engine.export(ExportType.OPENVINO) calls
     reduced_precision = {("precision", "int8"): INT8_TOLERANCE, ("compress_to_fp16", True): FP16_TOLERANCE}
     variants = (("fp32", {}), ("fp16 weights", {"compress_to_fp16": True}), ("int8", {"precision": "int8"}))
     format_options = (

@@ -233,6 +233,9 @@ class ExportFormat:
     ovms: ClassVar[bool] = False  # OpenVINO Model Server loads the file (ONNX, OpenVINO IR)
     no_ovms: ClassVar[str] = "OpenVINO Model Server loads only ONNX and OpenVINO IR files"
     no_server: ClassVar[str] = ""  # why the bundle's own Linux server cannot run the file ("" when it can)
+    # A model library's own exporter that writes this format's files, ``{library: its module's method}``: its file
+    # of the same model goes beside ours on the record (``yardstick``; the family's ``library``).
+    library_exporters: ClassVar[Mapping[str, str]] = {}
 
     def diagnosed_against_float_graph(self, options: dict[str, Any]) -> bool:
         """Whether a diagnosis compares the file with the fp32 ONNX graph it was made from (made again from the

@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import streamlit as st
 import torch
 from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
 
 from exporter import ExportRequest, Workspace, capabilities, export_checkpoint
 from exporter.errors import FormatUnavailableError
@@ -26,8 +28,9 @@ from exporter.formats import get_format
 from exporter.pipeline import build_from
 from exporter.service import benchmark_export
 from exporter.store import find_export
-from testkit.families import CLASSES, SIZE, anomalib_side_by_side, fit_anomalib, save_family_models
+from testkit.families import CLASSES, SIZE, fit_anomalib, save_family_models
 from testkit.server import running_server, wait_for
+from tests.conftest import ROOT
 from tests.helpers import cli
 
 BENCH = {"batch_sizes": "1", "seconds": 0.2, "threads": 1}
@@ -393,13 +396,13 @@ def padim(tmp_path_factory) -> Path:
     return fit_anomalib(tmp_path_factory.mktemp("anomalib"))
 
 
-def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
+def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path, monkeypatch):
     """A PaDiM fitted by anomalib's Engine, imported by the CLI (its class read from its state dict), exported to
     ONNX and OpenVINO — anomalib's pre-processor, model and post-processor in the graph — and evaluated with
     anomalib's own threshold (0.5 after its normalisation), not one fitted on the set; both files, and anomalib's
-    own exports of the same checkpoint, answer as anomalib's torch module does; TorchScript traces the Lightning
-    module too (no "not attached to a `Trainer`"), and Core ML converts it (its never-computed pixel threshold, NaN,
-    is stored as the image threshold that stands in for it)."""
+    own exports of the same model (on the records: ``yardstick``), answer as anomalib's torch module does;
+    TorchScript traces the Lightning module too (no "not attached to a `Trainer`"), and Core ML converts it (its
+    never-computed pixel threshold, NaN, is stored as the image threshold that stands in for it)."""
     ws = tmp_path / "ws"
     done = cli("import", str(padim), "--project", "anomalib", "--create-project", "--json", workspace=ws)
     assert done.returncode == 0, done.stderr
@@ -412,16 +415,24 @@ def test_anomalib_padim_end_to_end_beside_anomalibs_own_export(padim, tmp_path):
     assert onnx.evaluation.calibration == {"threshold": 0.5}
     assert_evaluated_and_benchmarked(ws, onnx)
     openvino = exported(ws, "anomalib", "exp-padim", "openvino")
-    exported(ws, "anomalib", "exp-padim", "torchscript", evaluate=False)
     coreml = export_checkpoint(Workspace(ws), ExportRequest("anomalib", "exp-padim", format="coreml"))
     assert coreml.status == "completed" and coreml.validation.verdict == "unverified", coreml  # NaN threshold stored
-    folder = ws / "projects" / "anomalib" / "exports"
-    rows = anomalib_side_by_side(padim, {"onnx": folder / onnx.id / "model.onnx",
-                                         "openvino": folder / openvino.id / "model.xml"}, tmp_path)
-    assert {(r["format"], r["exporter"]) for r in rows} == {(f, e) for f in ("onnx", "openvino")
-                                                             for e in ("anomalib", "AI Studio Export")}
-    for row in rows:
-        assert row["max_diff_score"] < 1e-4 and row["max_diff_map"] < 1e-3, row
+    for record, how in ((onnx, "to_onnx"), (openvino, "to_openvino")):  # anomalib's own file beside ours
+        yardstick = record.yardstick
+        assert yardstick.status == "completed" and how in yardstick.exporter and yardstick.images == 4, yardstick
+        assert [r["exporter"] for r in yardstick.rows] == ["anomalib", "AI Studio Export"]
+        for row in yardstick.rows:
+            assert row["max_diff_score"] < 1e-4 and row["max_diff_map"] < 1e-3 and row["size_mb"] > 0, row
+    assert exported(ws, "anomalib", "exp-padim", "torchscript", evaluate=False).yardstick is None  # not anomalib's
+    monkeypatch.setenv("AISTUDIO_WORKSPACE", str(ws))  # the Export page shows the two files side by side
+    st.cache_data.clear()
+    page = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    page.query_params["export"] = onnx.id
+    page.session_state["project_id"] = "anomalib"
+    page.run()
+    assert not page.exception and any(m.value == "##### Beside anomalib's own export" for m in page.markdown)
+    shown = next(d.value for d in page.dataframe if "max |diff| map" in d.value.columns)
+    assert list(shown["exporter"]) == ["anomalib", "AI Studio Export"]
 
 
 def test_anomalib_checkpoint_through_the_api(client, padim):
