@@ -8,6 +8,7 @@ the PyTorch model. On macOS the same code validates it with ``MLModel.predict``.
 
 from __future__ import annotations
 
+import functools
 import platform
 import warnings
 import zipfile
@@ -130,8 +131,9 @@ def _version() -> str:
     return ct.__version__
 
 
+@functools.cache  # once per process
 def _mend_converter() -> None:
-    """Three gaps of coremltools 9 that transformers' and anomalib's models meet, mended once per process with exact
+    """Three gaps of coremltools 9 that transformers' and anomalib's models meet, mended with exact
     equivalents (the package is still read back and checked against the PyTorch model):
 
     - ``Tensor.new_ones`` has no converter (``new_zeros`` and ``ones`` have; transformers' attention masks start
@@ -147,10 +149,6 @@ def _mend_converter() -> None:
     from coremltools.converters.mil.frontend.torch import ops
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 
-    if "new_ones" in _TORCH_OPS_REGISTRY:
-        return
-
-    @register_torch_op
     def new_ones(context: Any, node: Any) -> None:
         inputs = ops._get_inputs(context, node)
         shape = mb.concat(values=inputs[1], axis=0) if isinstance(inputs[1], list) else inputs[1]
@@ -161,6 +159,9 @@ def _mend_converter() -> None:
             context.add(mb.fill(shape=shape, value=1.0, name=node.name))
         else:
             context.add(ops._cast_to(mb.fill(shape=shape, value=1.0), ops.NUM_TO_DTYPE_STRING[dtype.val], node.name))
+
+    if "new_ones" not in _TORCH_OPS_REGISTRY:  # a later coremltools's own converter is kept
+        register_torch_op(new_ones)
 
     cast = ops._cast
 

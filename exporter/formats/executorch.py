@@ -33,8 +33,9 @@ MODEL_FILE = "model.pte"
 NO_DETECTION_KERNELS = ("ExecuTorch's kernel library has no torchvision::nms or torchvision::roi_align kernel "
                         "for the in-graph post-processing (and its memory planner cannot size their "
                         "data-dependent outputs)")
-STATIC_FEATURE_MAP = ("XNNPACK's delegate plans a feature map that Mask2Former's pixel decoder reads for the example's "
-                      "batch only, so the program fails at any other batch (\"Attempted to resize a static tensor\")")
+STATIC_FEATURE_MAP = ("XNNPACK's delegate plans one of Mask2Former's feature maps (its backbone's stride-4 map) for "
+                      "the example's batch only, so the program fails at any other batch (\"Attempted to resize a "
+                      "static tensor\")")
 
 
 class ExecuTorchRunner:
