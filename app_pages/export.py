@@ -5,6 +5,7 @@ import streamlit as st
 
 from exporter import queries
 from exporter.errors import ExportError
+from exporter.families import needs as model_needs
 from exporter.formats import get_available_formats, get_format
 from exporter.jobs import cancel_export, start_export
 from exporter.service import ExportRequest, option_specs
@@ -51,7 +52,7 @@ with form:
     # 3 · format: the cards are the control
     task = experiment.task or project.task
     st.markdown("**Format**")
-    format_name = format_cards(get_available_formats(task), key="format")
+    format_name = format_cards(get_available_formats(task, model_needs(task, experiment.model)), key="format")
 
     # 4 · options (declared by the format and the task in their registries)
     st.markdown("**Options**")

@@ -392,13 +392,14 @@ def get_format(name: str, *, require_available: bool = True) -> ExportFormat:
     return cls()
 
 
-def get_available_formats(task: str | None = None) -> list[dict[str, Any]]:
-    """Every registered format with its availability (here, and for ``task``) and options."""
+def get_available_formats(task: str | None = None, needs: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """Every registered format with its availability (here, and for ``task`` — or for a model whose family says
+    what it ``needs``) and options."""
     _load_builtin_formats()
     rows = []
     for cls in _FORMATS.values():
         available, reason = cls.is_available()
-        if available and (why := cls.cannot_carry(task)):
+        if available and (why := cls.cannot_carry(task, needs)):
             available, reason = False, why
         rows.append({"name": cls.name, "display_name": cls.display_name, "suffix": cls.suffix,
                      "available": available, "reason": reason, "note": cls.note,

@@ -140,6 +140,7 @@ def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, 
         NotFoundError / UsageError: unknown ids, formats or bad benchmark settings (nothing is started).
     """
     from exporter.benchmark import parse_request
+    from exporter.families import needs as model_needs
     from exporter.formats import get_available_formats, get_format
 
     project = workspace.project(project_id)
@@ -147,7 +148,8 @@ def start_export_all(workspace: Workspace, project_id: str, experiment_id: str, 
     experiment.checkpoint(checkpoint)
     settings = None if benchmark is None else parse_request(benchmark)
     task = experiment.task or project.task
-    rows = [row for row in get_available_formats(task) if formats is None or row["name"] in formats]
+    rows = [row for row in get_available_formats(task, model_needs(task, experiment.model))
+            if formats is None or row["name"] in formats]
     for name in set(formats or ()) - {row["name"] for row in rows}:
         get_format(name, require_available=False)  # an unknown name: UnknownFormatError lists the known ones
     started, skipped = [], []

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from exporter import ExportRequest, Workspace, capabilities, export_checkpoint
 from exporter.errors import FormatUnavailableError
 from exporter.families import needs, read_source
-from exporter.formats import get_format
+from exporter.formats import get_available_formats, get_format
 from exporter.pipeline import build_from
 from exporter.service import benchmark_export
 from exporter.store import find_export
@@ -368,6 +368,10 @@ def test_what_a_format_cannot_carry_of_a_family_model_is_refused_before_anything
     padim = {"architecture": "anomalib/Padim", "task": "anomaly_detection"}
     with pytest.raises(FormatUnavailableError, match="torch.where"):
         get_format("ncnn").check_task("anomaly_detection", {}, needs("anomaly_detection", padim))
+    mask2former = Workspace(ws).project("m2f").experiment("exp-mask2former").model
+    cards = {row["name"]: row for row in get_available_formats("segmentation", needs("segmentation", mask2former))}
+    assert not cards["coreml"]["available"] and "torch.meshgrid" in cards["coreml"]["reason"]  # the Export page's
+    assert cards["executorch"]["available"] and cards["onnx"]["available"]
 
 
 @pytest.mark.parametrize(("break_it", "message"), [
