@@ -49,19 +49,15 @@ def bench_family_formats(root: Path) -> list[dict]:
 
 def _exported(ws, request, model: dict) -> dict:
     """One export's verdict, max difference and batches — or why it was refused before anything ran (an operator
-    the format lacks). A format that carries the model with a fixed batch only is asked again with one."""
+    the format lacks). A format that carries the model only with a fixed batch is asked for one."""
     import dataclasses
 
     from exporter import export_checkpoint
-    from exporter.capabilities import refusal
     from exporter.errors import UsageError
     from exporter.families import needs
     from exporter.formats import get_format
-    from exporter.formats.registry import needed
 
-    why = refusal(needed(model["task"], needs(model["task"], model)),
-                  dict(get_format(request.format).cannot_dynamic_batch))
-    if why:
+    if why := get_format(request.format).fixed_batch_only(model["task"], needs(model["task"], model)):
         request = dataclasses.replace(request, options={**request.options, "dynamic_batch": False})
     try:
         record = export_checkpoint(ws, request)

@@ -292,7 +292,7 @@ class ExportFormat:
         """
         if why := self.cannot_carry(task, needs):
             raise FormatUnavailableError(f"Format {self.name!r} {why}.")
-        if options.get("dynamic_batch") and (why := refusal(needed(task, needs), dict(self.cannot_dynamic_batch))):
+        if options.get("dynamic_batch") and (why := self.fixed_batch_only(task, needs)):
             raise InvalidOptionError(f"{self.display_name} cannot carry this model with a dynamic batch: {why}. "
                                      "Turn dynamic_batch off (the batch is then input_shape's).")
 
@@ -303,6 +303,11 @@ class ExportFormat:
         reason = refusal(needed(task, needs), dict(cls.cannot))
         what = f"{task} models" if needs is None else f"this {task} model"  # a family's needs are its model's
         return f"cannot carry {what}: {reason}" if reason else ""
+
+    @classmethod
+    def fixed_batch_only(cls, task: str | None, needs: frozenset[str] | None = None) -> str:
+        """Why this format carries this model only with a fixed batch ("" when a dynamic one works too)."""
+        return refusal(needed(task, needs), dict(cls.cannot_dynamic_batch))
 
     def default_tolerance(self, options: dict[str, Any]) -> float:
         """Validation tolerance when the user gives none (follows the file's precision)."""
